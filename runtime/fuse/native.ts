@@ -1,0 +1,87 @@
+/**
+ * Where the native addons live and how they are loaded.
+ *
+ * fuse-native's prebuilt addon links against `libfuse.so.2` but carries no rpath, so on a
+ * machine without libfuse2 it cannot load. `prepare-native` copies the addon next to the
+ * `libfuse.so` that fuse-native ships (renamed `libfuse.so.2`) and sets the addon's rpath
+ * to `$ORIGIN`. The same directory is what the builder ships inside a bundle; the launcher
+ * extracts it and points OVERPACK_NATIVE_DIR at it.
+ */
+import { createRequire, Module } from 'node:module';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const require = createRequire(import.meta.url);
+
+export const FUSE_ADDON = 'fuse-native.node';
+export const LIBFUSE = 'libfuse.so.2';
+
+/** The repository (or installed package) root: two levels above dist/runtime/fuse. */
+export function packageRoot(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  // here = <root>/dist/runtime/fuse (compiled) or <root>/runtime/fuse (sources)
+  const up2 = path.resolve(here, '..', '..');
+  return path.basename(up2) === 'dist' ? path.dirname(up2) : up2;
+}
+
+export function platformTag(): string {
+  return `${process.platform}-${process.arch}`;
+}
+
+/** Directory holding the prepared addons for this platform. */
+export function nativeDir(): string {
+  const fromEnv = process.env.OVERPACK_NATIVE_DIR;
+  if (fromEnv) return fromEnv;
+  return path.join(packageRoot(), 'dist', 'native', platformTag());
+}
+
+export class NativeAddonError extends Error {
+  constructor(message: string, readonly addonPath: string) {
+    super(message);
+    this.name = 'NativeAddonError';
+  }
+}
+
+/** The subset of fuse-native's class that we use; typed here because the package has no types. */
+export interface FuseNativeInstance {
+  mount(cb: (err: Error | null) => void): void;
+  unmount(cb: (err: Error | null) => void): void;
+}
+export interface FuseNativeClass {
+  new (mnt: string, ops: object, opts: object): FuseNativeInstance;
+  unmount(mnt: string, cb: (err: Error | null) => void): void;
+}
+
+let fuseNative: FuseNativeClass | undefined;
+
+/**
+ * Loads fuse-native with its addon taken from nativeDir() instead of letting it search with
+ * node-gyp-build (which would find an addon that cannot resolve libfuse.so.2).
+ */
+export function loadFuseNative(): FuseNativeClass {
+  if (fuseNative) return fuseNative;
+  const addonPath = path.join(nativeDir(), FUSE_ADDON);
+  if (!existsSync(addonPath)) {
+    throw new NativeAddonError(
+      `FUSE addon not found at ${addonPath}. Run \`npm run build\` (it prepares the addon; needs the Debian package patchelf).`,
+      addonPath,
+    );
+  }
+  const gypBuildPath = require.resolve('node-gyp-build', { paths: [path.dirname(require.resolve('fuse-native'))] });
+  const shim = new Module(gypBuildPath);
+  shim.exports = () => require(addonPath);
+  shim.loaded = true;
+  const cache = require.cache as Record<string, Module | undefined>;
+  const previous = cache[gypBuildPath];
+  cache[gypBuildPath] = shim;
+  try {
+    fuseNative = require('fuse-native') as FuseNativeClass;
+  } catch (err) {
+    throw new NativeAddonError(`cannot load the FUSE addon ${addonPath}: ${(err as Error).message}`, addonPath);
+  } finally {
+    if (previous) cache[gypBuildPath] = previous;
+    else delete cache[gypBuildPath];
+  }
+  return fuseNative;
+}

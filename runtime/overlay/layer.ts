@@ -1,0 +1,86 @@
+/**
+ * A Layer is one read-only view of a tree: a directory on disk (`DirLayer`) or the image
+ * embedded in a bundle (`runtime/image`). The overlay reads its lower through this interface
+ * only, so any tree that can answer these calls can sit under the writable upper.
+ *
+ * Paths are FUSE-style: absolute within the layer, `/` is the layer's root, no trailing slash.
+ */
+
+export const S_IFMT = 0o170000;
+export const S_IFDIR = 0o040000;
+export const S_IFREG = 0o100000;
+export const S_IFLNK = 0o120000;
+
+/** The attributes the overlay needs of an entry; a subset of fs.Stats with times in ms. */
+export interface EntryStat {
+  mode: number; // type and permission bits, as st_mode
+  uid: number;
+  gid: number;
+  size: number;
+  nlink: number;
+  ino: number; // the layer's own inode number (used to group hard links)
+  dev: number;
+  rdev: number;
+  blocks: number;
+  blksize: number;
+  atimeMs: number;
+  mtimeMs: number;
+  ctimeMs: number;
+}
+
+export type EntryType = 'file' | 'dir' | 'symlink' | 'other';
+
+export interface DirEntry {
+  name: string;
+  type: EntryType;
+}
+
+/** An open file of a layer, read with positioned reads. */
+export interface LayerFile {
+  read(buf: Buffer, offset: number, length: number, position: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+export interface Layer {
+  /** What this layer is, for messages ("directory /srv/app", "image app.run"). */
+  readonly description: string;
+  /** stat without following a final symlink; null when the path does not exist. */
+  lstat(path: string): Promise<EntryStat | null>;
+  /** Entries of a directory, without `.` and `..`. */
+  readdir(path: string): Promise<DirEntry[]>;
+  readlink(path: string): Promise<string>;
+  open(path: string): Promise<LayerFile>;
+  listXattrs(path: string): Promise<string[]>;
+  /** null when the attribute is not set. */
+  getXattr(path: string, name: string): Promise<Buffer | null>;
+  /**
+   * Copy a regular file's data to `dest` (a new file on disk). A directory layer uses the
+   * kernel's copy (reflink or copy_file_range); other layers stream through `open`.
+   */
+  copyFileTo(path: string, dest: string): Promise<void>;
+}
+
+export function entryType(mode: number): EntryType {
+  switch (mode & S_IFMT) {
+    case S_IFREG:
+      return 'file';
+    case S_IFDIR:
+      return 'dir';
+    case S_IFLNK:
+      return 'symlink';
+    default:
+      return 'other';
+  }
+}
+
+/** FUSE path helpers: `/a/b` → parent `/a`, name `b`. */
+export function parentOf(p: string): string {
+  const i = p.lastIndexOf('/');
+  return i <= 0 ? '/' : p.slice(0, i);
+}
+export function nameOf(p: string): string {
+  return p.slice(p.lastIndexOf('/') + 1);
+}
+export function childOf(dir: string, name: string): string {
+  return dir === '/' ? `/${name}` : `${dir}/${name}`;
+}
