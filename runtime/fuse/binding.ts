@@ -1,0 +1,88 @@
+/**
+ * The contract between a filesystem and a FUSE binding. A filesystem (the overlay engine)
+ * implements `FsOps`: path-based, promise-returning, throwing `FsError` for POSIX errors. A
+ * binding (fuse-native today, our own libfuse 3 addon next) serves those operations on a
+ * mountpoint. Neither side knows the other's internals.
+ */
+import type { EntryStat } from '../overlay/layer.js';
+
+/** Attributes reported to the kernel; `ino` is the number users see (with `use_ino`). */
+export type Attr = EntryStat;
+
+export interface StatFs {
+  bsize: number;
+  frsize: number;
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  favail: number;
+  fsid: number;
+  flag: number;
+  namemax: number;
+}
+
+/** One directory entry as readdir reports it: the inode number and type bits that `ls -i` and d_type show. */
+export interface DirListing {
+  names: string[];
+  /** Same length as names: `ino` and `mode` (only the type bits are needed). */
+  attrs: Array<Pick<Attr, 'ino' | 'mode'>>;
+}
+
+export interface FsOps {
+  getattr(path: string): Promise<Attr>;
+  /** getattr through an open handle: works after the path was unlinked or renamed. */
+  fgetattr(path: string, fh: number): Promise<Attr>;
+  access(path: string, mode: number): Promise<void>;
+  statfs(path: string): Promise<StatFs>;
+  readdir(path: string): Promise<DirListing>;
+  readlink(path: string): Promise<string>;
+  /** Returns a file handle number (> 0). `flags` are open(2) flags. */
+  open(path: string, flags: number): Promise<number>;
+  create(path: string, mode: number, flags: number): Promise<number>;
+  read(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number>;
+  write(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number>;
+  flush(path: string, fh: number): Promise<void>;
+  fsync(path: string, fh: number, datasync: boolean): Promise<void>;
+  release(path: string, fh: number): Promise<void>;
+  truncate(path: string, size: number): Promise<void>;
+  ftruncate(path: string, fh: number, size: number): Promise<void>;
+  mknod(path: string, mode: number, rdev: number): Promise<void>;
+  mkdir(path: string, mode: number): Promise<void>;
+  unlink(path: string): Promise<void>;
+  rmdir(path: string): Promise<void>;
+  symlink(target: string, path: string): Promise<void>;
+  link(existing: string, path: string): Promise<void>;
+  rename(from: string, to: string): Promise<void>;
+  chmod(path: string, mode: number): Promise<void>;
+  chown(path: string, uid: number, gid: number): Promise<void>;
+  /** Times in milliseconds since the epoch. */
+  utimens(path: string, atimeMs: number, mtimeMs: number): Promise<void>;
+  setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void>;
+  /** Throws ENODATA when the attribute is not set. */
+  getxattr(path: string, name: string): Promise<Buffer>;
+  listxattr(path: string): Promise<string[]>;
+  removexattr(path: string, name: string): Promise<void>;
+}
+
+export interface MountOptions {
+  /** Shown in /proc/mounts as the source. */
+  fsName: string;
+  /** Seconds the kernel may cache attributes and lookups (0 disables caching). */
+  attrTimeout: number;
+  entryTimeout: number;
+  negativeTimeout: number;
+  debug?: boolean;
+}
+
+export interface MountedFs {
+  readonly mountPoint: string;
+  /** Unmounts (lazily if busy) and stops serving. Idempotent. */
+  unmount(): Promise<void>;
+}
+
+export interface FuseBinding {
+  readonly name: string;
+  mount(mountPoint: string, ops: FsOps, options: MountOptions): Promise<MountedFs>;
+}
