@@ -1,0 +1,42 @@
+#!/usr/bin/env node
+/** The `overpack` command: one yargs program, one module per command under commands/. */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { OverlayError } from '../runtime/overlay/index.js';
+import { mountCommand, umountCommand } from './commands/mount.js';
+import { CliExit, printError } from './output.js';
+
+const EXIT_CODES: Record<string, number> = { NO_FUSE: 3, NO_FUSERMOUNT: 3, MOUNTPOINT_BUSY: 4 };
+
+async function main(): Promise<void> {
+  await yargs(hideBin(process.argv))
+    .scriptName('overpack')
+    .usage('$0 <command> [options]\n\nPortable apps over a writable FUSE overlay, and the overlay engine itself.')
+    .command(mountCommand)
+    .command(umountCommand)
+    .demandCommand(1, 'Name a command (see --help).')
+    .strict()
+    .help()
+    .alias('h', 'help')
+    .version()
+    .fail((msg, err) => {
+      if (err) throw err;
+      printError(msg);
+      process.stderr.write('Run `overpack --help` for usage.\n');
+      process.exit(2);
+    })
+    .parseAsync();
+}
+
+main().catch((err: unknown) => {
+  if (err instanceof CliExit) {
+    printError(err.message);
+    process.exit(err.exitCode);
+  }
+  if (err instanceof OverlayError) {
+    printError(err.message);
+    process.exit(EXIT_CODES[err.code] ?? 1);
+  }
+  printError((err as Error)?.stack ?? String(err));
+  process.exit(1);
+});

@@ -1,0 +1,86 @@
+/** `overpack mount` and `overpack umount`: the overlay engine from the shell. */
+import type { Argv, CommandModule } from 'yargs';
+import { OverlayFS, OverlayError, OVERLAY_ACTIONS, type OverlayAction, type InodeMode } from '../../runtime/overlay/index.js';
+import { isMounted, unmountPath } from '../../runtime/fuse/unmount.js';
+import { fail, say } from '../output.js';
+import path from 'node:path';
+
+interface MountArgs {
+  lower: string;
+  upper?: string;
+  mountpoint?: string;
+  home: boolean;
+  'inode-mode': InodeMode;
+  'on-exit': OverlayAction;
+  'cache-timeout': number;
+  debug: boolean;
+}
+
+export const mountCommand: CommandModule<object, MountArgs> = {
+  command: 'mount <lower>',
+  describe: 'Mount a writable overlay over a directory and serve it until interrupted',
+  builder: (y: Argv) =>
+    y
+      .positional('lower', { type: 'string', demandOption: true, describe: 'Read-only base directory' })
+      .option('upper', { type: 'string', describe: 'Writable layer directory [default: <lower>_upper]' })
+      .option('mountpoint', { type: 'string', describe: 'Where to mount [default: $TMPDIR/mount_<dir>_<id>_<ts>]' })
+      .option('home', { type: 'boolean', default: false, describe: 'Put the generated mountpoint under ~/.cache instead of $TMPDIR' })
+      .option('inode-mode', { choices: ['virtual', 'persistent'] as const, default: 'virtual' as InodeMode, describe: 'virtual: sequential per mount; persistent: FNV-1a of the path, stable across mounts' })
+      .option('on-exit', { choices: OVERLAY_ACTIONS, default: 'preserve' as OverlayAction, describe: 'What to do with the writable layer after unmounting' })
+      .option('cache-timeout', { type: 'number', default: 1, describe: 'Seconds the kernel may cache attributes and lookups (0: off)' })
+      .option('debug', { type: 'boolean', default: false, describe: 'Print every FUSE request (libfuse debug output)' }) as unknown as Argv<MountArgs>,
+  handler: async (args) => {
+    const fs = new OverlayFS(args.lower).setInodeMode(args['inode-mode']).setTuning({ cacheTimeout: args['cache-timeout'], debug: args.debug });
+    if (args.upper) fs.setUpper(args.upper);
+    if (args.mountpoint) fs.setMountpoint(args.mountpoint);
+    if (args.home) fs.mountpointAsHome();
+    await fs.mount();
+    const { mountPoint, upper } = fs.handle();
+    // stdout carries only the mountpoint, so scripts can capture it.
+    process.stdout.write(`${mountPoint}\n`);
+    say(`mounted ${path.resolve(args.lower)} (upper ${upper}) at ${mountPoint}; Ctrl-C or \`overpack umount ${mountPoint}\` to stop`);
+    await fs.overlayAction(args['on-exit']);
+    await new Promise<void>((resolve) => {
+      let stopping = false;
+      const stop = (why: string) => {
+        if (stopping) return;
+        stopping = true;
+        say(`${why}: unmounting ${mountPoint}`);
+        resolve();
+      };
+      process.on('SIGINT', () => stop('interrupted'));
+      process.on('SIGTERM', () => stop('terminated'));
+      process.on('SIGHUP', () => stop('hangup'));
+      // `overpack umount` from another shell unmounts behind our back: notice and finish.
+      const poll = setInterval(() => {
+        if (!isMounted(mountPoint)) {
+          clearInterval(poll);
+          stop('unmounted externally');
+        }
+      }, 500);
+      poll.unref();
+    });
+    try {
+      const result = await fs.umount();
+      if (result) say(result.summary);
+    } catch (err) {
+      if (err instanceof OverlayError && err.code === 'UNMOUNT_FAILED' && !isMounted(mountPoint)) return;
+      throw err;
+    }
+  },
+};
+
+export const umountCommand: CommandModule<object, { mountpoint: string; lazy: boolean }> = {
+  command: 'umount <mountpoint>',
+  describe: 'Unmount an overlay mounted by `overpack mount` (its server then applies --on-exit)',
+  builder: (y: Argv) =>
+    y
+      .positional('mountpoint', { type: 'string', demandOption: true, describe: 'The mountpoint printed by `overpack mount`' })
+      .option('lazy', { type: 'boolean', default: false, describe: 'Detach even if busy (processes inside then see errors)' }) as unknown as Argv<{ mountpoint: string; lazy: boolean }>,
+  handler: async (args) => {
+    const mp = path.resolve(args.mountpoint);
+    if (!isMounted(mp)) fail(`${mp} is not a mountpoint`, 2);
+    const r = await unmountPath(mp, args.lazy);
+    if (!r.ok) fail(`cannot unmount ${mp}: ${r.message}${/busy/i.test(r.message) ? ' (close what uses it, or use --lazy)' : ''}`, 1);
+  },
+};

@@ -1,0 +1,84 @@
+/**
+ * Checks that a FUSE mount can work here before anything is created on disk, and makes
+ * `fusermount` resolvable for libfuse 2 on machines that only have fuse3's `fusermount3`.
+ */
+import { accessSync, constants, existsSync, mkdirSync, symlinkSync, readlinkSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+export type FuseProblem = { code: 'NO_FUSE' | 'NO_FUSERMOUNT'; message: string };
+
+const FALLBACK_HINT =
+  'Without FUSE, bundles can still run with --overpack-extract-and-run (or OVERPACK_EXTRACT_AND_RUN=1).';
+
+function findOnPath(name: string): string | null {
+  const dirs = (process.env.PATH ?? '').split(':').concat(['/usr/bin', '/bin', '/usr/local/bin', '/sbin', '/usr/sbin']);
+  for (const dir of dirs) {
+    if (!dir) continue;
+    const candidate = path.join(dir, name);
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      /* keep looking */
+    }
+  }
+  return null;
+}
+
+/**
+ * libfuse 2 runs `fusermount` (its fixed path, then PATH) to mount as a user. When only
+ * `fusermount3` exists, a private directory with `fusermount -> fusermount3` is put at the
+ * front of this process's PATH. The protocol between libfuse and the helper is the same.
+ */
+function provideFusermount(fusermount3: string): void {
+  const dir = path.join(tmpdir(), `overpack-fusermount-${process.getuid?.() ?? 0}`);
+  const link = path.join(dir, 'fusermount');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  let current: string | null = null;
+  try {
+    current = readlinkSync(link);
+  } catch {
+    /* not there yet */
+  }
+  if (current !== fusermount3) {
+    if (current !== null) throw new Error(`${link} points to ${current}, expected ${fusermount3}`);
+    symlinkSync(fusermount3, link);
+  }
+  const parts = (process.env.PATH ?? '').split(':');
+  if (!parts.includes(dir)) process.env.PATH = [dir, ...parts].join(':');
+}
+
+/** null when FUSE looks usable, else what is wrong and what to do. */
+export function checkFuse(): FuseProblem | null {
+  if (!existsSync('/dev/fuse')) {
+    return {
+      code: 'NO_FUSE',
+      message: `/dev/fuse does not exist: the kernel's FUSE module is not loaded or this is a container without it (try: modprobe fuse, or run the container with --device /dev/fuse). ${FALLBACK_HINT}`,
+    };
+  }
+  try {
+    accessSync('/dev/fuse', constants.R_OK | constants.W_OK);
+  } catch {
+    const mode = (statSync('/dev/fuse').mode & 0o777).toString(8);
+    return {
+      code: 'NO_FUSE',
+      message: `/dev/fuse is not readable and writable by this user (mode ${mode}); distributions normally make it 0666 (chmod 0666 /dev/fuse as root). ${FALLBACK_HINT}`,
+    };
+  }
+  if (process.getuid?.() === 0) return null; // libfuse mounts directly as root
+  if (findOnPath('fusermount')) return null;
+  const fm3 = findOnPath('fusermount3');
+  if (fm3) {
+    try {
+      provideFusermount(fm3);
+      return null;
+    } catch (err) {
+      return { code: 'NO_FUSERMOUNT', message: `cannot provide fusermount via ${fm3}: ${(err as Error).message}` };
+    }
+  }
+  return {
+    code: 'NO_FUSERMOUNT',
+    message: `neither fusermount nor fusermount3 is installed; unprivileged FUSE mounts need one (Debian/Ubuntu: apt-get install fuse3). ${FALLBACK_HINT}`,
+  };
+}

@@ -1,0 +1,52 @@
+/**
+ * Unmounting a FUSE filesystem without relying on a `fusermount` on PATH: fuse3's
+ * `fusermount3` (setuid, works for users), then libfuse 2's `fusermount`, then `umount`
+ * (root only). fuse-native's own unmount shells out to `fusermount -uz`, which a machine with
+ * only fuse3 does not have.
+ */
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+function run(cmd: string, args: string[]): Promise<{ ok: boolean; missing: boolean; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, (err, _stdout, stderr) => {
+      const missing = (err as NodeJS.ErrnoException | null)?.code === 'ENOENT';
+      resolve({ ok: !err, missing, stderr: String(stderr).trim() });
+    });
+  });
+}
+
+/** Whether `path` is a mountpoint right now (from /proc/self/mountinfo, no I/O into the mount). */
+export function isMounted(path: string): boolean {
+  const escaped = path.replace(/[\\ \t\n]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
+  try {
+    return readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .some((line) => line.split(' ')[4] === escaped);
+  } catch {
+    return false;
+  }
+}
+
+export interface UnmountResult {
+  ok: boolean;
+  /** Why it failed: the last tool's message. */
+  message: string;
+}
+
+/** Unmounts `path`; `lazy` detaches even when busy (processes inside then see ENOTCONN). */
+export async function unmountPath(path: string, lazy: boolean): Promise<UnmountResult> {
+  const attempts: Array<[string, string[]]> = [
+    ['fusermount3', [lazy ? '-uz' : '-u', path]],
+    ['fusermount', [lazy ? '-uz' : '-u', path]],
+  ];
+  if (process.getuid?.() === 0) attempts.push(['umount', lazy ? ['-l', path] : [path]]);
+  let message = 'no unmount tool found (install fuse3 for fusermount3)';
+  for (const [cmd, args] of attempts) {
+    const r = await run(cmd, args);
+    if (r.ok) return { ok: true, message: '' };
+    if (!r.missing) message = r.stderr || `${cmd} failed`;
+    if (!isMounted(path)) return { ok: true, message: '' };
+  }
+  return { ok: false, message };
+}

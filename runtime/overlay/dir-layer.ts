@@ -1,0 +1,110 @@
+/** A directory on disk seen as a read-only Layer (the usual lower). */
+import { promises as fsp, constants as fsc } from 'node:fs';
+import type { Stats } from 'node:fs';
+import * as xattr from 'fs-xattr';
+import { entryType, type DirEntry, type EntryStat, type Layer, type LayerFile } from './layer.js';
+
+export function toEntryStat(st: Stats): EntryStat {
+  return {
+    mode: st.mode,
+    uid: st.uid,
+    gid: st.gid,
+    size: st.size,
+    nlink: st.nlink,
+    ino: st.ino,
+    dev: st.dev,
+    rdev: st.rdev,
+    blocks: st.blocks,
+    blksize: st.blksize,
+    atimeMs: st.atimeMs,
+    mtimeMs: st.mtimeMs,
+    ctimeMs: st.ctimeMs,
+  };
+}
+
+function isMissing(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/** xattr calls that fail because the filesystem or entry has none are "no attributes". */
+export function isNoXattr(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENODATA' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'ENOATTR';
+}
+
+export async function listXattrsAt(real: string): Promise<string[]> {
+  try {
+    return await xattr.listAttributes(real);
+  } catch (err) {
+    if (isNoXattr(err)) return [];
+    throw err;
+  }
+}
+
+export async function getXattrAt(real: string, name: string): Promise<Buffer | null> {
+  try {
+    return await xattr.getAttribute(real, name);
+  } catch (err) {
+    if (isNoXattr(err)) return null;
+    throw err;
+  }
+}
+
+export class DirLayer implements Layer {
+  readonly description: string;
+  constructor(readonly root: string) {
+    this.description = `directory ${root}`;
+  }
+
+  real(path: string): string {
+    return path === '/' ? this.root : this.root + path;
+  }
+
+  async lstat(path: string): Promise<EntryStat | null> {
+    try {
+      return toEntryStat(await fsp.lstat(this.real(path)));
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw err;
+    }
+  }
+
+  async readdir(path: string): Promise<DirEntry[]> {
+    const ents = await fsp.readdir(this.real(path), { withFileTypes: true });
+    return ents.map((d) => ({
+      name: d.name,
+      type: d.isDirectory() ? 'dir' : d.isFile() ? 'file' : d.isSymbolicLink() ? 'symlink' : 'other',
+    }));
+  }
+
+  readlink(path: string): Promise<string> {
+    return fsp.readlink(this.real(path));
+  }
+
+  async open(path: string): Promise<LayerFile> {
+    const fh = await fsp.open(this.real(path), fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    return {
+      read: async (buf, offset, length, position) => (await fh.read(buf, offset, length, position)).bytesRead,
+      close: () => fh.close(),
+    };
+  }
+
+  async listXattrs(path: string): Promise<string[]> {
+    // fs-xattr follows symlinks; a symlink's own xattrs are not reachable through it.
+    const st = await this.lstat(path);
+    if (!st || entryType(st.mode) === 'symlink') return [];
+    return listXattrsAt(this.real(path));
+  }
+
+  async getXattr(path: string, name: string): Promise<Buffer | null> {
+    const st = await this.lstat(path);
+    if (!st || entryType(st.mode) === 'symlink') return null;
+    return getXattrAt(this.real(path), name);
+  }
+
+  async copyFileTo(path: string, dest: string): Promise<void> {
+    // COPYFILE_FICLONE: reflink where the filesystem can, else copy_file_range in the kernel.
+    await fsp.copyFile(this.real(path), dest, fsc.COPYFILE_EXCL | fsc.COPYFILE_FICLONE);
+  }
+}

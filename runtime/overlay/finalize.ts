@@ -1,0 +1,35 @@
+/**
+ * What happens to the writable layer once the overlay is unmounted:
+ * - preserve: the upper stays (minus the engine's scratch dir) and mounts again next time;
+ * - discard: the upper is deleted;
+ * - commit / commit-atomic: the upper is merged into the lower, then deleted (see commit.ts).
+ */
+import { promises as fsp } from 'node:fs';
+import { OverlayError } from './errors.js';
+import { WORK_DIR } from './whiteout.js';
+
+export type OverlayAction = 'preserve' | 'discard' | 'commit' | 'commit-atomic';
+export const OVERLAY_ACTIONS: readonly OverlayAction[] = ['preserve', 'discard', 'commit', 'commit-atomic'];
+
+export interface FinalizeResult {
+  action: OverlayAction;
+  /** Human-readable one-line summary. */
+  summary: string;
+}
+
+export async function finalizeUpper(action: OverlayAction, lower: string | null, upper: string): Promise<FinalizeResult> {
+  switch (action) {
+    case 'preserve':
+      await fsp.rm(`${upper}/${WORK_DIR}`, { recursive: true, force: true });
+      return { action, summary: `kept the writable layer at ${upper}` };
+    case 'discard':
+      await fsp.rm(upper, { recursive: true, force: true });
+      return { action, summary: `discarded the writable layer ${upper}` };
+    case 'commit':
+    case 'commit-atomic':
+      if (lower === null) {
+        throw new OverlayError('FINALIZE_FAILED', action, upper, `${action} needs a lower directory on disk; this lower is read-only`);
+      }
+      throw new OverlayError('FINALIZE_FAILED', action, upper, `${action} is not available in this build`);
+  }
+}

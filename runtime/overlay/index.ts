@@ -1,0 +1,8 @@
+/** The overlay engine's public API. */
+export { OverlayFS, type OverlayHandle, type MountTuning } from './overlayfs.js';
+export { OverlayError, FsError, type OverlayErrorCode } from './errors.js';
+export { type OverlayAction, type FinalizeResult, OVERLAY_ACTIONS } from './finalize.js';
+export { type InodeMode } from './inodes.js';
+export { DirLayer } from './dir-layer.js';
+export type { Layer, LayerFile, EntryStat, DirEntry, EntryType } from './layer.js';
+export { OPAQUE_MARKER, WHITEOUT_PREFIX, WORK_DIR } from './whiteout.js';

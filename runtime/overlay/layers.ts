@@ -1,0 +1,373 @@
+/**
+ * The layer manager: resolves merged paths over a read-only lower `Layer` and a writable upper
+ * directory, and performs the upper-side mutations every operation is built from (copy-up,
+ * whiteouts, opaque directories). It keeps a cache of what each merged directory looks like;
+ * the cache stays exact because every change to the upper goes through this class.
+ */
+import fs, { promises as fsp, constants as fsc } from 'node:fs';
+import * as xattr from 'fs-xattr';
+import { FsError } from './errors.js';
+import { listXattrsAt, toEntryStat } from './dir-layer.js';
+import {
+  childOf,
+  entryType,
+  nameOf,
+  parentOf,
+  S_IFDIR,
+  S_IFMT,
+  type EntryStat,
+  type Layer,
+} from './layer.js';
+import { OPAQUE_MARKER, WORK_DIR, isReserved, whiteoutName, whitedOutName } from './whiteout.js';
+
+/** What a merged directory is made of. */
+interface DirInfo {
+  /** The directory exists in the upper. */
+  upper: boolean;
+  /** The upper directory carries the opaque marker: nothing of the lower shows beneath it. */
+  opaque: boolean;
+  /** The lower has this directory and it is visible (no whiteout, no opaque ancestor). */
+  lower: boolean;
+  /** Names hidden by `.wh.<name>` files in the upper directory. */
+  whiteouts: Set<string>;
+}
+
+/** One merged entry: the upper's and the (visible) lower's view of the same path. */
+export interface Node {
+  path: string;
+  upper: EntryStat | null;
+  /** Only looked up when the upper has nothing there or has a directory (merge). */
+  lower: EntryStat | null;
+}
+
+export function isDir(st: EntryStat): boolean {
+  return (st.mode & S_IFMT) === S_IFDIR;
+}
+
+function code(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException).code;
+}
+
+export class LayerStack {
+  private readonly dirs = new Map<string, DirInfo>();
+  /** Copy-ups in flight, so two requests for one path share a single copy. */
+  private readonly copying = new Map<string, Promise<void>>();
+  private tmpSeq = 0;
+  readonly workDir: string;
+
+  constructor(readonly lower: Layer, readonly upperRoot: string) {
+    this.workDir = `${upperRoot}/${WORK_DIR}`;
+  }
+
+  upperPath(path: string): string {
+    return path === '/' ? this.upperRoot : this.upperRoot + path;
+  }
+
+  /** Prepares the upper: creates it and an empty scratch dir (dropping leftovers of a crash). */
+  async init(): Promise<void> {
+    await fsp.mkdir(this.upperRoot, { recursive: true });
+    await fsp.rm(this.workDir, { recursive: true, force: true });
+    await fsp.mkdir(this.workDir, { mode: 0o700 });
+    this.dirs.clear();
+  }
+
+  private tmpName(): string {
+    return `${this.workDir}/${process.pid}.${++this.tmpSeq}`;
+  }
+
+  private async lstatUpper(path: string): Promise<EntryStat | null> {
+    try {
+      return toEntryStat(await fsp.lstat(this.upperPath(path)));
+    } catch (err) {
+      const c = code(err);
+      if (c === 'ENOENT' || c === 'ENOTDIR') return null;
+      throw err;
+    }
+  }
+
+  private async readUpperMarkers(path: string): Promise<{ opaque: boolean; whiteouts: Set<string> }> {
+    const whiteouts = new Set<string>();
+    let opaque = false;
+    for (const name of await fsp.readdir(this.upperPath(path))) {
+      if (!isReserved(name)) continue;
+      if (name === OPAQUE_MARKER) opaque = true;
+      const hidden = whitedOutName(name);
+      if (hidden !== null) whiteouts.add(hidden);
+    }
+    return { opaque, whiteouts };
+  }
+
+  /** The merged directory at `path`, or null when there is none (missing or not a directory). */
+  async dirInfo(path: string): Promise<DirInfo | null> {
+    const cached = this.dirs.get(path);
+    if (cached) return cached;
+    let info: DirInfo | null;
+    if (path === '/') {
+      const markers = await this.readUpperMarkers('/');
+      info = { upper: true, opaque: markers.opaque, lower: true, whiteouts: markers.whiteouts };
+    } else {
+      const parent = await this.dirInfo(parentOf(path));
+      if (!parent) return null;
+      const name = nameOf(path);
+      const upper = parent.upper ? await this.lstatUpper(path) : null;
+      if (upper && !isDir(upper)) return null;
+      const lowerVisible = parent.lower && !parent.opaque && !parent.whiteouts.has(name);
+      const lower = lowerVisible ? await this.lower.lstat(path) : null;
+      const lowerIsDir = lower !== null && isDir(lower);
+      if (upper) {
+        const markers = await this.readUpperMarkers(path);
+        info = { upper: true, opaque: markers.opaque, lower: lowerIsDir, whiteouts: markers.whiteouts };
+      } else if (lowerIsDir) {
+        info = { upper: false, opaque: false, lower: true, whiteouts: new Set() };
+      } else {
+        info = null;
+      }
+    }
+    if (info) this.dirs.set(path, info);
+    return info;
+  }
+
+  /** Forgets what is cached about `path` and everything beneath it. */
+  private invalidateTree(path: string): void {
+    this.dirs.delete(path);
+    const prefix = path + '/';
+    for (const key of this.dirs.keys()) if (key.startsWith(prefix)) this.dirs.delete(key);
+  }
+
+  /** The merged entry at `path`, or null. Reserved names never resolve. */
+  async lookup(path: string): Promise<Node | null> {
+    if (path === '/') {
+      const upper = await this.lstatUpper('/');
+      const lower = await this.lower.lstat('/');
+      return { path, upper, lower };
+    }
+    const name = nameOf(path);
+    if (isReserved(name)) return null;
+    const parent = await this.dirInfo(parentOf(path));
+    if (!parent) return null;
+    const upper = parent.upper ? await this.lstatUpper(path) : null;
+    let lower: EntryStat | null = null;
+    if ((!upper || isDir(upper)) && parent.lower && !parent.opaque && !parent.whiteouts.has(name)) {
+      lower = await this.lower.lstat(path);
+      if (upper && lower && !isDir(lower)) lower = null;
+    }
+    if (!upper && !lower) return null;
+    return { path, upper, lower };
+  }
+
+  async require(op: string, path: string): Promise<Node> {
+    const node = await this.lookup(path);
+    if (!node) throw new FsError('ENOENT', op, path);
+    return node;
+  }
+
+  /** Whether the lower has a visible entry at `path` (so removing it needs a whiteout). */
+  async lowerHas(path: string): Promise<boolean> {
+    const parent = await this.dirInfo(parentOf(path));
+    if (!parent || !parent.lower || parent.opaque || parent.whiteouts.has(nameOf(path))) return false;
+    return (await this.lower.lstat(path)) !== null;
+  }
+
+  /** The merged listing of a directory: names with their entry types. */
+  async list(path: string): Promise<Array<{ name: string; type: ReturnType<typeof entryType>; upper: boolean }>> {
+    const info = await this.dirInfo(path);
+    if (!info) throw new FsError('ENOTDIR', 'readdir', path);
+    const out: Array<{ name: string; type: ReturnType<typeof entryType>; upper: boolean }> = [];
+    const seen = new Set<string>();
+    if (info.upper) {
+      for (const d of await fsp.readdir(this.upperPath(path), { withFileTypes: true })) {
+        if (isReserved(d.name)) continue;
+        seen.add(d.name);
+        const type = d.isDirectory() ? 'dir' : d.isFile() ? 'file' : d.isSymbolicLink() ? 'symlink' : 'other';
+        out.push({ name: d.name, type, upper: true });
+      }
+    }
+    if (info.lower && !info.opaque) {
+      for (const d of await this.lower.readdir(path)) {
+        if (seen.has(d.name) || info.whiteouts.has(d.name) || isReserved(d.name)) continue;
+        out.push({ name: d.name, type: d.type, upper: false });
+      }
+    }
+    return out;
+  }
+
+  async isEmptyDir(path: string): Promise<boolean> {
+    return (await this.list(path)).length === 0;
+  }
+
+  // ---- upper-side mutations -------------------------------------------------------------
+
+  /** Gives the new upper entry at `dest` the lower entry's owner, mode, xattrs and times. */
+  private async copyMetadata(src: EntryStat, lowerPath: string, dest: string): Promise<void> {
+    const type = entryType(src.mode);
+    try {
+      await fsp.lchown(dest, src.uid, src.gid);
+    } catch (err) {
+      // An unprivileged user cannot give files away; the copy is then owned by them.
+      if (code(err) !== 'EPERM') throw err;
+    }
+    if (type !== 'symlink') {
+      await fsp.chmod(dest, src.mode & 0o7777);
+      for (const name of await this.lower.listXattrs(lowerPath)) {
+        const value = await this.lower.getXattr(lowerPath, name);
+        if (value === null) continue;
+        try {
+          await xattr.setAttribute(dest, name, value);
+        } catch (err) {
+          // security.* and trusted.* need privileges the user may not have; the data is kept.
+          if (code(err) !== 'EPERM' && code(err) !== 'ENOTSUP') throw err;
+        }
+      }
+    }
+    await fsp.lutimes(dest, src.atimeMs / 1000, src.mtimeMs / 1000);
+  }
+
+  /** Makes sure directory `path` exists in the upper (copying its metadata from the lower). */
+  async ensureUpperDir(path: string): Promise<void> {
+    const info = await this.dirInfo(path);
+    if (!info) throw new FsError('ENOENT', 'copy-up', path);
+    if (info.upper) return;
+    await this.once(path, async () => {
+      await this.ensureUpperDir(parentOf(path));
+      const st = await this.lower.lstat(path);
+      if (!st) throw new FsError('ENOENT', 'copy-up', path);
+      // Assembled in the scratch dir and renamed into place, so it appears complete or not at all.
+      const tmp = this.tmpName();
+      await fsp.mkdir(tmp, { mode: 0o700 });
+      await this.copyMetadata(st, path, tmp);
+      try {
+        await fsp.rename(tmp, this.upperPath(path));
+      } catch (err) {
+        await fsp.rmdir(tmp).catch(() => undefined);
+        if (code(err) !== 'EEXIST' && code(err) !== 'ENOTEMPTY') throw err;
+      }
+      info.upper = true;
+      info.whiteouts = new Set();
+    });
+  }
+
+  private async once(path: string, work: () => Promise<void>): Promise<void> {
+    const running = this.copying.get(path);
+    if (running) return running;
+    const p = work().finally(() => this.copying.delete(path));
+    this.copying.set(path, p);
+    return p;
+  }
+
+  /**
+   * Copy-up: makes the entry at `path` exist in the upper with the lower's data and metadata.
+   * Files and symlinks are built in the scratch dir and renamed into place (atomic: a crash
+   * leaves either no upper copy or a complete one); symlinks are copied, never followed.
+   */
+  async copyUp(path: string): Promise<EntryStat> {
+    const node = await this.require('copy-up', path);
+    if (node.upper) return node.upper;
+    const lower = node.lower!;
+    if (isDir(lower)) {
+      await this.ensureUpperDir(path);
+    } else {
+      await this.once(path, async () => {
+        await this.ensureUpperDir(parentOf(path));
+        const tmp = this.tmpName();
+        const type = entryType(lower.mode);
+        if (type === 'symlink') {
+          await fsp.symlink(await this.lower.readlink(path), tmp);
+        } else if (type === 'file') {
+          await this.lower.copyFileTo(path, tmp);
+        } else {
+          throw new FsError('EPERM', 'copy-up', path, 'special files cannot be copied up');
+        }
+        try {
+          await this.copyMetadata(lower, path, tmp);
+          await fsp.rename(tmp, this.upperPath(path));
+        } catch (err) {
+          await fsp.rm(tmp, { force: true });
+          throw err;
+        }
+      });
+    }
+    const copied = await this.lstatUpper(path);
+    if (!copied) throw new FsError('EIO', 'copy-up', path, 'upper copy vanished');
+    return copied;
+  }
+
+  /**
+   * Copies a whole directory tree up (what rename of a lower directory needs), then marks it
+   * opaque: after the move nothing of the lower may show through it.
+   */
+  async copyUpTree(path: string): Promise<void> {
+    await this.ensureUpperDir(path);
+    for (const entry of await this.list(path)) {
+      const child = childOf(path, entry.name);
+      if (entry.type === 'dir') await this.copyUpTree(child);
+      else if (!entry.upper) await this.copyUp(child);
+    }
+  }
+
+  async writeWhiteout(path: string): Promise<void> {
+    const dir = parentOf(path);
+    await this.ensureUpperDir(dir);
+    const fh = await fsp.open(this.upperPath(childOf(dir, whiteoutName(nameOf(path)))), 'w', 0o600);
+    await fh.close();
+    const info = await this.dirInfo(dir);
+    info?.whiteouts.add(nameOf(path));
+    this.invalidateTree(path);
+  }
+
+  /** Removes the whiteout for `path` if there is one; returns whether there was. */
+  async clearWhiteout(path: string): Promise<boolean> {
+    const dir = parentOf(path);
+    const info = await this.dirInfo(dir);
+    const name = nameOf(path);
+    if (!info || !info.whiteouts.has(name)) return false;
+    await fsp.rm(this.upperPath(childOf(dir, whiteoutName(name))), { force: true });
+    info.whiteouts.delete(name);
+    return true;
+  }
+
+  async makeOpaque(path: string): Promise<void> {
+    const fh = await fsp.open(this.upperPath(childOf(path, OPAQUE_MARKER)), 'w', 0o600);
+    await fh.close();
+    this.invalidateTree(path);
+  }
+
+  /** Empties an upper directory of its markers (a merged-empty dir holds only those). */
+  async clearMarkers(path: string): Promise<void> {
+    const real = this.upperPath(path);
+    for (const name of await fsp.readdir(real)) {
+      if (isReserved(name)) await fsp.rm(`${real}/${name}`, { recursive: true, force: true });
+    }
+    this.invalidateTree(path);
+  }
+
+  /** After creating `path` in the upper: the new entry replaces whatever the lower had there. */
+  async afterCreate(path: string, createdDir: boolean): Promise<void> {
+    const hadWhiteout = (await this.dirInfo(parentOf(path)))?.whiteouts.has(nameOf(path)) ?? false;
+    if (createdDir && (hadWhiteout || (await this.lowerHasRaw(path)))) await this.makeOpaque(path);
+    if (hadWhiteout) await this.clearWhiteout(path);
+    if (createdDir) this.invalidateTree(path);
+  }
+
+  /** Whether the lower has any entry at `path` that the upper's parent may see or has hidden. */
+  private async lowerHasRaw(path: string): Promise<boolean> {
+    const parent = await this.dirInfo(parentOf(path));
+    if (!parent || !parent.lower || parent.opaque) return false;
+    return (await this.lower.lstat(path)) !== null;
+  }
+
+  /** Records that `path` (a directory) changed shape: removed, renamed or replaced. */
+  forgetDir(path: string): void {
+    this.invalidateTree(path);
+  }
+
+  /** The upper's directory info must reflect that `path` is now an upper directory. */
+  noteUpperDir(path: string): void {
+    this.invalidateTree(path);
+  }
+
+  async openUpper(path: string, flags: number, mode?: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      fs.open(this.upperPath(path), flags | fsc.O_NOFOLLOW, mode ?? 0o666, (err, fd) => (err ? reject(err) : resolve(fd)));
+    });
+  }
+}

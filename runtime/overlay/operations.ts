@@ -1,0 +1,369 @@
+/**
+ * The overlay's filesystem operations (`FsOps`), binding-agnostic: each takes a merged path,
+ * works out what the upper and lower hold there through the `LayerStack`, and answers as a
+ * POSIX filesystem would. Reads come from whichever layer holds the entry; anything that
+ * changes an entry copies it up first.
+ */
+import fs, { promises as fsp, constants as fsc } from 'node:fs';
+import * as xattr from 'fs-xattr';
+import type { Attr, DirListing, FsOps, StatFs } from '../fuse/binding.js';
+import { FsError } from './errors.js';
+import { getXattrAt } from './dir-layer.js';
+import { InodeStore } from './inodes.js';
+import { childOf, entryType, nameOf, parentOf, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type EntryStat, type LayerFile } from './layer.js';
+import { isDir, LayerStack, type Node } from './layers.js';
+import { isReserved } from './whiteout.js';
+
+type Handle = { kind: 'upper'; fd: number } | { kind: 'lower'; file: LayerFile };
+
+const TYPE_BITS = { file: S_IFREG, dir: S_IFDIR, symlink: S_IFLNK, other: 0 } as const;
+const WRITE_INTENT = fsc.O_WRONLY | fsc.O_RDWR | fsc.O_TRUNC;
+
+function fdRead(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.read(fd, buf, 0, length, position, (err, n) => (err ? reject(err) : resolve(n))));
+}
+function fdWrite(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.write(fd, buf, 0, length, position, (err, n) => (err ? reject(err) : resolve(n))));
+}
+function fdClose(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
+}
+
+function refuseReserved(op: string, path: string): void {
+  if (isReserved(nameOf(path))) throw new FsError('EPERM', op, path, 'names starting with .wh. are reserved by the overlay');
+}
+
+export class OverlayOps implements FsOps {
+  private readonly handles = new Map<number, Handle>();
+  private nextHandle = 1;
+
+  constructor(readonly stack: LayerStack, readonly inodes: InodeStore) {}
+
+  /** Closes every open handle (at unmount). */
+  async closeAll(): Promise<void> {
+    const all = [...this.handles.values()];
+    this.handles.clear();
+    await Promise.all(all.map((h) => (h.kind === 'upper' ? fdClose(h.fd) : h.file.close()).catch(() => undefined)));
+  }
+
+  private attrOf(path: string, node: Node): Attr {
+    const st = (node.upper ?? node.lower)!;
+    const hardLinked = node.upper !== null && !isDir(node.upper) && node.upper.nlink > 1;
+    const attr: Attr = { ...st, ino: this.inodes.get(path, hardLinked ? node.upper!.ino : undefined) };
+    // A directory present in both layers has no meaningful link count; 1 tells tools like
+    // find(1) not to use it for leaf optimisation.
+    if (node.upper && node.lower && isDir(node.upper)) attr.nlink = 1;
+    return attr;
+  }
+
+  async getattr(path: string): Promise<Attr> {
+    return this.attrOf(path, await this.stack.require('getattr', path));
+  }
+
+  async fgetattr(path: string, fh: number): Promise<Attr> {
+    const h = this.handles.get(fh);
+    if (h?.kind === 'upper') {
+      // Through the descriptor: still answers after the name was unlinked or renamed.
+      const st = await new Promise<fs.Stats>((resolve, reject) => fs.fstat(h.fd, (err, s) => (err ? reject(err) : resolve(s))));
+      const node = await this.stack.lookup(path);
+      const ino = node ? this.attrOf(path, node).ino : this.inodes.get(path);
+      return {
+        mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, nlink: st.nlink, ino, dev: st.dev, rdev: st.rdev,
+        blocks: st.blocks, blksize: st.blksize, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs,
+      };
+    }
+    return this.getattr(path);
+  }
+
+  async access(path: string, mode: number): Promise<void> {
+    void mode; // permission bits are checked by the kernel (default_permissions)
+    await this.stack.require('access', path);
+  }
+
+  async statfs(path: string): Promise<StatFs> {
+    void path;
+    const s = await fsp.statfs(this.stack.upperRoot);
+    return {
+      bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail,
+      files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255,
+    };
+  }
+
+  async readdir(path: string): Promise<DirListing> {
+    const entries = await this.stack.list(path);
+    const names: string[] = [];
+    const attrs: DirListing['attrs'] = [];
+    // Hard-linked upper files share one inode number; learning it takes a stat, done only for
+    // upper regular files (few) so `ls -i` and `stat` agree.
+    const upperFiles = entries.filter((e) => e.upper && e.type === 'file');
+    const linkInos = new Map<string, number>();
+    await Promise.all(
+      upperFiles.map(async (e) => {
+        const st = await fsp.lstat(this.stack.upperPath(childOf(path, e.name))).catch(() => null);
+        if (st && st.nlink > 1) linkInos.set(e.name, st.ino);
+      }),
+    );
+    for (const e of entries) {
+      names.push(e.name);
+      attrs.push({ ino: this.inodes.get(childOf(path, e.name), linkInos.get(e.name)), mode: TYPE_BITS[e.type] });
+    }
+    return { names, attrs };
+  }
+
+  async readlink(path: string): Promise<string> {
+    const node = await this.stack.require('readlink', path);
+    if (node.upper) {
+      if (entryType(node.upper.mode) !== 'symlink') throw new FsError('EINVAL', 'readlink', path);
+      return fsp.readlink(this.stack.upperPath(path));
+    }
+    if (entryType(node.lower!.mode) !== 'symlink') throw new FsError('EINVAL', 'readlink', path);
+    return this.stack.lower.readlink(path);
+  }
+
+  private addHandle(h: Handle): number {
+    const n = this.nextHandle++;
+    this.handles.set(n, h);
+    return n;
+  }
+
+  async open(path: string, flags: number): Promise<number> {
+    const node = await this.stack.require('open', path);
+    const openFlags = flags & ~(fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOCTTY);
+    // Write intent copies up at open, as kernel overlayfs does: every handle that may write
+    // points at the upper copy, and read-only handles opened later see the same file.
+    if (node.upper || flags & WRITE_INTENT) {
+      if (!node.upper) await this.stack.copyUp(path);
+      return this.addHandle({ kind: 'upper', fd: await this.stack.openUpper(path, openFlags) });
+    }
+    return this.addHandle({ kind: 'lower', file: await this.stack.lower.open(path) });
+  }
+
+  async create(path: string, mode: number, flags: number): Promise<number> {
+    refuseReserved('create', path);
+    const parent = await this.stack.require('create', parentOf(path));
+    if (!isDir((parent.upper ?? parent.lower)!)) throw new FsError('ENOTDIR', 'create', path);
+    await this.stack.ensureUpperDir(parentOf(path));
+    const openFlags = (flags & ~(fsc.O_EXCL | fsc.O_NOCTTY)) | fsc.O_CREAT | ((flags & 3) !== 0 ? 0 : fsc.O_RDWR) // O_ACCMODE is 3;
+    const fd = await this.stack.openUpper(path, openFlags, mode & 0o7777);
+    // The process umask must not alter the mode the caller asked for (the kernel applied theirs).
+    await new Promise<void>((resolve, reject) => fs.fchmod(fd, mode & 0o7777, (err) => (err ? reject(err) : resolve())));
+    await this.stack.afterCreate(path, false);
+    this.inodes.forget(path, false);
+    return this.addHandle({ kind: 'upper', fd });
+  }
+
+  private handle(op: string, path: string, fh: number): Handle {
+    const h = this.handles.get(fh);
+    if (!h) throw new FsError('EBADF', op, path);
+    return h;
+  }
+
+  async read(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number> {
+    const h = this.handle('read', path, fh);
+    return h.kind === 'upper' ? fdRead(h.fd, buf, length, position) : h.file.read(buf, 0, length, position);
+  }
+
+  async write(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number> {
+    const h = this.handle('write', path, fh);
+    if (h.kind !== 'upper') throw new FsError('EBADF', 'write', path, 'opened read-only');
+    return fdWrite(h.fd, buf, length, position);
+  }
+
+  async flush(path: string, fh: number): Promise<void> {
+    this.handle('flush', path, fh);
+  }
+
+  async fsync(path: string, fh: number, datasync: boolean): Promise<void> {
+    const h = this.handle('fsync', path, fh);
+    if (h.kind !== 'upper') return;
+    await new Promise<void>((resolve, reject) =>
+      (datasync ? fs.fdatasync : fs.fsync)(h.fd, (err) => (err ? reject(err) : resolve())),
+    );
+  }
+
+  async release(path: string, fh: number): Promise<void> {
+    const h = this.handles.get(fh);
+    if (!h) return;
+    this.handles.delete(fh);
+    void path;
+    if (h.kind === 'upper') await fdClose(h.fd);
+    else await h.file.close();
+  }
+
+  async truncate(path: string, size: number): Promise<void> {
+    await this.stack.copyUp(path);
+    await fsp.truncate(this.stack.upperPath(path), size);
+  }
+
+  async ftruncate(path: string, fh: number, size: number): Promise<void> {
+    const h = this.handle('ftruncate', path, fh);
+    if (h.kind !== 'upper') return this.truncate(path, size);
+    await new Promise<void>((resolve, reject) => fs.ftruncate(h.fd, size, (err) => (err ? reject(err) : resolve())));
+  }
+
+  async mknod(path: string, mode: number, rdev: number): Promise<void> {
+    void rdev;
+    refuseReserved('mknod', path);
+    if ((mode & S_IFMT) !== S_IFREG) {
+      // Node offers no mknod(2); fifos, sockets and devices cannot be created in the upper.
+      throw new FsError('EPERM', 'mknod', path, 'only regular files can be created');
+    }
+    await this.release(path, await this.create(path, mode, fsc.O_WRONLY));
+  }
+
+  async mkdir(path: string, mode: number): Promise<void> {
+    refuseReserved('mkdir', path);
+    if (await this.stack.lookup(path)) throw new FsError('EEXIST', 'mkdir', path);
+    await this.stack.ensureUpperDir(parentOf(path));
+    const real = this.stack.upperPath(path);
+    await fsp.mkdir(real, mode & 0o7777);
+    await fsp.chmod(real, mode & 0o7777);
+    await this.stack.afterCreate(path, true);
+    this.inodes.forget(path, true);
+  }
+
+  async unlink(path: string): Promise<void> {
+    const node = await this.stack.require('unlink', path);
+    const st = (node.upper ?? node.lower)!;
+    if (isDir(st)) throw new FsError('EISDIR', 'unlink', path);
+    const lowerHas = await this.stack.lowerHas(path);
+    if (node.upper) await fsp.unlink(this.stack.upperPath(path));
+    if (lowerHas) await this.stack.writeWhiteout(path);
+    this.inodes.forget(path, false);
+  }
+
+  async rmdir(path: string): Promise<void> {
+    if (path === '/') throw new FsError('EBUSY', 'rmdir', path);
+    const node = await this.stack.require('rmdir', path);
+    if (!isDir((node.upper ?? node.lower)!)) throw new FsError('ENOTDIR', 'rmdir', path);
+    if (!(await this.stack.isEmptyDir(path))) throw new FsError('ENOTEMPTY', 'rmdir', path);
+    const lowerHas = await this.stack.lowerHas(path);
+    if (node.upper) {
+      await this.stack.clearMarkers(path);
+      await fsp.rmdir(this.stack.upperPath(path));
+    }
+    this.stack.forgetDir(path);
+    if (lowerHas) await this.stack.writeWhiteout(path);
+    this.inodes.forget(path, true);
+  }
+
+  async symlink(target: string, path: string): Promise<void> {
+    refuseReserved('symlink', path);
+    if (await this.stack.lookup(path)) throw new FsError('EEXIST', 'symlink', path);
+    await this.stack.ensureUpperDir(parentOf(path));
+    await fsp.symlink(target, this.stack.upperPath(path));
+    await this.stack.afterCreate(path, false);
+    this.inodes.forget(path, false);
+  }
+
+  async link(existing: string, path: string): Promise<void> {
+    refuseReserved('link', path);
+    const src = await this.stack.require('link', existing);
+    if (isDir((src.upper ?? src.lower)!)) throw new FsError('EPERM', 'link', existing);
+    if (await this.stack.lookup(path)) throw new FsError('EEXIST', 'link', path);
+    const before = this.attrOf(existing, src).ino;
+    const upper = await this.stack.copyUp(existing);
+    await this.stack.ensureUpperDir(parentOf(path));
+    await fsp.link(this.stack.upperPath(existing), this.stack.upperPath(path));
+    await this.stack.afterCreate(path, false);
+    // Both names keep the number the existing one had.
+    this.inodes.forget(path, false);
+    this.inodes.alias(upper.ino, before);
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    refuseReserved('rename', to);
+    if (from === to) return;
+    if (to.startsWith(from + '/')) throw new FsError('EINVAL', 'rename', from, 'cannot move a directory into itself');
+    const src = await this.stack.require('rename', from);
+    const srcIsDir = isDir((src.upper ?? src.lower)!);
+    const dst = await this.stack.lookup(to);
+    if (dst) {
+      const dstIsDir = isDir((dst.upper ?? dst.lower)!);
+      if (srcIsDir && !dstIsDir) throw new FsError('ENOTDIR', 'rename', to);
+      if (!srcIsDir && dstIsDir) throw new FsError('EISDIR', 'rename', to);
+      if (dstIsDir && !(await this.stack.isEmptyDir(to))) throw new FsError('ENOTEMPTY', 'rename', to);
+    } else {
+      const parent = await this.stack.require('rename', parentOf(to));
+      if (!isDir((parent.upper ?? parent.lower)!)) throw new FsError('ENOTDIR', 'rename', to);
+    }
+    const srcInLower = await this.stack.lowerHas(from);
+    const dstInLower = dst !== null && (await this.stack.lowerHas(to));
+    // Everything that moves must be in the upper first: a lower directory moves with its
+    // whole tree (no EXDEV for users), a lower file or symlink is copied up.
+    if (srcIsDir) await this.stack.copyUpTree(from);
+    else await this.stack.copyUp(from);
+    await this.stack.ensureUpperDir(parentOf(to));
+    if (dst?.upper && srcIsDir) await this.stack.clearMarkers(to); // rename(2) needs the target empty
+    await fsp.rename(this.stack.upperPath(from), this.stack.upperPath(to));
+    if (srcIsDir) {
+      this.stack.forgetDir(from);
+      this.stack.forgetDir(to);
+    }
+    const hadWhiteout = await this.stack.clearWhiteout(to);
+    // A moved directory must not show the lower's entries of its new name.
+    if (srcIsDir && (dstInLower || hadWhiteout || srcInLower)) await this.stack.makeOpaque(to);
+    if (srcInLower) await this.stack.writeWhiteout(from);
+    this.inodes.rename(from, to, srcIsDir);
+  }
+
+  private async modify(op: string, path: string): Promise<{ real: string; st: EntryStat }> {
+    const st = await this.stack.copyUp(path);
+    void op;
+    return { real: this.stack.upperPath(path), st };
+  }
+
+  async chmod(path: string, mode: number): Promise<void> {
+    const { real, st } = await this.modify('chmod', path);
+    if (entryType(st.mode) === 'symlink') throw new FsError('EOPNOTSUPP', 'chmod', path);
+    await fsp.chmod(real, mode & 0o7777);
+  }
+
+  async chown(path: string, uid: number, gid: number): Promise<void> {
+    const { real } = await this.modify('chown', path);
+    // -1 (as unsigned 32-bit) means "leave unchanged".
+    await fsp.lchown(real, uid === 0xffffffff ? -1 : uid, gid === 0xffffffff ? -1 : gid);
+  }
+
+  async utimens(path: string, atimeMs: number, mtimeMs: number): Promise<void> {
+    const { real } = await this.modify('utimens', path);
+    await fsp.lutimes(real, atimeMs / 1000, mtimeMs / 1000);
+  }
+
+  /** The upper copy to change an xattr on. fs-xattr follows symlinks, so links are refused
+   * (Linux refuses user.* xattrs on symlinks too). */
+  private async xattrUpper(op: string, path: string): Promise<string> {
+    const node = await this.stack.require(op, path);
+    if (entryType((node.upper ?? node.lower)!.mode) === 'symlink') throw new FsError('EPERM', op, path);
+    await this.stack.copyUp(path);
+    return this.stack.upperPath(path);
+  }
+
+  async setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void> {
+    void flags;
+    await xattr.setAttribute(await this.xattrUpper('setxattr', path), name, value);
+  }
+
+  async getxattr(path: string, name: string): Promise<Buffer> {
+    const node = await this.stack.require('getxattr', path);
+    const st = (node.upper ?? node.lower)!;
+    let value: Buffer | null = null;
+    if (entryType(st.mode) !== 'symlink') {
+      value = node.upper ? await getXattrAt(this.stack.upperPath(path), name) : await this.stack.lower.getXattr(path, name);
+    }
+    if (value === null) throw new FsError('ENODATA', 'getxattr', path);
+    return value;
+  }
+
+  async listxattr(path: string): Promise<string[]> {
+    const node = await this.stack.require('listxattr', path);
+    const st = (node.upper ?? node.lower)!;
+    if (entryType(st.mode) === 'symlink') return [];
+    if (node.upper) return xattr.listAttributes(this.stack.upperPath(path));
+    return this.stack.lower.listXattrs(path);
+  }
+
+  async removexattr(path: string, name: string): Promise<void> {
+    await xattr.removeAttribute(await this.xattrUpper('removexattr', path), name);
+  }
+}

@@ -1,0 +1,273 @@
+/**
+ * OverlayFS: the public controller, shaped like the overlayfs_fuse crate. Configure, mount,
+ * use the mountpoint (from other processes or async calls: never sync calls from this
+ * process, which serves the mount), unmount, then decide what happens to the changes.
+ *
+ *   const fs = new OverlayFS('/srv/base').setInodeMode('persistent');
+ *   await fs.mount();                 // upper: /srv/base_upper, mountpoint: $TMPDIR/mount_base_<id>_<ts>
+ *   fs.handle().mountPoint;
+ *   await fs.umount();
+ *   await fs.overlayAction('commit');
+ */
+import { existsSync, mkdirSync, readdirSync, rmdirSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { homedir, tmpdir } from 'node:os';
+import path from 'node:path';
+import type { FuseBinding, MountedFs } from '../fuse/binding.js';
+import { isMounted } from '../fuse/unmount.js';
+import { checkFuse } from '../fuse/preflight.js';
+import { DirLayer } from './dir-layer.js';
+import { OverlayError } from './errors.js';
+import { finalizeUpper, type FinalizeResult, type OverlayAction } from './finalize.js';
+import { InodeStore, type InodeMode } from './inodes.js';
+import type { Layer } from './layer.js';
+import { LayerStack } from './layers.js';
+import { OverlayOps } from './operations.js';
+
+export interface OverlayHandle {
+  readonly mountPoint: string;
+  readonly upper: string;
+  /** The lower directory, or the lower layer's description when it is not a directory. */
+  readonly lower: string;
+}
+
+export interface MountTuning {
+  /** Seconds the kernel may cache attributes, lookups and misses; 0 turns caching off. */
+  cacheTimeout?: number;
+  debug?: boolean;
+}
+
+function isInside(child: string, parent: string): boolean {
+  const rel = path.relative(parent, child);
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+}
+
+async function defaultBinding(): Promise<FuseBinding> {
+  const wanted = process.env.OVERPACK_FUSE_BINDING ?? 'fuse-native';
+  if (wanted !== 'fuse-native') {
+    throw new OverlayError('MOUNT_FAILED', 'mount', '', `unknown FUSE binding "${wanted}" in OVERPACK_FUSE_BINDING (known: fuse-native)`);
+  }
+  return (await import('../fuse/fuse-native.js')).fuseNativeBinding;
+}
+
+export class OverlayFS {
+  private readonly lowerLayer: Layer;
+  private readonly lowerDir: string | null;
+  private upper: string | null;
+  private mountPointPath: string | null = null;
+  private asHome = false;
+  private inodeMode: InodeMode = 'virtual';
+  private binding: FuseBinding | null = null;
+  private tuning: MountTuning = {};
+  private pendingAction: OverlayAction | null = null;
+  private mounted: MountedFs | null = null;
+  private ops: OverlayOps | null = null;
+  private createdMountPoint = false;
+  private readonly id = randomBytes(4).toString('hex');
+  private readonly onExit = () => this.emergencyUnmount();
+
+  /** `lower` is a directory path or any read-only `Layer` (such as a bundle's image). */
+  constructor(lower: string | Layer) {
+    if (typeof lower === 'string') {
+      this.lowerDir = path.resolve(lower);
+      this.lowerLayer = new DirLayer(this.lowerDir);
+      this.upper = `${this.lowerDir}_upper`;
+    } else {
+      this.lowerDir = null;
+      this.lowerLayer = lower;
+      this.upper = null;
+    }
+  }
+
+  private assertUnmounted(op: string): void {
+    if (this.mounted) {
+      throw new OverlayError('ALREADY_MOUNTED', op, this.mountPointPath ?? '', `${op}() cannot be called while mounted at ${this.mountPointPath}; call umount() first`);
+    }
+  }
+
+  setUpper(dir: string): this {
+    this.assertUnmounted('setUpper');
+    this.upper = path.resolve(dir);
+    return this;
+  }
+
+  /** Mount at this directory instead of a generated one (created if missing). */
+  setMountpoint(dir: string): this {
+    this.assertUnmounted('setMountpoint');
+    this.mountPointPath = path.resolve(dir);
+    return this;
+  }
+
+  setInodeMode(mode: InodeMode): this {
+    this.assertUnmounted('setInodeMode');
+    if (mode !== 'virtual' && mode !== 'persistent') {
+      throw new OverlayError('BAD_UPPER', 'setInodeMode', '', `inode mode must be "virtual" or "persistent", not "${String(mode)}"`);
+    }
+    this.inodeMode = mode;
+    return this;
+  }
+
+  /** Generated mountpoints go to ~/.cache instead of the temp dir. */
+  mountpointAsHome(): this {
+    this.assertUnmounted('mountpointAsHome');
+    this.asHome = true;
+    return this;
+  }
+
+  setBinding(binding: FuseBinding): this {
+    this.assertUnmounted('setBinding');
+    this.binding = binding;
+    return this;
+  }
+
+  setTuning(tuning: MountTuning): this {
+    this.assertUnmounted('setTuning');
+    this.tuning = { ...tuning };
+    return this;
+  }
+
+  isMounted(): boolean {
+    return this.mounted !== null;
+  }
+
+  handle(): OverlayHandle {
+    return {
+      mountPoint: this.mountPointPath ?? this.generatedMountPoint(),
+      upper: this.upper ?? '',
+      lower: this.lowerDir ?? this.lowerLayer.description,
+    };
+  }
+
+  private generatedMountPoint(): string {
+    const base = this.asHome ? path.join(homedir(), '.cache') : tmpdir();
+    const dir = this.lowerDir ? path.basename(this.lowerDir) : 'layer';
+    const ts = BigInt(Date.now()) * 1_000_000n + (process.hrtime.bigint() % 1_000_000n);
+    this.mountPointPath = path.join(base, `mount_${dir}_${this.id}_${ts}`);
+    return this.mountPointPath;
+  }
+
+  /** Checks everything that can be checked before touching the disk. */
+  private validate(): { upper: string; mountPoint: string } {
+    if (this.lowerDir !== null) {
+      let st;
+      try {
+        st = statSync(this.lowerDir);
+      } catch {
+        throw new OverlayError('BAD_LOWER', 'mount', this.lowerDir, `lower directory ${this.lowerDir} does not exist`);
+      }
+      if (!st.isDirectory()) throw new OverlayError('BAD_LOWER', 'mount', this.lowerDir, `lower ${this.lowerDir} is not a directory`);
+    }
+    const upper = this.upper;
+    if (!upper) throw new OverlayError('BAD_UPPER', 'mount', '', 'this lower is not a directory, so the upper has no default: call setUpper()');
+    if (existsSync(upper) && !statSync(upper).isDirectory()) {
+      throw new OverlayError('BAD_UPPER', 'mount', upper, `upper ${upper} exists and is not a directory`);
+    }
+    const mountPoint = this.mountPointPath ?? this.generatedMountPoint();
+    if (this.lowerDir !== null) {
+      if (isInside(upper, this.lowerDir) || isInside(this.lowerDir, upper)) {
+        throw new OverlayError('BAD_UPPER', 'mount', upper, `upper ${upper} and lower ${this.lowerDir} must not contain each other`);
+      }
+      if (isInside(mountPoint, this.lowerDir)) {
+        throw new OverlayError('BAD_MOUNTPOINT', 'mount', mountPoint, `mountpoint ${mountPoint} must not be inside the lower ${this.lowerDir}`);
+      }
+    }
+    if (isInside(mountPoint, upper) || isInside(upper, mountPoint)) {
+      throw new OverlayError('BAD_MOUNTPOINT', 'mount', mountPoint, `mountpoint ${mountPoint} and upper ${upper} must not contain each other`);
+    }
+    if (existsSync(mountPoint)) {
+      if (isMounted(mountPoint)) {
+        throw new OverlayError('MOUNTPOINT_BUSY', 'mount', mountPoint, `${mountPoint} is already a mountpoint; unmount it first (overpack umount ${mountPoint})`);
+      }
+      if (!statSync(mountPoint).isDirectory()) {
+        throw new OverlayError('BAD_MOUNTPOINT', 'mount', mountPoint, `mountpoint ${mountPoint} is not a directory`);
+      }
+      if (readdirSync(mountPoint).length > 0) {
+        throw new OverlayError('MOUNTPOINT_BUSY', 'mount', mountPoint, `mountpoint ${mountPoint} is not empty; choose an empty directory`);
+      }
+    }
+    const problem = checkFuse();
+    if (problem) throw new OverlayError(problem.code, 'mount', '/dev/fuse', problem.message);
+    return { upper, mountPoint };
+  }
+
+  async mount(): Promise<void> {
+    this.assertUnmounted('mount');
+    const { upper, mountPoint } = this.validate();
+    const binding = this.binding ?? (await defaultBinding());
+    const upperExisted = existsSync(upper);
+    this.createdMountPoint = !existsSync(mountPoint);
+    const stack = new LayerStack(this.lowerLayer, upper);
+    try {
+      if (this.createdMountPoint) mkdirSync(mountPoint, { recursive: true, mode: 0o700 });
+      await stack.init();
+      const ops = new OverlayOps(stack, new InodeStore(this.inodeMode));
+      const cache = this.tuning.cacheTimeout ?? 1;
+      this.mounted = await binding.mount(mountPoint, ops, {
+        fsName: `overpack:${this.lowerDir ?? this.lowerLayer.description}`,
+        attrTimeout: cache,
+        entryTimeout: cache,
+        negativeTimeout: cache,
+        debug: this.tuning.debug ?? false,
+      });
+      this.ops = ops;
+    } catch (err) {
+      // Leave the disk as it was found.
+      if (!upperExisted) await fsp.rm(upper, { recursive: true, force: true }).catch(() => undefined);
+      else await fsp.rm(stack.workDir, { recursive: true, force: true }).catch(() => undefined);
+      if (this.createdMountPoint) await fsp.rmdir(mountPoint).catch(() => undefined);
+      if (err instanceof OverlayError) throw err;
+      throw new OverlayError('MOUNT_FAILED', 'mount', mountPoint, `cannot mount the overlay at ${mountPoint}: ${(err as Error).message}`, { cause: err });
+    }
+    process.on('exit', this.onExit);
+  }
+
+  /** Unmounts, removes a mountpoint it created, then applies an action chosen with overlayAction(). */
+  async umount(): Promise<FinalizeResult | null> {
+    const mounted = this.mounted;
+    if (!mounted) throw new OverlayError('NOT_MOUNTED', 'umount', this.mountPointPath ?? '', 'the overlay is not mounted');
+    try {
+      await mounted.unmount();
+    } catch (err) {
+      throw new OverlayError('UNMOUNT_FAILED', 'umount', mounted.mountPoint, `cannot unmount ${mounted.mountPoint}: ${(err as Error).message}`, { cause: err });
+    }
+    this.mounted = null;
+    process.off('exit', this.onExit);
+    await this.ops?.closeAll();
+    this.ops = null;
+    if (this.createdMountPoint) await fsp.rmdir(mounted.mountPoint).catch(() => undefined);
+    const action = this.pendingAction;
+    this.pendingAction = null;
+    return action ? this.overlayAction(action) : null;
+  }
+
+  /**
+   * While mounted: remember `action` for umount(). Unmounted: apply it now (as the crate's
+   * overlay_action does after umount).
+   */
+  async overlayAction(action: OverlayAction): Promise<FinalizeResult | null> {
+    if (this.mounted) {
+      this.pendingAction = action;
+      return null;
+    }
+    if (!this.upper) throw new OverlayError('BAD_UPPER', action, '', 'no upper layer is configured');
+    return finalizeUpper(action, this.lowerDir, this.upper);
+  }
+
+  /** Normal process exit while still mounted: detach the mount so nothing stale is left. */
+  private emergencyUnmount(): void {
+    const mp = this.mounted?.mountPoint;
+    if (!mp) return;
+    for (const [cmd, args] of [['fusermount3', ['-uz', mp]], ['fusermount', ['-uz', mp]], ['umount', ['-l', mp]]] as const) {
+      if (spawnSync(cmd, args, { stdio: 'ignore' }).status === 0 || !isMounted(mp)) break;
+    }
+    if (this.createdMountPoint) {
+      try {
+        rmdirSync(mp);
+      } catch {
+        /* best effort at exit */
+      }
+    }
+  }
+}
