@@ -116,25 +116,33 @@ function adaptOps(ops: FsOps): object {
  * Mount options, each for a reason:
  * - attr/entry/negative timeouts: the kernel caches attributes and lookups instead of asking
  *   on every stat; safe because every change goes through this mount, so the kernel sees it.
- * - kernel_cache: keep file pages cached across opens (contents change only through us).
+ * - auto_cache: keep file pages cached across opens unless size or mtime changed (not
+ *   kernel_cache: libfuse 2 gives each hard link its own node, so a write through one name
+ *   must invalidate the pages cached under the other).
  * - use_ino: show our inode numbers (virtual or persistent) instead of libfuse's own.
  * - big_writes + max_read/max_write: 128 KiB requests instead of 4 KiB ones.
- * - hard_remove: unlink really unlinks (libfuse 2 would otherwise rename open files to
- *   .fuse_hidden*); open handles keep working because they hold their own descriptors.
+ * - no hard_remove: libfuse 2 can only reach a file by path, so an unlinked file that is still
+ *   open is renamed to .fuse_hidden* until closed (reads, writes and fstat keep working).
  * - default_permissions: the kernel checks mode bits, as on any local filesystem.
  */
 function mountOptions(o: MountOptions): Record<string, unknown> {
-  const extra = ['use_ino', 'big_writes', 'hard_remove', `negative_timeout=${o.negativeTimeout}`, 'max_write=131072'];
+  const extra = [
+    'use_ino',
+    'big_writes',
+    'auto_cache',
+    'max_write=131072',
+    // Always explicit: fuse-native drops a 0, and libfuse's default is 1 s, not "off".
+    `attr_timeout=${o.attrTimeout}`,
+    `entry_timeout=${o.entryTimeout}`,
+    `negative_timeout=${o.negativeTimeout}`,
+  ];
   return {
     timeout: false, // a copy-up of a large file may take longer than fuse-native's 15 s default
     force: false,
     mkdir: false,
     debug: o.debug ?? false,
     defaultPermissions: true,
-    kernelCache: true,
     maxRead: 131072,
-    attrTimeout: o.attrTimeout,
-    entryTimeout: o.entryTimeout,
     // fuse-native has no switch for these; they ride along in a string option (libfuse splits on commas).
     fsname: [o.fsName.replace(/[,\s]/g, '_'), ...extra].join(','),
     subtype: 'overpack',

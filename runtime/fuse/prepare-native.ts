@@ -1,15 +1,89 @@
 /**
- * Build step (run by `npm run build`, hence by `npm install`): puts the FUSE addon beside its
- * libfuse and makes the addon find it (rpath `$ORIGIN`), so neither the development tree nor a
- * bundle depends on the host's libfuse2.
+ * Build step (run by `npm run build`, hence by `npm install`): prepares the FUSE addon in
+ * `dist/native/<platform>/` beside its libfuse, with rpath `$ORIGIN`, so neither the development
+ * tree nor a bundle depends on the host's libfuse2.
+ *
+ * The addon is compiled from fuse-native's own C source with one fix: fuse-native 2.2.6 passes
+ * the access time twice to `utimens` (the modification time is lost) and does not translate
+ * UTIME_NOW / UTIME_OMIT. The fix is applied as a text substitution that must match exactly;
+ * if the source ever differs, or no compiler is available, the prebuilt addon is used and a
+ * warning says that setting modification times will not work.
  */
-import { copyFileSync, mkdirSync, chmodSync } from 'node:fs';
+import { copyFileSync, mkdirSync, chmodSync, readFileSync, writeFileSync, existsSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { FUSE_ADDON, LIBFUSE, nativeDir, platformTag } from './native.js';
+import { FUSE_ADDON, LIBFUSE, nativeDir, packageRoot, platformTag } from './native.js';
 
 const require = createRequire(import.meta.url);
+
+const UTIMENS_ORIGINAL = `  l->atime = timespec_to_uint64(&tv[0]);
+  l->mtime = timespec_to_uint64(&tv[1]);
+}, {
+  napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));
+  FUSE_UINT64_TO_INTS_ARGV(l->atime, 3)
+  FUSE_UINT64_TO_INTS_ARGV(l->atime, 5)`;
+
+const UTIMENS_FIXED = `  l->atime = overpack_utime_ms(&tv[0]);
+  l->mtime = overpack_utime_ms(&tv[1]);
+}, {
+  napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));
+  FUSE_UINT64_TO_INTS_ARGV(l->atime, 3)
+  FUSE_UINT64_TO_INTS_ARGV(l->mtime, 5)`;
+
+/** Inserted before the utimens handler: "now" becomes the clock, "omit" an all-ones sentinel. */
+const UTIME_HELPER = `/* overpack: UTIME_NOW and UTIME_OMIT are markers, not times. */
+static uint64_t overpack_utime_ms (const struct timespec* ts) {
+  if (ts->tv_nsec == UTIME_NOW) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return timespec_to_uint64(&now);
+  }
+  if (ts->tv_nsec == UTIME_OMIT) return UINT64_MAX;
+  return timespec_to_uint64(ts);
+}
+
+`;
+
+function nodeGyp(): string {
+  const fromNpm = process.env.npm_config_node_gyp;
+  if (fromNpm && existsSync(fromNpm)) return fromNpm;
+  const bundled = path.resolve(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+  if (existsSync(bundled)) return bundled;
+  throw new Error('node-gyp not found (it ships with npm; run this through `npm run build`)');
+}
+
+/** Compiles fuse-native with the utimens fix; returns the built addon's path. */
+function buildPatchedAddon(pkgDir: string): string {
+  const source = readFileSync(path.join(pkgDir, 'fuse-native.c'), 'utf8');
+  if (!source.includes(UTIMENS_ORIGINAL)) throw new Error('fuse-native.c is not the version this fix was written for');
+  const anchor = 'FUSE_METHOD_VOID(utimens';
+  const patched = source.replace(UTIMENS_ORIGINAL, UTIMENS_FIXED).replace(anchor, UTIME_HELPER + anchor);
+  const buildDir = path.join(packageRoot(), 'dist', 'native-build', 'fuse-native');
+  rmSync(buildDir, { recursive: true, force: true });
+  mkdirSync(buildDir, { recursive: true });
+  writeFileSync(path.join(buildDir, 'fuse-native.c'), patched);
+  const napiMacros = path.dirname(require.resolve('napi-macros/package.json', { paths: [pkgDir] }));
+  const sharedLibPkg = require.resolve(`fuse-shared-library-${process.platform}`, { paths: [pkgDir] });
+  const sharedLib = require(sharedLibPkg) as { include: string; lib: string };
+  const gyp = {
+    targets: [
+      {
+        target_name: 'fuse',
+        include_dirs: [napiMacros, sharedLib.include],
+        libraries: [sharedLib.lib],
+        sources: ['fuse-native.c'],
+        cflags: ['-O2', '-Wall', '-Wno-unused-result'],
+      },
+    ],
+  };
+  writeFileSync(path.join(buildDir, 'binding.gyp'), JSON.stringify(gyp, null, 2));
+  const args = [nodeGyp(), 'rebuild', '--silent'];
+  // Offline machines build against the installed Node headers instead of downloading them.
+  if (!process.env.npm_config_nodedir && existsSync('/usr/include/node/common.gypi')) args.push('--nodedir=/usr');
+  execFileSync(process.execPath, args, { cwd: buildDir, stdio: ['ignore', 'ignore', 'inherit'] });
+  return path.join(buildDir, 'build', 'Release', 'fuse.node');
+}
 
 function main(): void {
   if (process.platform !== 'linux') {
@@ -20,7 +94,14 @@ function main(): void {
   const prebuilt = path.join(pkgDir, 'prebuilds', platformTag());
   const dest = nativeDir();
   mkdirSync(dest, { recursive: true });
-  copyFileSync(path.join(prebuilt, 'node.napi.node'), path.join(dest, FUSE_ADDON));
+  let addon: string;
+  try {
+    addon = buildPatchedAddon(pkgDir);
+  } catch (err) {
+    console.error(`overpack: warning: using fuse-native's prebuilt addon, which cannot set modification times: ${(err as Error).message}`);
+    addon = path.join(prebuilt, 'node.napi.node');
+  }
+  copyFileSync(addon, path.join(dest, FUSE_ADDON));
   copyFileSync(path.join(prebuilt, 'libfuse.so'), path.join(dest, LIBFUSE));
   chmodSync(path.join(dest, FUSE_ADDON), 0o755);
   try {

@@ -103,6 +103,9 @@ export class OverlayOps implements FsOps {
         if (st && st.nlink > 1) linkInos.set(e.name, st.ino);
       }),
     );
+    // libfuse's high-level API leaves `.` and `..` to the filesystem.
+    names.push('.', '..');
+    attrs.push({ ino: this.inodes.get(path), mode: S_IFDIR }, { ino: this.inodes.get(parentOf(path)), mode: S_IFDIR });
     for (const e of entries) {
       names.push(e.name);
       attrs.push({ ino: this.inodes.get(childOf(path, e.name), linkInos.get(e.name)), mode: TYPE_BITS[e.type] });
@@ -307,27 +310,31 @@ export class OverlayOps implements FsOps {
     this.inodes.rename(from, to, srcIsDir);
   }
 
-  private async modify(op: string, path: string): Promise<{ real: string; st: EntryStat }> {
+  /** Every metadata change starts with a copy-up; returns the upper copy and its stat. */
+  private async modify(path: string): Promise<{ real: string; st: EntryStat }> {
     const st = await this.stack.copyUp(path);
-    void op;
     return { real: this.stack.upperPath(path), st };
   }
 
   async chmod(path: string, mode: number): Promise<void> {
-    const { real, st } = await this.modify('chmod', path);
+    const { real, st } = await this.modify(path);
     if (entryType(st.mode) === 'symlink') throw new FsError('EOPNOTSUPP', 'chmod', path);
     await fsp.chmod(real, mode & 0o7777);
   }
 
   async chown(path: string, uid: number, gid: number): Promise<void> {
-    const { real } = await this.modify('chown', path);
+    const { real } = await this.modify(path);
     // -1 (as unsigned 32-bit) means "leave unchanged".
     await fsp.lchown(real, uid === 0xffffffff ? -1 : uid, gid === 0xffffffff ? -1 : gid);
   }
 
+  /** A time at or past 2^63 ms is the binding's "leave unchanged" (UTIME_OMIT). */
   async utimens(path: string, atimeMs: number, mtimeMs: number): Promise<void> {
-    const { real } = await this.modify('utimens', path);
-    await fsp.lutimes(real, atimeMs / 1000, mtimeMs / 1000);
+    const { real, st } = await this.modify(path);
+    const omit = 2 ** 63;
+    const atime = atimeMs >= omit ? st.atimeMs : atimeMs;
+    const mtime = mtimeMs >= omit ? st.mtimeMs : mtimeMs;
+    await fsp.lutimes(real, atime / 1000, mtime / 1000);
   }
 
   /** The upper copy to change an xattr on. fs-xattr follows symlinks, so links are refused

@@ -1,0 +1,170 @@
+/**
+ * Test helpers: temp dirs, tree snapshots, and mounts served by a separate `overpack mount`
+ * process (the test process drives the mount with ordinary sync calls, which would deadlock
+ * if it were serving the mount itself).
+ */
+import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as xattr from 'fs-xattr';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const CLI = path.join(ROOT, 'dist', 'builder', 'cli.js');
+
+export function tempDir(tag = 'test'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `overpack-${tag}-`));
+}
+
+export function sh(cmd: string, opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): string {
+  return execFileSync('sh', ['-c', cmd], { encoding: 'utf8', cwd: opts.cwd, env: opts.env ?? process.env });
+}
+
+export function isMountpoint(p: string): boolean {
+  const esc = p.replace(/[\\ \t\n]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
+  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === esc);
+}
+
+/** Last resort in teardown: never leave a mount behind, even when a test failed. */
+export function forceUnmount(mp: string): void {
+  if (!isMountpoint(mp)) return;
+  spawnSync('fusermount3', ['-uz', mp], { stdio: 'ignore' });
+  if (isMountpoint(mp)) spawnSync('umount', ['-l', mp], { stdio: 'ignore' });
+}
+
+export interface MountProcess {
+  mountPoint: string;
+  proc: ChildProcess;
+  stderr: () => string;
+  /** SIGTERM the server and wait for it; returns its exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export async function startMount(lower: string, args: string[] = [], env: NodeJS.ProcessEnv = process.env, user?: string): Promise<MountProcess> {
+  const argv = [CLI, 'mount', lower, ...args];
+  const proc = user
+    ? spawn('runuser', ['-u', user, '--', process.execPath, ...argv], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(process.execPath, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  proc.stderr!.on('data', (d) => (err += d));
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  const mountPoint = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`mount did not come up in 20 s: ${err}`)), 20000);
+    proc.stdout!.on('data', (d) => {
+      out += d;
+      const nl = out.indexOf('\n');
+      if (nl >= 0) {
+        clearTimeout(timer);
+        resolve(out.slice(0, nl));
+      }
+    });
+    exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`overpack mount exited with ${code}: ${err}`));
+    });
+  });
+  let stopped: Promise<number | null> | undefined;
+  return {
+    mountPoint,
+    proc,
+    stderr: () => err,
+    stop(signal: NodeJS.Signals = 'SIGTERM') {
+      stopped ??= (async () => {
+        if (proc.exitCode === null) proc.kill(signal);
+        const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 20000).unref());
+        const code = await Promise.race([exited, timeout]);
+        if (code === 'timeout') {
+          proc.kill('SIGKILL');
+          forceUnmount(mountPoint);
+          return null;
+        }
+        forceUnmount(mountPoint);
+        return code;
+      })();
+      return stopped;
+    },
+  };
+}
+
+export interface SnapEntry {
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtimeMs: number;
+  hash?: string;
+  target?: string;
+  xattrs: Record<string, string>;
+  ino: number;
+  nlink: number;
+}
+
+/** Everything about a tree that a comparison may look at, keyed by relative path. */
+export function snapshot(root: string, opts: { skipReserved?: boolean } = {}): Map<string, SnapEntry> {
+  const out = new Map<string, SnapEntry>();
+  const walk = (rel: string) => {
+    const abs = rel ? path.join(root, rel) : root;
+    for (const name of fs.readdirSync(abs).sort()) {
+      if (opts.skipReserved && name.startsWith('.wh.')) continue;
+      const r = rel ? `${rel}/${name}` : name;
+      const p = path.join(root, r);
+      const st = fs.lstatSync(p);
+      const type = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
+      const xattrs: Record<string, string> = {};
+      if (type !== 'symlink') {
+        for (const k of xattr.listAttributesSync(p).sort()) xattrs[k] = xattr.getAttributeSync(p, k).toString('hex');
+      }
+      out.set(r, {
+        type, mode: st.mode, uid: st.uid, gid: st.gid, size: type === 'dir' ? 0 : st.size, mtimeMs: Math.floor(st.mtimeMs),
+        hash: type === 'file' ? createHash('sha256').update(fs.readFileSync(p)).digest('hex') : undefined,
+        target: type === 'symlink' ? fs.readlinkSync(p) : undefined,
+        xattrs, ino: st.ino, nlink: st.nlink,
+      });
+      if (type === 'dir') walk(r);
+    }
+  };
+  walk('');
+  return out;
+}
+
+/** The snapshot without fields that legitimately differ between two trees (inode numbers, dir times). */
+export function comparable(snap: Map<string, SnapEntry>, fields: Array<keyof SnapEntry>): Record<string, Partial<SnapEntry>> {
+  const out: Record<string, Partial<SnapEntry>> = {};
+  for (const [k, v] of snap) {
+    const e: Partial<SnapEntry> = {};
+    for (const f of fields) if (v[f] !== undefined) (e as Record<string, unknown>)[f] = v[f];
+    out[k] = e;
+  }
+  return out;
+}
+
+/** A small lower tree with files, dirs, symlinks (one dangling) and xattrs. */
+export function makeLower(dir: string): void {
+  fs.mkdirSync(path.join(dir, 'docs/deep/er'), { recursive: true });
+  fs.mkdirSync(path.join(dir, 'empty'));
+  fs.writeFileSync(path.join(dir, 'hello.txt'), 'hello from lower\n');
+  fs.writeFileSync(path.join(dir, 'docs/a.md'), '# a\n');
+  fs.writeFileSync(path.join(dir, 'docs/deep/b.md'), 'bbbb\n');
+  fs.writeFileSync(path.join(dir, 'docs/deep/er/c.md'), 'c'.repeat(100000));
+  fs.writeFileSync(path.join(dir, 'script.sh'), '#!/bin/sh\necho hi\n', { mode: 0o755 });
+  fs.symlinkSync('hello.txt', path.join(dir, 'link'));
+  fs.symlinkSync('does/not/exist', path.join(dir, 'dangling'));
+  fs.symlinkSync('docs', path.join(dir, 'dirlink'));
+  xattr.setAttributeSync(path.join(dir, 'hello.txt'), 'user.origin', 'lower');
+  xattr.setAttributeSync(path.join(dir, 'docs'), 'user.kind', 'folder');
+  fs.chmodSync(path.join(dir, 'docs/a.md'), 0o640);
+  fs.chownSync(path.join(dir, 'docs/a.md'), 1234, 5678);
+  fs.utimesSync(path.join(dir, 'hello.txt'), new Date('2020-01-02T03:04:05Z'), new Date('2021-02-03T04:05:06Z'));
+}
+
+export function mountsUnder(prefix: string): string[] {
+  return fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((m) => m.startsWith(prefix));
+}
