@@ -1,6 +1,6 @@
 /** `overpack mount` and `overpack umount`: the overlay engine from the shell. */
 import type { Argv, CommandModule } from 'yargs';
-import { OverlayFS, OverlayError, OVERLAY_ACTIONS, type OverlayAction, type InodeMode } from '../../runtime/overlay/index.js';
+import { OverlayFS, OverlayError, OVERLAY_ACTIONS, DEFAULT_CACHE_SECONDS, type OverlayAction, type InodeMode } from '../../runtime/overlay/index.js';
 import { isMounted, unmountPath } from '../../runtime/fuse/unmount.js';
 import { fail, say } from '../output.js';
 import path from 'node:path';
@@ -27,7 +27,7 @@ export const mountCommand: CommandModule<object, MountArgs> = {
       .option('home', { type: 'boolean', default: false, describe: 'Put the generated mountpoint under ~/.cache instead of $TMPDIR' })
       .option('inode-mode', { choices: ['virtual', 'persistent'] as const, default: 'virtual' as InodeMode, describe: 'virtual: sequential per mount; persistent: FNV-1a of the path, stable across mounts' })
       .option('on-exit', { choices: OVERLAY_ACTIONS, default: 'preserve' as OverlayAction, describe: 'What to do with the writable layer after unmounting' })
-      .option('cache-timeout', { type: 'number', default: 1, describe: 'Seconds the kernel may cache attributes and lookups (0: off)' })
+      .option('cache-timeout', { type: 'number', default: DEFAULT_CACHE_SECONDS, describe: 'Seconds the kernel may cache attributes and lookups (0: off; hard-linked files written through one name show the change through the others after this delay)' })
       .option('debug', { type: 'boolean', default: false, describe: 'Print every FUSE request (libfuse debug output)' }) as unknown as Argv<MountArgs>,
   handler: async (args) => {
     const fs = new OverlayFS(args.lower).setInodeMode(args['inode-mode']).setTuning({ cacheTimeout: args['cache-timeout'], debug: args.debug });

@@ -68,11 +68,17 @@ function adaptOps(ops: FsOps): object {
     readdir: (path: unknown, cb: Cb) =>
       done('readdir', ops.readdir(path as string), cb, (l: { names: string[]; attrs: Attr[] }) => [0, l.names, l.attrs]),
     readlink: (path: unknown, cb: Cb) => done('readlink', ops.readlink(path as string), cb, (t: string) => [0, t]),
-    open: (path: unknown, flags: unknown, cb: Cb) =>
-      done('open', ops.open(path as string, flags as number), cb, (fh: number) => [0, fh]),
-    // libfuse 2 passes create's flags only through fuse_file_info, which fuse-native drops.
+    // open, release and flush are left out on purpose: libfuse then answers them itself, without
+    // a round trip to JS, and every read and write arrives with file handle 0, which FsOps
+    // resolves by path. create must make the file, so its handle is closed at once.
+    // (libfuse 2 passes create's flags only through fuse_file_info, which fuse-native drops.)
     create: (path: unknown, mode: unknown, cb: Cb) =>
-      done('create', ops.create(path as string, mode as number, 2 /* O_RDWR */), cb, (fh: number) => [0, fh]),
+      done(
+        'create',
+        ops.create(path as string, mode as number, 2 /* O_RDWR */).then((fh) => ops.release(path as string, fh)),
+        cb,
+        () => [0, 0],
+      ),
     read: (path: unknown, fh: unknown, buf: unknown, len: unknown, pos: unknown, cb: Cb) =>
       ops.read(path as string, fh as number, buf as Buffer, len as number, pos as number).then(
         (n) => cb(n),
@@ -85,7 +91,6 @@ function adaptOps(ops: FsOps): object {
       ),
     fsync: (path: unknown, datasync: unknown, fh: unknown, cb: Cb) =>
       done('fsync', ops.fsync(path as string, fh as number, Boolean(datasync)), cb),
-    release: (path: unknown, fh: unknown, cb: Cb) => done('release', ops.release(path as string, fh as number), cb),
     truncate: (path: unknown, size: unknown, cb: Cb) => done('truncate', ops.truncate(path as string, size as number), cb),
     ftruncate: (path: unknown, fh: unknown, size: unknown, cb: Cb) =>
       done('ftruncate', ops.ftruncate(path as string, fh as number, size as number), cb),

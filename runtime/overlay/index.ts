@@ -1,5 +1,5 @@
 /** The overlay engine's public API. */
-export { OverlayFS, type OverlayHandle, type MountTuning } from './overlayfs.js';
+export { OverlayFS, DEFAULT_CACHE_SECONDS, type OverlayHandle, type MountTuning } from './overlayfs.js';
 export { OverlayError, FsError, type OverlayErrorCode } from './errors.js';
 export { type OverlayAction, type FinalizeResult, OVERLAY_ACTIONS } from './finalize.js';
 export { type InodeMode } from './inodes.js';

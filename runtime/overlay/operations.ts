@@ -33,17 +33,92 @@ function refuseReserved(op: string, path: string): void {
   if (isReserved(nameOf(path))) throw new FsError('EPERM', op, path, 'names starting with .wh. are reserved by the overlay');
 }
 
+/** Descriptors kept open for handle-less I/O (see `byPath`). */
+const MAX_PATH_HANDLES = 256;
+
+function closeHandle(h: Handle): Promise<void> {
+  return (h.kind === 'upper' ? fdClose(h.fd) : h.file.close()).catch(() => undefined);
+}
+
 export class OverlayOps implements FsOps {
   private readonly handles = new Map<number, Handle>();
   private nextHandle = 1;
+  /**
+   * Handle-less I/O: a binding may skip open/release (with fuse-native each is a round trip to
+   * JS) and pass file handle 0; reads and writes then find their file by path here. Kept in
+   * least-recently-used order and bounded; renames carry entries along, anything that changes
+   * which layer holds a path drops its entry.
+   */
+  private readonly byPath = new Map<string, Handle & { writable: boolean }>();
 
   constructor(readonly stack: LayerStack, readonly inodes: InodeStore) {}
 
   /** Closes every open handle (at unmount). */
   async closeAll(): Promise<void> {
-    const all = [...this.handles.values()];
+    const all = [...this.handles.values(), ...this.byPath.values()];
     this.handles.clear();
-    await Promise.all(all.map((h) => (h.kind === 'upper' ? fdClose(h.fd) : h.file.close()).catch(() => undefined)));
+    this.byPath.clear();
+    await Promise.all(all.map(closeHandle));
+  }
+
+  private async pathHandle(path: string, write: boolean): Promise<Handle> {
+    const cached = this.byPath.get(path);
+    if (cached && (cached.writable || !write)) {
+      this.byPath.delete(path);
+      this.byPath.set(path, cached);
+      return cached;
+    }
+    let h: Handle & { writable: boolean };
+    if (write) {
+      await this.stack.copyUp(path);
+      h = { kind: 'upper', fd: await this.stack.openUpper(path, fsc.O_RDWR), writable: true };
+    } else {
+      const node = await this.stack.require('read', path);
+      h = node.upper
+        ? { kind: 'upper', fd: await this.stack.openUpper(path, fsc.O_RDONLY), writable: false }
+        : { kind: 'lower', file: await this.stack.lower.open(path), writable: false };
+    }
+    // Another request may have filled the slot meanwhile; keep one descriptor per path.
+    const raced = this.byPath.get(path);
+    if (raced) {
+      this.byPath.delete(path);
+      void closeHandle(raced);
+    }
+    this.byPath.set(path, h);
+    if (this.byPath.size > MAX_PATH_HANDLES) {
+      const [oldest, old] = this.byPath.entries().next().value as [string, Handle];
+      this.byPath.delete(oldest);
+      void closeHandle(old);
+    }
+    return h;
+  }
+
+  /** Forget path-keyed descriptors at `path` (and beneath it, for directories). */
+  private dropPathHandles(path: string, tree: boolean): void {
+    const h = this.byPath.get(path);
+    if (h) {
+      this.byPath.delete(path);
+      void closeHandle(h);
+    }
+    if (!tree) return;
+    const prefix = path + '/';
+    for (const [p, x] of this.byPath) {
+      if (p.startsWith(prefix)) {
+        this.byPath.delete(p);
+        void closeHandle(x);
+      }
+    }
+  }
+
+  private movePathHandles(from: string, to: string): void {
+    this.dropPathHandles(to, true);
+    const prefix = from + '/';
+    for (const [p, h] of [...this.byPath]) {
+      if (p === from || p.startsWith(prefix)) {
+        this.byPath.delete(p);
+        this.byPath.set(to + p.slice(from.length), h);
+      }
+    }
   }
 
   private attrOf(path: string, node: Node): Attr {
@@ -61,7 +136,7 @@ export class OverlayOps implements FsOps {
   }
 
   async fgetattr(path: string, fh: number): Promise<Attr> {
-    const h = this.handles.get(fh);
+    const h = fh === 0 ? this.byPath.get(path) : this.handles.get(fh);
     if (h?.kind === 'upper') {
       // Through the descriptor: still answers after the name was unlinked or renamed.
       const st = await new Promise<fs.Stats>((resolve, reject) => fs.fstat(h.fd, (err, s) => (err ? reject(err) : resolve(s))));
@@ -135,7 +210,7 @@ export class OverlayOps implements FsOps {
     // Write intent copies up at open, as kernel overlayfs does: every handle that may write
     // points at the upper copy, and read-only handles opened later see the same file.
     if (node.upper || flags & WRITE_INTENT) {
-      if (!node.upper) await this.stack.copyUp(path);
+      if (!node.upper) await this.copyUp(path);
       return this.addHandle({ kind: 'upper', fd: await this.stack.openUpper(path, openFlags) });
     }
     return this.addHandle({ kind: 'lower', file: await this.stack.lower.open(path) });
@@ -162,22 +237,24 @@ export class OverlayOps implements FsOps {
   }
 
   async read(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number> {
-    const h = this.handle('read', path, fh);
+    const h = fh === 0 ? await this.pathHandle(path, false) : this.handle('read', path, fh);
     return h.kind === 'upper' ? fdRead(h.fd, buf, length, position) : h.file.read(buf, 0, length, position);
   }
 
   async write(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number> {
-    const h = this.handle('write', path, fh);
+    const h = fh === 0 ? await this.pathHandle(path, true) : this.handle('write', path, fh);
     if (h.kind !== 'upper') throw new FsError('EBADF', 'write', path, 'opened read-only');
     return fdWrite(h.fd, buf, length, position);
   }
 
   async flush(path: string, fh: number): Promise<void> {
-    this.handle('flush', path, fh);
+    if (fh !== 0) this.handle('flush', path, fh);
   }
 
   async fsync(path: string, fh: number, datasync: boolean): Promise<void> {
-    const h = this.handle('fsync', path, fh);
+    // Without a handle: data written through an evicted descriptor is still in the upper file.
+    const h = fh === 0 ? ((await this.stack.lookup(path))?.upper ? await this.pathHandle(path, true) : null) : this.handle('fsync', path, fh);
+    if (!h) return;
     if (h.kind !== 'upper') return;
     await new Promise<void>((resolve, reject) =>
       (datasync ? fs.fdatasync : fs.fsync)(h.fd, (err) => (err ? reject(err) : resolve())),
@@ -194,11 +271,12 @@ export class OverlayOps implements FsOps {
   }
 
   async truncate(path: string, size: number): Promise<void> {
-    await this.stack.copyUp(path);
+    await this.copyUp(path);
     await fsp.truncate(this.stack.upperPath(path), size);
   }
 
   async ftruncate(path: string, fh: number, size: number): Promise<void> {
+    if (fh === 0) return this.truncate(path, size);
     const h = this.handle('ftruncate', path, fh);
     if (h.kind !== 'upper') return this.truncate(path, size);
     await new Promise<void>((resolve, reject) => fs.ftruncate(h.fd, size, (err) => (err ? reject(err) : resolve())));
@@ -230,6 +308,7 @@ export class OverlayOps implements FsOps {
     const st = (node.upper ?? node.lower)!;
     if (isDir(st)) throw new FsError('EISDIR', 'unlink', path);
     const lowerHas = await this.stack.lowerHas(path);
+    this.dropPathHandles(path, false);
     if (node.upper) await fsp.unlink(this.stack.upperPath(path));
     if (lowerHas) await this.stack.writeWhiteout(path);
     this.inodes.forget(path, false);
@@ -265,7 +344,7 @@ export class OverlayOps implements FsOps {
     if (isDir((src.upper ?? src.lower)!)) throw new FsError('EPERM', 'link', existing);
     if (await this.stack.lookup(path)) throw new FsError('EEXIST', 'link', path);
     const before = this.attrOf(existing, src).ino;
-    const upper = await this.stack.copyUp(existing);
+    const upper = await this.copyUp(existing);
     await this.stack.ensureUpperDir(parentOf(path));
     await fsp.link(this.stack.upperPath(existing), this.stack.upperPath(path));
     await this.stack.afterCreate(path, false);
@@ -295,7 +374,7 @@ export class OverlayOps implements FsOps {
     // Everything that moves must be in the upper first: a lower directory moves with its
     // whole tree (no EXDEV for users), a lower file or symlink is copied up.
     if (srcIsDir) await this.stack.copyUpTree(from);
-    else await this.stack.copyUp(from);
+    else await this.copyUp(from);
     await this.stack.ensureUpperDir(parentOf(to));
     if (dst?.upper && srcIsDir) await this.stack.clearMarkers(to); // rename(2) needs the target empty
     await fsp.rename(this.stack.upperPath(from), this.stack.upperPath(to));
@@ -308,11 +387,19 @@ export class OverlayOps implements FsOps {
     if (srcIsDir && (dstInLower || hadWhiteout || srcInLower)) await this.stack.makeOpaque(to);
     if (srcInLower) await this.stack.writeWhiteout(from);
     this.inodes.rename(from, to, srcIsDir);
+    this.movePathHandles(from, to);
   }
 
   /** Every metadata change starts with a copy-up; returns the upper copy and its stat. */
+  /** Copy-up that also retires a descriptor still reading the lower copy. */
+  private async copyUp(path: string): Promise<EntryStat> {
+    const cached = this.byPath.get(path);
+    if (cached?.kind === 'lower') this.dropPathHandles(path, false);
+    return this.stack.copyUp(path);
+  }
+
   private async modify(path: string): Promise<{ real: string; st: EntryStat }> {
-    const st = await this.stack.copyUp(path);
+    const st = await this.copyUp(path);
     return { real: this.stack.upperPath(path), st };
   }
 
@@ -342,7 +429,7 @@ export class OverlayOps implements FsOps {
   private async xattrUpper(op: string, path: string): Promise<string> {
     const node = await this.stack.require(op, path);
     if (entryType((node.upper ?? node.lower)!.mode) === 'symlink') throw new FsError('EPERM', op, path);
-    await this.stack.copyUp(path);
+    await this.copyUp(path);
     return this.stack.upperPath(path);
   }
 

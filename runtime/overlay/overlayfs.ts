@@ -33,6 +33,13 @@ export interface OverlayHandle {
   readonly lower: string;
 }
 
+/**
+ * How long the kernel may trust attributes, lookups and misses. Every change goes through the
+ * mount, so the kernel's caches stay right; the one exception is a hard-linked file written
+ * through one name, whose other names (separate nodes in libfuse 2) see it after this delay.
+ */
+export const DEFAULT_CACHE_SECONDS = 30;
+
 export interface MountTuning {
   /** Seconds the kernel may cache attributes, lookups and misses; 0 turns caching off. */
   cacheTimeout?: number;
@@ -203,7 +210,7 @@ export class OverlayFS {
       if (this.createdMountPoint) mkdirSync(mountPoint, { recursive: true, mode: 0o700 });
       await stack.init();
       const ops = new OverlayOps(stack, new InodeStore(this.inodeMode));
-      const cache = this.tuning.cacheTimeout ?? 1;
+      const cache = this.tuning.cacheTimeout ?? DEFAULT_CACHE_SECONDS;
       this.mounted = await binding.mount(mountPoint, ops, {
         fsName: `overpack:${this.lowerDir ?? this.lowerLayer.description}`,
         attrTimeout: cache,
