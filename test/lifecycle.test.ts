@@ -328,3 +328,31 @@ describe('crash safety of copy-up', () => {
     }
   });
 });
+
+describe('stale mounts', () => {
+  const base = tempDir('stale');
+  const lower = path.join(base, 'lower');
+  const mnt = path.join(base, 'mnt');
+  after(() => {
+    forceUnmount(mnt);
+    fs.rmSync(base, { recursive: true, force: true });
+  });
+
+  it('a killed server leaves a stale mount that the next mount cleans up', async () => {
+    fs.mkdirSync(lower);
+    fs.writeFileSync(path.join(lower, 'f'), 'x');
+    const m = await startMount(lower, ['--upper', path.join(base, 'upper'), '--mountpoint', mnt]);
+    fs.writeFileSync(path.join(mnt, 'written'), 'before the crash');
+    m.proc.kill('SIGKILL');
+    await new Promise((r) => m.proc.once('exit', r));
+    assert.ok(isMountpoint(mnt), 'the kill left the mount behind');
+    assert.throws(() => fs.statSync(mnt), /ENOTCONN/);
+    const again = await startMount(lower, ['--upper', path.join(base, 'upper'), '--mountpoint', mnt]);
+    try {
+      assert.equal(fs.readFileSync(path.join(mnt, 'written'), 'utf8'), 'before the crash');
+    } finally {
+      await again.stop();
+    }
+    assert.ok(!isMountpoint(mnt));
+  });
+});

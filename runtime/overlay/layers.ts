@@ -311,7 +311,7 @@ export class LayerStack {
     await fh.close();
     const info = await this.dirInfo(dir);
     info?.whiteouts.add(nameOf(path));
-    this.invalidateTree(path);
+    if (this.dirs.has(path)) this.invalidateTree(path); // only a directory has cached state
   }
 
   /** Removes the whiteout for `path` if there is one; returns whether there was. */

@@ -59,6 +59,22 @@ async function defaultBinding(): Promise<FuseBinding> {
   return (await import('../fuse/fuse-native.js')).fuseNativeBinding;
 }
 
+/** Lazily detaches a mount without waiting on its server (safe at exit and for stale mounts). */
+function detachMount(mp: string): void {
+  for (const [cmd, args] of [['fusermount3', ['-uz', mp]], ['fusermount', ['-uz', mp]], ['umount', ['-l', mp]]] as const) {
+    if (spawnSync(cmd, args, { stdio: 'ignore' }).status === 0 || !isMounted(mp)) break;
+  }
+}
+
+/**
+ * Whether the FUSE mount at `mp` has lost its server (ENOTCONN). Asked from a child process
+ * with a timeout: a live but hung server must not hang this one.
+ */
+function isStaleMount(mp: string): boolean {
+  const probe = spawnSync('stat', ['-c', '%i', mp], { encoding: 'utf8', timeout: 3000 });
+  return probe.status !== 0 && /not connected/i.test(probe.stderr ?? '');
+}
+
 export class OverlayFS {
   private readonly lowerLayer: Layer;
   private readonly lowerDir: string | null;
@@ -183,6 +199,10 @@ export class OverlayFS {
     if (isInside(mountPoint, upper) || isInside(upper, mountPoint)) {
       throw new OverlayError('BAD_MOUNTPOINT', 'mount', mountPoint, `mountpoint ${mountPoint} and upper ${upper} must not contain each other`);
     }
+    if (isMounted(mountPoint) && isStaleMount(mountPoint)) {
+      // A server that was killed leaves its mount behind, answering ENOTCONN: clean it up.
+      detachMount(mountPoint);
+    }
     if (existsSync(mountPoint)) {
       if (isMounted(mountPoint)) {
         throw new OverlayError('MOUNTPOINT_BUSY', 'mount', mountPoint, `${mountPoint} is already a mountpoint; unmount it first (overpack umount ${mountPoint})`);
@@ -266,9 +286,7 @@ export class OverlayFS {
   private emergencyUnmount(): void {
     const mp = this.mounted?.mountPoint;
     if (!mp) return;
-    for (const [cmd, args] of [['fusermount3', ['-uz', mp]], ['fusermount', ['-uz', mp]], ['umount', ['-l', mp]]] as const) {
-      if (spawnSync(cmd, args, { stdio: 'ignore' }).status === 0 || !isMounted(mp)) break;
-    }
+    detachMount(mp);
     if (this.createdMountPoint) {
       try {
         rmdirSync(mp);
