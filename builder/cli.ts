@@ -4,6 +4,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { OverlayError } from '../runtime/overlay/index.js';
 import { mountCommand, umountCommand } from './commands/mount.js';
+import { buildCommand, initCommand, inspectCommand, verifyCommand } from './commands/bundle.js';
 import { CliExit, printError } from './output.js';
 
 const EXIT_CODES: Record<string, number> = { NO_FUSE: 3, NO_FUSERMOUNT: 3, MOUNTPOINT_BUSY: 4 };
@@ -12,6 +13,10 @@ async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
     .scriptName('overpack')
     .usage('$0 <command> [options]\n\nPortable apps over a writable FUSE overlay, and the overlay engine itself.')
+    .command(buildCommand)
+    .command(initCommand)
+    .command(inspectCommand)
+    .command(verifyCommand)
     .command(mountCommand)
     .command(umountCommand)
     .demandCommand(1, 'Name a command (see --help).')

@@ -12,7 +12,14 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const require = createRequire(import.meta.url);
+/** Created on first use: in the single-executable bundle there is no import.meta.url. */
+const moduleRequire = () => createRequire(import.meta.url);
+
+declare global {
+  // Set by the bundle's launcher: fuse-native as bundled into the executable.
+  // eslint-disable-next-line no-var
+  var __overpackFuseNative: (() => unknown) | undefined;
+}
 
 export const FUSE_ADDON = 'fuse-native.node';
 export const LIBFUSE = 'libfuse.so.2';
@@ -61,6 +68,11 @@ let fuseNative: FuseNativeClass | undefined;
  */
 export function loadFuseNative(): FuseNativeClass {
   if (fuseNative) return fuseNative;
+  if (globalThis.__overpackFuseNative) {
+    fuseNative = globalThis.__overpackFuseNative() as FuseNativeClass;
+    return fuseNative;
+  }
+  const require = moduleRequire();
   const addonPath = path.join(nativeDir(), FUSE_ADDON);
   if (!existsSync(addonPath)) {
     throw new NativeAddonError(

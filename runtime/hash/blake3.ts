@@ -2,10 +2,8 @@
  * BLAKE3, the one place it comes from. @napi-rs/blake-hash is native (~4.6 GB/s here); the
  * `blake3` npm package runs as wasm at ~176 MB/s. Swap the implementation here only.
  */
-import { createRequire } from 'node:module';
 import { open } from 'node:fs/promises';
-
-const require = createRequire(import.meta.url);
+import blakeHash from '@napi-rs/blake-hash';
 
 interface Blake3HasherLike {
   update(input: Buffer | Uint8Array): this;
@@ -15,7 +13,8 @@ interface BlakeHashModule {
   blake3(input: Buffer | Uint8Array): Buffer;
   Blake3Hasher: new () => Blake3HasherLike;
 }
-const blake = require('@napi-rs/blake-hash') as BlakeHashModule;
+// A static import, so esbuild can bundle it into the single-executable runtime.
+const blake = blakeHash as unknown as BlakeHashModule;
 
 export const HASH_BYTES = 32;
 

@@ -1,0 +1,194 @@
+/**
+ * `overpack build`: app directory → single executable.
+ *   validate overpack.json → runtime executable (esbuild bundle of runtime/launcher → SEA blob
+ *   → copy of node + postject; cached per node binary and runtime) → append native addons and
+ *   the image (runtime/image) → chmod +x, renamed into place only when complete.
+ * The same app directory and node binary always give the same bytes.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import * as esbuild from 'esbuild';
+import { appendImage, BuildError, type ImageStats } from '../runtime/image/writer.js';
+import { validateManifest, type Manifest } from '../runtime/launcher/manifest.js';
+import { FUSE_ADDON, LIBFUSE, nativeDir } from '../runtime/fuse/native.js';
+
+const require = createRequire(import.meta.url);
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
+
+export interface BuildOptions {
+  appDir: string;
+  output?: string;
+  node?: string;
+  onProgress?: (message: string) => void;
+  onWarning?: (message: string) => void;
+}
+
+export interface BuildResult {
+  output: string;
+  manifest: Manifest;
+  stats: ImageStats;
+  bundleBytes: number;
+  seconds: number;
+}
+
+export function readManifest(appDir: string): Manifest {
+  const file = path.join(appDir, 'overpack.json');
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new BuildError(file, 'read-manifest', e.code === 'ENOENT' ? `${file} not found: an app directory needs an overpack.json (see \`overpack init\`)` : `${file} is not valid JSON: ${e.message}`);
+  }
+  const { manifest, problems } = validateManifest(raw);
+  if (!manifest) throw new BuildError(file, 'validate-manifest', `${file} is invalid:\n  ${problems.join('\n  ')}`);
+  const entry = path.join(appDir, manifest.entrypoint);
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(entry);
+  } catch {
+    throw new BuildError(file, 'validate-manifest', `${file}: entrypoint: ${manifest.entrypoint} does not exist in ${appDir}`);
+  }
+  if (!st.isFile()) throw new BuildError(file, 'validate-manifest', `${file}: entrypoint: ${manifest.entrypoint} is not a file`);
+  if (!/\.(c|m)?js$/.test(entry) && (st.mode & 0o111) === 0) {
+    throw new BuildError(file, 'validate-manifest', `${file}: entrypoint: ${manifest.entrypoint} is not executable (chmod +x it, or use a .js entrypoint)`);
+  }
+  return manifest;
+}
+
+/** The addons a bundle carries, from this installation. */
+function addonFiles(): Array<{ name: string; file: string }> {
+  const dir = nativeDir();
+  const xattrDir = path.dirname(require.resolve('fs-xattr'));
+  const blakeDir = path.dirname(require.resolve(`@napi-rs/blake-hash-${process.platform}-${process.arch}-gnu/package.json`));
+  const files = [
+    { name: FUSE_ADDON, file: path.join(dir, FUSE_ADDON) },
+    { name: LIBFUSE, file: path.join(dir, LIBFUSE) },
+    { name: 'xattr.node', file: path.join(xattrDir, 'build', 'Release', 'xattr.node') },
+    { name: 'blake.node', file: path.join(blakeDir, `blake.${process.platform}-${process.arch}-gnu.node`) },
+  ];
+  for (const f of files) {
+    if (!fs.existsSync(f.file)) throw new BuildError(f.file, 'addons', `native addon ${f.file} is missing; run \`npm install\` (or \`npm run build\`) in the overpack checkout`);
+  }
+  return files;
+}
+
+/**
+ * esbuild turns the launcher and everything it imports into one CommonJS file. Native addons
+ * cannot be bundled: each package's loader is redirected to the launcher's, which dlopens the
+ * copy extracted from the bundle.
+ */
+async function bundleRuntime(): Promise<string> {
+  const lazyAddon = (name: string) => `new Proxy({}, { get: (_, k) => globalThis.__overpackLoadAddon(${JSON.stringify(name)})[k] })`;
+  const result = await esbuild.build({
+    entryPoints: [path.join(ROOT, 'runtime', 'launcher', 'main.ts')],
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'cjs',
+    write: false,
+    minify: false,
+    legalComments: 'none',
+    logLevel: 'silent',
+    plugins: [
+      {
+        name: 'overpack-native-addons',
+        setup(b) {
+          b.onResolve({ filter: /^node-gyp-build$/ }, () => ({ path: path.join(ROOT, 'runtime', 'launcher', 'node-gyp-build-shim.cjs') }));
+          b.onLoad({ filter: /[\\/]fs-xattr[\\/]index\.js$/ }, async (args) => {
+            const src = await fs.promises.readFile(args.path, 'utf8');
+            const needle = "createRequire(import.meta.url)('./build/Release/xattr')";
+            if (!src.includes(needle)) throw new Error(`fs-xattr changed: ${args.path} no longer loads its addon the expected way`);
+            return { contents: src.replace(needle, lazyAddon('xattr.node')), loader: 'js' };
+          });
+          b.onLoad({ filter: /[\\/]@napi-rs[\\/]blake-hash[\\/]index\.js$/ }, () => ({ contents: `module.exports = ${lazyAddon('blake.node')};`, loader: 'js' }));
+        },
+      },
+    ],
+  });
+  return result.outputFiles[0]!.text;
+}
+
+function cacheDir(): string {
+  return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'overpack', 'build');
+}
+
+/** The runtime executable (node + SEA blob), built once per node binary and runtime source. */
+async function runtimeExecutable(node: string, progress: (m: string) => void): Promise<string> {
+  const js = await bundleRuntime();
+  const nodeStat = fs.statSync(node);
+  const key = createHash('sha256').update(js).update(`${fs.realpathSync(node)}:${nodeStat.size}:${nodeStat.mtimeMs}`).digest('hex').slice(0, 24);
+  const cached = path.join(cacheDir(), `runtime-${key}`);
+  if (fs.existsSync(cached)) return cached;
+  progress('building the runtime executable (node single-executable application; once per node version)');
+  fs.mkdirSync(cacheDir(), { recursive: true });
+  const work = fs.mkdtempSync(path.join(cacheDir(), 'work-'));
+  try {
+    fs.writeFileSync(path.join(work, 'main.cjs'), js);
+    fs.writeFileSync(
+      path.join(work, 'sea-config.json'),
+      JSON.stringify({ main: path.join(work, 'main.cjs'), output: path.join(work, 'sea.blob'), disableExperimentalSEAWarning: true }),
+    );
+    execFileSync(node, ['--experimental-sea-config', path.join(work, 'sea-config.json')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const exe = path.join(work, 'runtime');
+    fs.copyFileSync(node, exe);
+    fs.chmodSync(exe, 0o755);
+    const { inject } = require('postject') as { inject: (file: string, name: string, data: Buffer, opts: { sentinelFuse: string }) => Promise<void> };
+    // postject reports harmless notes about ELF sections on stderr; keep the build output clean.
+    const write = process.stderr.write.bind(process.stderr);
+    (process.stderr as unknown as { write: (c: unknown) => boolean }).write = () => true;
+    try {
+      await inject(exe, 'NODE_SEA_BLOB', fs.readFileSync(path.join(work, 'sea.blob')), { sentinelFuse: SEA_FUSE });
+    } finally {
+      (process.stderr as unknown as { write: typeof write }).write = write;
+    }
+    fs.renameSync(exe, cached);
+    return cached;
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+export async function build(opts: BuildOptions): Promise<BuildResult> {
+  const started = process.hrtime.bigint();
+  const progress = opts.onProgress ?? (() => undefined);
+  const appDir = path.resolve(opts.appDir);
+  if (!fs.existsSync(appDir) || !fs.statSync(appDir).isDirectory()) throw new BuildError(appDir, 'build', `${appDir} is not a directory`);
+  const manifest = readManifest(appDir);
+  const output = path.resolve(opts.output ?? `${manifest.name}.run`);
+  if (output.startsWith(appDir + path.sep)) throw new BuildError(output, 'build', `the output ${output} must not be inside the app directory`);
+  const node = opts.node ? path.resolve(opts.node) : process.execPath;
+  const runtime = await runtimeExecutable(node, progress);
+  const tmp = `${output}.tmp-${process.pid}`;
+  try {
+    fs.copyFileSync(runtime, tmp);
+    progress(`writing the image of ${appDir}`);
+    let lastReport = 0;
+    const stats = await appendImage(tmp, {
+      appDir,
+      manifest,
+      addons: addonFiles(),
+      onWarning: opts.onWarning,
+      onProgress: (done, total) => {
+        const now = Date.now();
+        if (now - lastReport > 1000 || done === total) {
+          lastReport = now;
+          progress(`hashed and stored ${done}/${total} files`);
+        }
+      },
+    });
+    fs.chmodSync(tmp, 0o755);
+    fs.renameSync(tmp, output);
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    return { output, manifest, stats, bundleBytes: fs.statSync(output).size, seconds };
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+}

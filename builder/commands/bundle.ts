@@ -1,0 +1,112 @@
+/** `overpack build | init | inspect | verify`: making and checking single-file bundles. */
+import fs from 'node:fs';
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Argv, CommandModule } from 'yargs';
+import { build } from '../build.js';
+import { readImage, ImageError } from '../../runtime/image/format.js';
+import { Blake3 } from '../../runtime/hash/blake3.js';
+import { BuildError } from '../../runtime/image/writer.js';
+import { fail, say, warn } from '../output.js';
+
+const TEMPLATES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'templates');
+
+function mib(n: number): string {
+  return `${(n / 1048576).toFixed(1)} MiB`;
+}
+
+async function guard<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof BuildError || err instanceof ImageError) fail(err.message, 1);
+    throw err;
+  }
+}
+
+export const buildCommand: CommandModule<object, { appdir: string; output?: string; node?: string }> = {
+  command: 'build <appdir>',
+  describe: 'Bundle an app directory (with overpack.json) into one executable',
+  builder: (y: Argv) =>
+    y
+      .positional('appdir', { type: 'string', demandOption: true, describe: 'The app directory' })
+      .option('output', { alias: 'o', type: 'string', describe: 'Output file [default: <name>.run]' })
+      .option('node', { type: 'string', describe: 'Node binary to embed [default: the one running overpack]' }) as unknown as Argv<{ appdir: string; output?: string; node?: string }>,
+  handler: async (args) => {
+    const r = await guard(() => build({ appDir: args.appdir, output: args.output, node: args.node, onProgress: say, onWarning: warn }));
+    const s = r.stats;
+    say(
+      `built ${r.output}: ${s.files} files, ${s.dirs} dirs, ${s.symlinks} symlinks, ${mib(s.bytes)} of files stored as ${mib(s.storedBytes)} (dedup saved ${mib(s.dedupSaved)}), bundle ${mib(r.bundleBytes)}, ${r.seconds.toFixed(1)} s`,
+    );
+    process.stdout.write(`${r.output}\n`);
+  },
+};
+
+export const initCommand: CommandModule<object, { dir: string; template: string }> = {
+  command: 'init <dir>',
+  describe: 'Create an app directory from a template',
+  builder: (y: Argv) =>
+    y
+      .positional('dir', { type: 'string', demandOption: true, describe: 'Directory to create' })
+      .option('template', { alias: 't', choices: fs.existsSync(TEMPLATES) ? fs.readdirSync(TEMPLATES).sort() : [], default: 'shell', describe: 'Starter app' }) as unknown as Argv<{ dir: string; template: string }>,
+  handler: async (args) => {
+    const dest = path.resolve(args.dir);
+    if (fs.existsSync(dest) && fs.readdirSync(dest).length > 0) fail(`${dest} exists and is not empty; choose a new directory`, 1);
+    fs.cpSync(path.join(TEMPLATES, args.template), dest, { recursive: true });
+    say(`created ${dest} from the ${args.template} template; next: overpack build ${args.dir} && ./${JSON.parse(fs.readFileSync(path.join(dest, 'overpack.json'), 'utf8')).name}.run`);
+  },
+};
+
+export const inspectCommand: CommandModule<object, { bundle: string }> = {
+  command: 'inspect <bundle>',
+  describe: 'Print a bundle\'s manifest, image version, hash, file count and sizes',
+  builder: (y: Argv) => y.positional('bundle', { type: 'string', demandOption: true }) as unknown as Argv<{ bundle: string }>,
+  handler: async (args) => {
+    const img = await guard(async () => readImage(path.resolve(args.bundle)));
+    fs.closeSync(img.fd);
+    const files = img.index.entries.filter((e) => e.type === 'file');
+    const distinct = new Map(files.map((f) => [f.hash, f.size]));
+    const info = {
+      manifest: img.index.manifest,
+      imageFormat: img.footer.version,
+      indexHash: img.footer.indexHash.toString('hex'),
+      entries: img.index.entries.length,
+      files: files.length,
+      fileBytes: files.reduce((n, f) => n + f.size, 0),
+      storedBytes: [...distinct.values()].reduce((n, s) => n + s, 0),
+      imageBytes: img.size - img.footer.imageStart,
+      bundleBytes: img.size,
+      addons: img.index.addons.map((a) => a.name),
+    };
+    process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
+  },
+};
+
+export const verifyCommand: CommandModule<object, { bundle: string }> = {
+  command: 'verify <bundle>',
+  describe: 'Check every file of a bundle against its BLAKE3 hash',
+  builder: (y: Argv) => y.positional('bundle', { type: 'string', demandOption: true }) as unknown as Argv<{ bundle: string }>,
+  handler: async (args) => {
+    const img = await guard(async () => readImage(path.resolve(args.bundle)));
+    const bad: string[] = [];
+    const items = [
+      ...img.index.entries.filter((e) => e.type === 'file').map((e) => ({ what: e.path, offset: e.offset!, size: e.size, hash: e.hash!, algo: 'blake3' })),
+      ...img.index.addons.map((a) => ({ what: `addon ${a.name}`, offset: a.offset, size: a.size, hash: a.hash, algo: 'sha256' })),
+    ];
+    const buf = Buffer.allocUnsafe(1 << 20);
+    for (const it of items) {
+      const h = it.algo === 'blake3' ? new Blake3() : createHash('sha256');
+      for (let done = 0; done < it.size; ) {
+        const n = fs.readSync(img.fd, buf, 0, Math.min(buf.length, it.size - done), it.offset + done);
+        if (n === 0) break;
+        h.update(buf.subarray(0, n));
+        done += n;
+      }
+      if (h.digest().toString('hex') !== it.hash) bad.push(it.what);
+    }
+    fs.closeSync(img.fd);
+    if (bad.length) fail(`${bad.length} of ${items.length} items are corrupt:\n  ${bad.join('\n  ')}`, 1);
+    say(`ok: ${items.length} items match their hashes`);
+  },
+};

@@ -1,0 +1,203 @@
+/**
+ * The image: an app directory stored read-only at the end of a bundle, served lazily.
+ *
+ * Bundle layout:  [executable][data blocks][index JSON][footer]
+ * - data blocks: each distinct file content once (deduplicated by BLAKE3), each starting on a
+ *   4 KiB boundary of the bundle so positioned reads stay page-aligned;
+ * - index: UTF-8 JSON (`ImageIndex`), entries sorted by path, so the same app dir always gives
+ *   the same bytes;
+ * - footer: the last FOOTER_SIZE bytes, fixed layout (little-endian):
+ *     0  magic "OVPKIMG\0" (8)     8  format version u32      12 reserved u32 (0)
+ *    16  image start u64           24 index offset u64        32 index length u64
+ *    40  SHA-256 of the index (32)
+ *   All offsets are absolute positions in the bundle file.
+ *
+ * File contents are identified by BLAKE3 (fast, native). The index and the native addons use
+ * SHA-256 instead, from Node's built-in crypto: the BLAKE3 implementation is itself one of the
+ * addons, so it cannot vouch for the bytes it is loaded from.
+ *
+ * The reader trusts nothing until checked: footer bounds, the index's hash, then every entry
+ * (normalised unique paths, parents that are directories, data ranges inside the data region).
+ */
+import fs from 'node:fs';
+import { createHash } from 'node:crypto';
+
+export const IMAGE_MAGIC = Buffer.from('OVPKIMG\0', 'latin1');
+export const IMAGE_VERSION = 1;
+export const FOOTER_SIZE = 72;
+export const BLOCK_ALIGN = 4096;
+const MAX_INDEX_BYTES = 256 * 1024 * 1024;
+
+export type ImageEntryType = 'file' | 'dir' | 'symlink';
+
+export interface ImageEntry {
+  path: string; // '/a/b'; the root '/' is always the first entry
+  type: ImageEntryType;
+  mode: number; // permission bits only (0o7777)
+  uid: number;
+  gid: number;
+  mtimeMs: number;
+  size: number; // files: bytes; symlinks: target length; dirs: 0
+  target?: string; // symlinks
+  hash?: string; // files: BLAKE3 hex of the content
+  offset?: number; // files: absolute position of the content in the bundle
+  xattrs?: Record<string, string>; // name → base64 value
+}
+
+/** A native addon shipped in the bundle, extracted once to the user's cache at launch. */
+export interface ImageAddon {
+  name: string;
+  hash: string; // SHA-256 hex
+  offset: number;
+  size: number;
+}
+
+export interface ImageIndex {
+  format: 'overpack-image';
+  version: number;
+  manifest: unknown; // the app's overpack.json, validated by the builder
+  entries: ImageEntry[];
+  addons: ImageAddon[];
+}
+
+export interface Footer {
+  version: number;
+  imageStart: number;
+  indexOffset: number;
+  indexLength: number;
+  indexHash: Buffer;
+}
+
+/** A bundle that cannot be used, with the reason and what to do. */
+export class ImageError extends Error {
+  constructor(readonly bundle: string, readonly op: string, message: string) {
+    super(`${bundle}: ${message}`);
+    this.name = 'ImageError';
+  }
+}
+
+export function sha256(data: Uint8Array): Buffer {
+  return createHash('sha256').update(data).digest();
+}
+
+export function encodeFooter(f: Footer): Buffer {
+  const b = Buffer.alloc(FOOTER_SIZE);
+  IMAGE_MAGIC.copy(b, 0);
+  b.writeUInt32LE(f.version, 8);
+  b.writeBigUInt64LE(BigInt(f.imageStart), 16);
+  b.writeBigUInt64LE(BigInt(f.indexOffset), 24);
+  b.writeBigUInt64LE(BigInt(f.indexLength), 32);
+  f.indexHash.copy(b, 40);
+  return b;
+}
+
+export function alignUp(n: number): number {
+  return Math.ceil(n / BLOCK_ALIGN) * BLOCK_ALIGN;
+}
+
+function safeNumber(v: bigint, what: string, bundle: string): number {
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new ImageError(bundle, 'read-footer', `${what} is out of range: the bundle is corrupt`);
+  return Number(v);
+}
+
+export function decodeFooter(b: Buffer, fileSize: number, bundle: string): Footer {
+  if (b.length < FOOTER_SIZE || !b.subarray(0, 8).equals(IMAGE_MAGIC)) {
+    throw new ImageError(bundle, 'read-footer', 'no overpack image found at the end of this file (not a bundle, or truncated: download or build it again)');
+  }
+  const version = b.readUInt32LE(8);
+  if (version !== IMAGE_VERSION) {
+    throw new ImageError(bundle, 'read-footer', `image format version ${version} is not supported by this runtime (it reads version ${IMAGE_VERSION}); rebuild the bundle with a matching overpack`);
+  }
+  const f: Footer = {
+    version,
+    imageStart: safeNumber(b.readBigUInt64LE(16), 'image start', bundle),
+    indexOffset: safeNumber(b.readBigUInt64LE(24), 'index offset', bundle),
+    indexLength: safeNumber(b.readBigUInt64LE(32), 'index length', bundle),
+    indexHash: Buffer.from(b.subarray(40, 72)),
+  };
+  const end = fileSize - FOOTER_SIZE;
+  if (f.imageStart > f.indexOffset || f.indexOffset + f.indexLength !== end || f.indexLength > MAX_INDEX_BYTES || f.indexLength === 0) {
+    throw new ImageError(bundle, 'read-footer', 'the footer points outside the file: the bundle is truncated or corrupt (download or build it again)');
+  }
+  return f;
+}
+
+function validPath(p: string): boolean {
+  if (p === '/') return true;
+  if (!p.startsWith('/') || p.endsWith('/') || p.includes('\0')) return false;
+  return p
+    .slice(1)
+    .split('/')
+    .every((c) => c !== '' && c !== '.' && c !== '..');
+}
+
+/** Checks an index read from a bundle; throws ImageError naming the first problem. */
+export function validateIndex(index: ImageIndex, footer: Footer, bundle: string): void {
+  const bad = (msg: string): never => {
+    throw new ImageError(bundle, 'read-index', `invalid image index: ${msg}`);
+  };
+  if (index.format !== 'overpack-image' || index.version !== IMAGE_VERSION) bad('not an overpack image index');
+  if (!Array.isArray(index.entries) || !Array.isArray(index.addons)) bad('entries missing');
+  const types = new Map<string, ImageEntryType>();
+  const inData = (offset: unknown, size: unknown, what: string) => {
+    if (typeof offset !== 'number' || typeof size !== 'number' || !Number.isSafeInteger(offset) || !Number.isSafeInteger(size) || size < 0) bad(`${what}: bad offset or size`);
+    if ((offset as number) < footer.imageStart || (offset as number) + (size as number) > footer.indexOffset) bad(`${what}: data lies outside the image`);
+  };
+  index.entries.forEach((e, i) => {
+    if (!e || typeof e.path !== 'string' || !validPath(e.path)) bad(`entry ${i}: bad path ${JSON.stringify(e?.path)}`);
+    if (i === 0 && (e.path !== '/' || e.type !== 'dir')) bad('the first entry must be the root directory');
+    if (types.has(e.path)) bad(`duplicate path ${e.path}`);
+    if (e.path !== '/') {
+      const parent = e.path.slice(0, e.path.lastIndexOf('/')) || '/';
+      if (types.get(parent) !== 'dir') bad(`${e.path}: its parent is not a directory listed before it`);
+    }
+    if (!['file', 'dir', 'symlink'].includes(e.type)) bad(`${e.path}: unknown type ${String(e.type)}`);
+    for (const k of ['mode', 'uid', 'gid', 'mtimeMs', 'size'] as const) {
+      if (typeof e[k] !== 'number' || !Number.isFinite(e[k]) || e[k] < 0) bad(`${e.path}: bad ${k}`);
+    }
+    if (e.type === 'file') {
+      if (typeof e.hash !== 'string' || !/^[0-9a-f]{64}$/.test(e.hash)) bad(`${e.path}: bad hash`);
+      inData(e.offset, e.size, e.path);
+    }
+    if (e.type === 'symlink' && (typeof e.target !== 'string' || e.target.length === 0)) bad(`${e.path}: symlink without target`);
+    types.set(e.path, e.type);
+  });
+  for (const a of index.addons) {
+    if (typeof a.name !== 'string' || !/^[A-Za-z0-9._-]+$/.test(a.name)) bad(`addon ${JSON.stringify(a?.name)}: bad name`);
+    if (typeof a.hash !== 'string' || !/^[0-9a-f]{64}$/.test(a.hash)) bad(`addon ${a.name}: bad hash`);
+    inData(a.offset, a.size, `addon ${a.name}`);
+  }
+}
+
+/** Reads and checks the footer and index of `bundle`. */
+export function readImage(bundle: string): { footer: Footer; index: ImageIndex; fd: number; size: number } {
+  let fd: number;
+  try {
+    fd = fs.openSync(bundle, 'r');
+  } catch (err) {
+    throw new ImageError(bundle, 'open', `cannot open: ${(err as Error).message}`);
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    if (size < FOOTER_SIZE) throw new ImageError(bundle, 'read-footer', 'file too small to be a bundle (truncated?)');
+    const fb = Buffer.alloc(FOOTER_SIZE);
+    fs.readSync(fd, fb, 0, FOOTER_SIZE, size - FOOTER_SIZE);
+    const footer = decodeFooter(fb, size, bundle);
+    const ib = Buffer.alloc(footer.indexLength);
+    if (fs.readSync(fd, ib, 0, ib.length, footer.indexOffset) !== ib.length) throw new ImageError(bundle, 'read-index', 'index truncated');
+    if (!sha256(ib).equals(footer.indexHash)) {
+      throw new ImageError(bundle, 'read-index', 'the image index does not match its hash: the bundle is corrupt or was modified (download or build it again)');
+    }
+    let index: ImageIndex;
+    try {
+      index = JSON.parse(ib.toString('utf8')) as ImageIndex;
+    } catch {
+      throw new ImageError(bundle, 'read-index', 'the image index is not valid JSON');
+    }
+    validateIndex(index, footer, bundle);
+    return { footer, index, fd, size };
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
+}

@@ -1,0 +1,56 @@
+/**
+ * Native addons inside a bundle: extracted once per content hash to
+ * `$XDG_CACHE_HOME/overpack/native/<hash>/` (rpath `$ORIGIN` makes fuse-native find the
+ * libfuse beside it) and loaded with process.dlopen, the one way a single executable can load
+ * a file from disk.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import type { ImageAddon } from '../image/format.js';
+import { cacheHome } from './paths.js';
+
+declare global {
+  // eslint-disable-next-line no-var
+  var __overpackLoadAddon: ((name: string) => Record<string, unknown>) | undefined;
+}
+
+export function extractAddons(bundleFd: number, addons: ImageAddon[]): string {
+  const key = createHash('sha256').update(addons.map((a) => `${a.name}:${a.hash}`).join('\n')).digest('hex').slice(0, 16);
+  const dir = path.join(cacheHome(), 'overpack', 'native', key);
+  if (!fs.existsSync(path.join(dir, '.complete'))) {
+    const tmp = `${dir}.tmp-${process.pid}`;
+    fs.rmSync(tmp, { recursive: true, force: true });
+    fs.mkdirSync(tmp, { recursive: true, mode: 0o700 });
+    for (const a of addons) {
+      const buf = Buffer.alloc(a.size);
+      fs.readSync(bundleFd, buf, 0, a.size, a.offset);
+      if (createHash('sha256').update(buf).digest('hex') !== a.hash) {
+        throw new Error(`the bundle's native addon ${a.name} is corrupt (hash mismatch); download or build the bundle again`);
+      }
+      fs.writeFileSync(path.join(tmp, a.name), buf, { mode: 0o755 });
+    }
+    fs.writeFileSync(path.join(tmp, '.complete'), '');
+    fs.rmSync(dir, { recursive: true, force: true });
+    try {
+      fs.renameSync(tmp, dir);
+    } catch (err) {
+      // Another launch finished first: its copy is identical.
+      fs.rmSync(tmp, { recursive: true, force: true });
+      if (!fs.existsSync(path.join(dir, '.complete'))) throw err;
+    }
+  }
+  process.env.OVERPACK_NATIVE_DIR = dir;
+  const loaded = new Map<string, Record<string, unknown>>();
+  globalThis.__overpackLoadAddon = (name: string) => {
+    let m = loaded.get(name);
+    if (!m) {
+      const mod = { exports: {} as Record<string, unknown> };
+      process.dlopen(mod, path.join(dir, name));
+      m = mod.exports;
+      loaded.set(name, m);
+    }
+    return m;
+  };
+  return dir;
+}

@@ -1,0 +1,371 @@
+/**
+ * The bundle's main (a Node single-executable application): find the image at the end of this
+ * executable, mount the writable overlay over it, run the app inside, pass its exit status on.
+ * This process serves the mount, so it never touches the mount with synchronous calls: the app
+ * runs as a child.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createRequire, Module } from 'node:module';
+import { OverlayFS, OverlayError } from '../overlay/index.js';
+import { isMounted } from '../fuse/unmount.js';
+import { readImage, ImageError } from '../image/format.js';
+import { ImageLayer } from '../image/image-layer.js';
+import { extractAddons } from './addons.js';
+import { loadBundledFuseNative } from './bundled.cjs';
+import { extractTree } from './extract.js';
+import type { Manifest } from './manifest.js';
+import { cacheHome, dataHome, safeName } from './paths.js';
+
+const RUNTIME_VERSION = '0.1.0';
+const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
+const useColor = process.stderr.isTTY === true && !('NO_COLOR' in process.env);
+
+class LaunchError extends Error {
+  constructor(message: string, readonly exitCode: number) {
+    super(message);
+  }
+}
+
+function say(msg: string): void {
+  process.stderr.write(`${useColor ? '\x1b[2moverpack:\x1b[0m' : 'overpack:'} ${msg}\n`);
+}
+
+interface Flags {
+  help: boolean;
+  version: boolean;
+  info: boolean;
+  extract: string | null | undefined; // undefined: not asked; null: default dir
+  mount: boolean;
+  extractAndRun: boolean;
+  reset: boolean;
+  yes: boolean;
+  discard: boolean;
+}
+
+/** Splits `--overpack-*` runtime flags (never passed to the app) from the app's arguments. */
+function parseFlags(argv: string[]): { flags: Flags; appArgs: string[] } {
+  const flags: Flags = { help: false, version: false, info: false, extract: undefined, mount: false, extractAndRun: false, reset: false, yes: false, discard: false };
+  const appArgs: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!a.startsWith('--overpack-')) {
+      appArgs.push(a);
+      continue;
+    }
+    const [name, inline] = a.slice('--overpack-'.length).split('=', 2) as [string, string | undefined];
+    switch (name) {
+      case 'help': flags.help = true; break;
+      case 'version': flags.version = true; break;
+      case 'info': flags.info = true; break;
+      case 'mount': flags.mount = true; break;
+      case 'extract-and-run': flags.extractAndRun = true; break;
+      case 'reset': flags.reset = true; break;
+      case 'yes': flags.yes = true; break;
+      case 'discard': flags.discard = true; break;
+      case 'extract': {
+        const next = argv[i + 1];
+        if (inline !== undefined) flags.extract = inline;
+        else if (next !== undefined && !next.startsWith('-')) flags.extract = argv[++i]!;
+        else flags.extract = null;
+        break;
+      }
+      default:
+        throw new LaunchError(`unknown runtime option --overpack-${name} (see --overpack-help)`, 2);
+    }
+  }
+  return { flags, appArgs };
+}
+
+const HELP = `Runtime options of this overpack bundle (never passed to the app):
+  --overpack-help              this help
+  --overpack-version           app and runtime versions
+  --overpack-info              manifest, image hash and the paths this bundle uses
+  --overpack-extract [DIR]     write the app's files to DIR (default ./<name>-<version>) and exit
+  --overpack-mount             mount the app's overlay, print its path, serve until interrupted
+  --overpack-extract-and-run   run without FUSE: extract to a temporary directory and run there
+                               (also: OVERPACK_EXTRACT_AND_RUN=1; changes are not kept)
+  --overpack-discard           this run only: start from a clean writable layer and drop it after
+  --overpack-reset [--overpack-yes]  delete the app's preserved writable layer
+`;
+
+/** The bundle acting as `node` for the app: entrypoints ending in .js, shebang scripts, fork(). */
+function runAsNode(): void {
+  // In a single-executable application argv[1] repeats the executable; the script follows.
+  const args = process.argv.slice(2);
+  const runMain = (Module as unknown as { runMain: () => void }).runMain;
+  if (args[0] === '-v' || args[0] === '--version') {
+    process.stdout.write(`${process.version}\n`);
+    return;
+  }
+  if (args[0] === '-e' || args[0] === '--eval') {
+    process.argv = [process.execPath, ...args.slice(2)];
+    // eslint-disable-next-line @typescript-eslint/no-implied-eval
+    new Function('require', args[1] ?? '')(createRequire(path.join(process.cwd(), '[eval]')));
+    return;
+  }
+  if (!args[0]) throw new LaunchError('node mode needs a script to run', 2);
+  process.argv = [process.execPath, path.resolve(args[0]), ...args.slice(1)];
+  runMain();
+}
+
+function appDataDir(bundle: string, name: string): string {
+  const portable = `${bundle}.data`;
+  if (fs.existsSync(portable) && fs.statSync(portable).isDirectory()) return portable;
+  return path.join(dataHome(), 'overpack', safeName(name));
+}
+
+/** One preserved upper, one running instance: a pid lock file beside the upper. */
+function takeLock(dir: string): () => void {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const lock = path.join(dir, 'lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(lock, String(process.pid), { flag: 'wx' });
+      return () => fs.rmSync(lock, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const pid = Number(fs.readFileSync(lock, 'utf8'));
+      let alive = false;
+      try {
+        process.kill(pid, 0);
+        alive = pid > 0;
+      } catch {
+        alive = false;
+      }
+      if (alive) {
+        throw new LaunchError(`this app is already running (pid ${pid}) with its preserved data in ${dir}; wait for it to exit, or run this one with --overpack-discard`, 75);
+      }
+      fs.rmSync(lock, { force: true }); // left by a crashed run
+    }
+  }
+  throw new LaunchError(`cannot take the lock ${lock}`, 75);
+}
+
+/** Mounts left by killed runs answer ENOTCONN; detach them and drop their directories. */
+async function cleanStaleMounts(mntRoot: string): Promise<void> {
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(mntRoot);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const mp = path.join(mntRoot, name);
+    if (!isMounted(mp)) {
+      try {
+        fs.rmdirSync(mp);
+      } catch {
+        /* not empty or in use: leave it */
+      }
+      continue;
+    }
+    // Probed from a child: a mount whose server hangs would hang us too. A probe that does not
+    // answer in time means "alive but busy": leave that mount alone.
+    const probe = await new Promise<string>((resolve) => {
+      const p = spawn('stat', ['-c', '%i', mp], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      p.stderr.on('data', (d) => (err += d));
+      const t = setTimeout(() => {
+        p.kill('SIGKILL');
+        resolve('');
+      }, 2000);
+      p.on('exit', () => (clearTimeout(t), resolve(err)));
+      p.on('error', () => (clearTimeout(t), resolve('')));
+    });
+    if (/not connected/i.test(probe)) {
+      await new Promise((resolve) => spawn('fusermount3', ['-uz', mp], { stdio: 'ignore' }).on('exit', resolve).on('error', resolve));
+      if (isMounted(mp)) await new Promise((resolve) => spawn('umount', ['-l', mp], { stdio: 'ignore' }).on('exit', resolve).on('error', resolve));
+      try {
+        fs.rmdirSync(mp);
+      } catch {
+        /* best effort */
+      }
+    }
+  }
+}
+
+/** Runs the app with stdio inherited and signals forwarded; resolves with its exit status. */
+function runApp(appDir: string, manifest: Manifest, userArgs: string[], bundle: string, binDir: string): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  const entry = path.join(appDir, manifest.entrypoint);
+  const args = [...(manifest.args ?? []), ...userArgs];
+  const isJs = /\.(c|m)?js$/.test(entry);
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    ...manifest.env,
+    APPDIR: appDir,
+    OVERPACK_BUNDLE: bundle,
+    ARGV0: process.env.OVERPACK_ARGV0 ?? process.argv0,
+    OWD: process.cwd(),
+    PATH: `${binDir}:${process.env.PATH ?? '/usr/bin:/bin'}`,
+  };
+  delete env.OVERPACK_NATIVE_DIR;
+  if (isJs) env.OVERPACK_NODE_DISPATCH = '1';
+  // Node's spawn waits, blocking this event loop, until the child has exec'd. Exec'ing a file in
+  // the mount needs this loop to serve it: deadlock. So the exec'd program must live outside the
+  // mount: the bundle itself for JS, else /bin/sh, which then execs the entrypoint (same pid).
+  const [cmd, argv] = isJs ? [process.execPath, [entry, ...args]] : ['/bin/sh', ['-c', 'exec "$0" "$@"', entry, ...args]];
+  const child = spawn(cmd, argv, { stdio: 'inherit', env, cwd: process.cwd(), argv0: isJs ? 'node' : undefined });
+  const forward = (sig: NodeJS.Signals) => () => {
+    child.kill(sig);
+  };
+  const handlers = FORWARDED.map((sig) => [sig, forward(sig)] as const);
+  for (const [sig, h] of handlers) process.on(sig, h);
+  return new Promise((resolve, reject) => {
+    child.on('error', (err) => {
+      for (const [sig, h] of handlers) process.off(sig, h);
+      reject(new LaunchError(`cannot start ${manifest.entrypoint}: ${err.message}`, 126));
+    });
+    child.on('exit', (code, signal) => {
+      for (const [sig, h] of handlers) process.off(sig, h);
+      resolve({ code, signal });
+    });
+  });
+}
+
+function exitLike(result: { code: number | null; signal: NodeJS.Signals | null }): never {
+  if (result.signal) {
+    // Die of the same signal, so the caller sees what the app saw.
+    process.removeAllListeners(result.signal);
+    process.kill(process.pid, result.signal);
+  }
+  process.exit(result.code ?? 1);
+}
+
+async function main(): Promise<void> {
+  if (process.env.OVERPACK_NODE_DISPATCH === '1' || path.basename(process.argv0) === 'node') return runAsNode();
+  // NODE_OPTIONS (e.g. --require) was meant for the app's Node, not this runtime; keep it for the app only.
+  const bundle = process.execPath;
+  const { flags, appArgs } = parseFlags(process.argv.slice(2));
+  if (flags.help) {
+    process.stdout.write(HELP);
+    return;
+  }
+  const image = (() => {
+    try {
+      return readImage(bundle);
+    } catch (err) {
+      if (err instanceof ImageError) throw new LaunchError(err.message, 65);
+      throw err;
+    }
+  })();
+  const manifest = image.index.manifest as Manifest;
+  const name = safeName(manifest.name);
+  const dataDir = appDataDir(bundle, manifest.name);
+  const upperPreserved = path.join(dataDir, 'upper');
+  if (flags.version) {
+    process.stdout.write(`${manifest.name} ${manifest.version} (overpack runtime ${RUNTIME_VERSION}, image format ${image.footer.version}, node ${process.version})\n`);
+    return;
+  }
+  if (flags.info) {
+    const info = {
+      manifest,
+      bundle,
+      imageFormat: image.footer.version,
+      indexHash: image.footer.indexHash.toString('hex'),
+      files: image.index.entries.filter((e) => e.type === 'file').length,
+      upper: upperPreserved,
+      mountRoot: path.join(cacheHome(), 'overpack', 'mnt'),
+      portable: dataDir === `${bundle}.data`,
+    };
+    process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
+    return;
+  }
+  const layer = new ImageLayer(bundle, image.fd, image.index, (p) => say(`error: ${p} in the bundle is corrupt (its content does not match the image index); the bundle is damaged, download or build it again`));
+  if (flags.extract !== undefined) {
+    const dest = path.resolve(flags.extract ?? `${name}-${manifest.version}`);
+    await extractTree(layer, dest, (done, total) => done % 500 === 0 && say(`extracting ${done}/${total}`));
+    say(`extracted ${manifest.name} to ${dest}`);
+    return;
+  }
+  if (flags.reset) {
+    if (!flags.yes) {
+      if (!process.stdin.isTTY) throw new LaunchError(`--overpack-reset deletes ${upperPreserved}; add --overpack-yes to confirm`, 2);
+      process.stderr.write(`Delete the preserved data of ${manifest.name} in ${upperPreserved}? [y/N] `);
+      const answer = await new Promise<string>((resolve) => process.stdin.once('data', (d) => resolve(String(d).trim())));
+      if (!/^y(es)?$/i.test(answer)) return;
+    }
+    const release = takeLock(dataDir);
+    fs.rmSync(upperPreserved, { recursive: true, force: true });
+    release();
+    say(`reset ${manifest.name}: removed ${upperPreserved}`);
+    return;
+  }
+
+  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), `overpack-${name}-`));
+  const binDir = path.join(runDir, 'bin');
+  fs.mkdirSync(binDir);
+  // `node` on the app's PATH is this bundle, so `#!/usr/bin/env node` scripts use its Node.
+  fs.symlinkSync(bundle, path.join(binDir, 'node'));
+  const cleanup: Array<() => void> = [() => fs.rmSync(runDir, { recursive: true, force: true })];
+  const finish = () => {
+    for (const f of cleanup.reverse()) {
+      try {
+        f();
+      } catch {
+        /* keep cleaning */
+      }
+    }
+  };
+  try {
+    if (flags.extractAndRun || process.env.OVERPACK_EXTRACT_AND_RUN === '1') {
+      const appDir = path.join(runDir, 'app');
+      await extractTree(layer, appDir);
+      say('running without FUSE from a temporary copy; changes the app makes are not kept');
+      const result = await runApp(appDir, manifest, appArgs, bundle, binDir);
+      finish();
+      exitLike(result);
+    }
+
+    extractAddons(image.fd, image.index.addons);
+    globalThis.__overpackFuseNative = loadBundledFuseNative;
+    const discard = flags.discard || manifest.overlay?.onExit === 'discard';
+    let upper = upperPreserved;
+    if (discard) {
+      upper = path.join(runDir, 'upper');
+    } else {
+      cleanup.push(takeLock(dataDir));
+    }
+    const mntRoot = path.join(cacheHome(), 'overpack', 'mnt');
+    fs.mkdirSync(mntRoot, { recursive: true, mode: 0o700 });
+    await cleanStaleMounts(mntRoot);
+    const mountPoint = path.join(mntRoot, `${name}-${randomBytes(4).toString('hex')}`);
+    const overlay = new OverlayFS(layer).setUpper(upper).setMountpoint(mountPoint).setInodeMode(manifest.overlay?.inodeMode ?? 'virtual');
+    try {
+      await overlay.mount();
+    } catch (err) {
+      if (err instanceof OverlayError && (err.code === 'NO_FUSE' || err.code === 'NO_FUSERMOUNT')) throw new LaunchError(err.message, 3);
+      throw err;
+    }
+    await overlay.overlayAction(discard ? 'discard' : 'preserve');
+    let result: { code: number | null; signal: NodeJS.Signals | null };
+    if (flags.mount) {
+      process.stdout.write(`${mountPoint}\n`);
+      say(`serving ${manifest.name} at ${mountPoint}; Ctrl-C to stop`);
+      await new Promise<void>((resolve) => {
+        for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => resolve());
+      });
+      result = { code: 0, signal: null };
+    } else {
+      result = await runApp(mountPoint, manifest, appArgs, bundle, binDir);
+    }
+    await overlay.umount();
+    finish();
+    exitLike(result);
+  } catch (err) {
+    finish();
+    throw err;
+  }
+}
+
+main().catch((err: unknown) => {
+  if (err instanceof LaunchError) {
+    say(`error: ${err.message}`);
+    process.exit(err.exitCode);
+  }
+  say(`error: ${(err as Error)?.message ?? String(err)}`);
+  process.exit(70);
+});

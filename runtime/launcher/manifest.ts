@@ -1,0 +1,46 @@
+/**
+ * The app manifest, `overpack.json` at the root of an app directory. Its JSON Schema is
+ * builder/overpack.schema.json; this validator checks the same rules and names the field and
+ * the problem in every message. Unknown fields are errors, not silently ignored.
+ */
+export interface Manifest {
+  name: string;
+  version: string;
+  /** Path inside the app directory: a native binary, a script with a shebang, or .js/.mjs/.cjs. */
+  entrypoint: string;
+  args?: string[];
+  env?: Record<string, string>;
+  overlay?: { onExit?: 'preserve' | 'discard'; inodeMode?: 'virtual' | 'persistent' };
+}
+
+const TOP = ['name', 'version', 'entrypoint', 'args', 'env', 'overlay', '$schema'];
+const OVERLAY = ['onExit', 'inodeMode'];
+
+export function validateManifest(value: unknown): { manifest: Manifest | null; problems: string[] } {
+  const problems: string[] = [];
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { manifest: null, problems: ['the manifest must be a JSON object'] };
+  const m = value as Record<string, unknown>;
+  for (const k of Object.keys(m)) if (!TOP.includes(k)) problems.push(`${k}: unknown field (known: ${TOP.filter((t) => t !== '$schema').join(', ')})`);
+  const str = (k: string, re?: RegExp, hint?: string) => {
+    if (typeof m[k] !== 'string' || (m[k] as string).length === 0) problems.push(`${k}: required, a non-empty string`);
+    else if (re && !re.test(m[k] as string)) problems.push(`${k}: ${hint}`);
+  };
+  str('name', /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'letters, digits, ".", "_" and "-" only, starting with a letter or digit, at most 64 characters');
+  str('version');
+  str('entrypoint', /^(?!\/)(?!.*(^|\/)\.\.(\/|$)).+$/, 'must be a relative path inside the app directory (no leading "/", no "..")');
+  if (m.args !== undefined && (!Array.isArray(m.args) || !m.args.every((a) => typeof a === 'string'))) problems.push('args: must be an array of strings');
+  if (m.env !== undefined) {
+    if (typeof m.env !== 'object' || m.env === null || Array.isArray(m.env)) problems.push('env: must be an object of strings');
+    else for (const [k, v] of Object.entries(m.env)) if (typeof v !== 'string') problems.push(`env.${k}: must be a string`);
+  }
+  if (m.overlay !== undefined) {
+    if (typeof m.overlay !== 'object' || m.overlay === null || Array.isArray(m.overlay)) problems.push('overlay: must be an object');
+    else {
+      const o = m.overlay as Record<string, unknown>;
+      for (const k of Object.keys(o)) if (!OVERLAY.includes(k)) problems.push(`overlay.${k}: unknown field (known: ${OVERLAY.join(', ')})`);
+      if (o.onExit !== undefined && o.onExit !== 'preserve' && o.onExit !== 'discard') problems.push('overlay.onExit: must be "preserve" or "discard"');
+      if (o.inodeMode !== undefined && o.inodeMode !== 'virtual' && o.inodeMode !== 'persistent') problems.push('overlay.inodeMode: must be "virtual" or "persistent"');
+    }
+  }
+  return { manifest: problems.length ? null : (m as unknown as Manifest), problems };
+}
