@@ -34,6 +34,9 @@ export async function extractTree(layer: ImageLayer, dest: string, onProgress?: 
   for (const e of [...entries].reverse()) {
     const target = e.path === '/' ? dest : path.join(dest, e.path);
     if (e.type === 'dir') fs.chmodSync(target, e.mode);
-    fs.lutimesSync(target, e.mtimeMs / 1000, e.mtimeMs / 1000);
+    // The index keeps whole milliseconds; half a millisecond more keeps float rounding from
+    // turning 1.116 s into 1.115999… s on disk.
+    const t = (e.mtimeMs + 0.5) / 1000;
+    fs.lutimesSync(target, t, t);
   }
 }

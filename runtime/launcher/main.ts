@@ -166,14 +166,15 @@ async function cleanStaleMounts(mntRoot: string): Promise<void> {
     // Probed from a child: a mount whose server hangs would hang us too. A probe that does not
     // answer in time means "alive but busy": leave that mount alone.
     const probe = await new Promise<string>((resolve) => {
-      const p = spawn('stat', ['-c', '%i', mp], { stdio: ['ignore', 'ignore', 'pipe'] });
+      // A listing, not a stat: the kernel may answer a stat from its cache without asking anyone.
+      const p = spawn('ls', ['-A', mp], { stdio: ['ignore', 'ignore', 'pipe'] });
       let err = '';
       p.stderr.on('data', (d) => (err += d));
       const t = setTimeout(() => {
         p.kill('SIGKILL');
         resolve('');
       }, 2000);
-      p.on('exit', () => (clearTimeout(t), resolve(err)));
+      p.on('close', () => (clearTimeout(t), resolve(err))); // close, not exit: stderr may still be in flight at exit
       p.on('error', () => (clearTimeout(t), resolve('')));
     });
     if (/not connected/i.test(probe)) {
@@ -254,6 +255,8 @@ async function main(): Promise<void> {
   })();
   const manifest = image.index.manifest as Manifest;
   const name = safeName(manifest.name);
+  // BLAKE3 (file verification) and FUSE live in the addons: make them loadable first.
+  extractAddons(image.fd, image.index.addons);
   const dataDir = appDataDir(bundle, manifest.name);
   const upperPreserved = path.join(dataDir, 'upper');
   if (flags.version) {
@@ -320,7 +323,6 @@ async function main(): Promise<void> {
       exitLike(result);
     }
 
-    extractAddons(image.fd, image.index.addons);
     globalThis.__overpackFuseNative = loadBundledFuseNative;
     const discard = flags.discard || manifest.overlay?.onExit === 'discard';
     let upper = upperPreserved;

@@ -71,7 +71,8 @@ function detachMount(mp: string): void {
  * with a timeout: a live but hung server must not hang this one.
  */
 function isStaleMount(mp: string): boolean {
-  const probe = spawnSync('stat', ['-c', '%i', mp], { encoding: 'utf8', timeout: 3000 });
+  // A listing, not a stat: the kernel may answer a stat of the root from its attribute cache.
+  const probe = spawnSync('ls', ['-A', mp], { encoding: 'utf8', timeout: 3000 });
   return probe.status !== 0 && /not connected/i.test(probe.stderr ?? '');
 }
 

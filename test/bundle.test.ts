@@ -1,0 +1,219 @@
+/**
+ * Real bundles, built with `overpack build` and run as separate processes. HOME and the XDG
+ * directories point into a temp dir so runs never touch the user's own data.
+ */
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { CLI, ROOT, mountsUnder, forceUnmount, snapshot, comparable, tempDir } from './helpers.js';
+
+const base = tempDir('bundle');
+const home = path.join(base, 'home');
+const env: NodeJS.ProcessEnv = {
+  ...process.env,
+  HOME: home,
+  XDG_CACHE_HOME: path.join(home, '.cache'),
+  XDG_DATA_HOME: path.join(home, '.local', 'share'),
+  NO_COLOR: '1',
+};
+// Builds share the runtime executable cache of the real user: it only depends on node and the runtime.
+const buildEnv = { ...process.env, NO_COLOR: '1' };
+
+function build(appDir: string, out: string): SpawnSyncReturns<string> {
+  return spawnSync(process.execPath, [CLI, 'build', appDir, '-o', out], { encoding: 'utf8', env: buildEnv, timeout: 300000 });
+}
+
+function run(bundle: string, args: string[] = [], extraEnv: NodeJS.ProcessEnv = {}): SpawnSyncReturns<string> {
+  return spawnSync(bundle, args, { encoding: 'utf8', env: { ...env, ...extraEnv }, cwd: base, timeout: 60000 });
+}
+
+let copies = 0;
+function copyTemplate(name: string): string {
+  const dir = path.join(base, copies++ === 0 ? `app-${name}` : `app-${name}-${copies}`);
+  fs.cpSync(path.join(ROOT, 'templates', name), dir, { recursive: true });
+  return dir;
+}
+
+describe('bundles', () => {
+  const shellApp = path.join(base, 'shell.run');
+  const nodeApp = path.join(base, 'node.run');
+  before(() => {
+    fs.mkdirSync(home, { recursive: true });
+    const shell = copyTemplate('shell');
+    // extra content: a symlink, a duplicate file (dedup), a big file
+    fs.symlinkSync('hello.sh', path.join(shell, 'bin', 'link'));
+    fs.writeFileSync(path.join(shell, 'data-a.bin'), Buffer.alloc(300000, 9));
+    fs.writeFileSync(path.join(shell, 'data-b.bin'), Buffer.alloc(300000, 9));
+    fs.writeFileSync(path.join(shell, 'signal.sh'), '#!/bin/sh\ntrap "echo got TERM; exit 42" TERM\necho ready\nwhile :; do sleep 0.1; done\n', { mode: 0o755 });
+    const r = build(shell, shellApp);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /dedup saved 0\.3 MiB/);
+    const n = build(copyTemplate('node'), nodeApp);
+    assert.equal(n.status, 0, n.stderr);
+  });
+  after(() => {
+    for (const m of mountsUnder(home)) forceUnmount(m);
+    fs.rmSync(base, { recursive: true, force: true });
+  });
+
+  it('runs a shell app: arguments, stdout, exit code, environment', () => {
+    const r = run(shellApp, ['one', 'two words']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^hello from hello-shell-[0-9a-f]+ \(run 1\), args: one two words$/m);
+    const failed = run(shellApp, ['--fail', '9']);
+    assert.equal(failed.status, 9);
+    assert.deepEqual(mountsUnder(home), [], 'no mount left after the app exits');
+  });
+
+  it('preserves what the app writes across runs; --overpack-discard and reset do not keep it', () => {
+    const before = Number(/run (\d+)/.exec(run(shellApp).stdout)![1]);
+    assert.equal(Number(/run (\d+)/.exec(run(shellApp).stdout)![1]), before + 1);
+    // --overpack-discard starts from the app as shipped and keeps nothing
+    assert.equal(Number(/run (\d+)/.exec(run(shellApp, ['--overpack-discard']).stdout)![1]), 1);
+    assert.equal(Number(/run (\d+)/.exec(run(shellApp).stdout)![1]), before + 2, 'the discarded run left nothing');
+    assert.ok(fs.existsSync(path.join(home, '.local/share/overpack/hello-shell/upper/state/runs')));
+    const reset = run(shellApp, ['--overpack-reset', '--overpack-yes']);
+    assert.equal(reset.status, 0, reset.stderr);
+    assert.equal(Number(/run (\d+)/.exec(run(shellApp).stdout)![1]), 1);
+  });
+
+  it('portable mode keeps data in <bundle>.data', () => {
+    const portable = path.join(base, 'portable.run');
+    fs.copyFileSync(shellApp, portable);
+    fs.mkdirSync(`${portable}.data`);
+    assert.match(run(portable).stdout, /run 1/);
+    assert.match(run(portable).stdout, /run 2/);
+    assert.ok(fs.existsSync(`${portable}.data/upper/state/runs`));
+  });
+
+  it('--overpack-mount serves the app dir; a runtime killed with SIGKILL is cleaned up by the next launch', async () => {
+    const server = spawn(shellApp, ['--overpack-mount'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const mp = await new Promise<string>((resolve) => server.stdout.once('data', (d) => resolve(String(d).trim())));
+    assert.ok(mp.startsWith(path.join(home, '.cache', 'overpack', 'mnt', 'hello-shell-')));
+    const inside = spawnSync(path.join(mp, 'signal.sh'), [], { encoding: 'utf8', timeout: 1000, killSignal: 'SIGTERM' });
+    assert.match(inside.stdout, /ready/);
+    assert.equal(fs.readFileSync(path.join(mp, 'data-a.bin')).length, 300000);
+    server.kill('SIGKILL');
+    await new Promise((r) => server.on('exit', r));
+    assert.deepEqual(mountsUnder(home), [mp], 'the kill left a stale mount');
+    fs.rmSync(path.join(home, '.local/share/overpack/hello-shell/lock'), { force: true });
+    const r = run(shellApp);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(mountsUnder(home), [], 'the next launch cleaned the stale mount');
+  });
+
+  it('re-raises the app\'s fatal signal and forwards SIGTERM to it', async () => {
+    const app = copyTemplate('shell');
+    fs.writeFileSync(path.join(app, 'bin', 'hello.sh'), '#!/bin/sh\ntrap "echo got TERM; exit 42" TERM\necho ready\nwhile :; do sleep 0.1; done\n');
+    const bundle = path.join(base, 'sig.run');
+    assert.equal(build(app, bundle).status, 0);
+    const p = spawn(bundle, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    await new Promise((resolve) => p.stdout.once('data', resolve));
+    p.kill('SIGTERM');
+    const code = await new Promise((resolve) => p.on('exit', (c) => resolve(c)));
+    assert.equal(code, 42, 'the app trapped SIGTERM and its status came back');
+    fs.writeFileSync(path.join(app, 'bin', 'hello.sh'), '#!/bin/sh\nkill -USR1 $$\n');
+    assert.equal(build(app, bundle).status, 0);
+    const r = run(bundle);
+    assert.equal(r.signal, 'SIGUSR1');
+  });
+
+  it('runs a Node app on the Node inside the bundle, with preserve', () => {
+    const r = run(nodeApp);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /hello from node v20/);
+    assert.equal(run(nodeApp, ['set', 'color', 'blue']).status, 0);
+    assert.equal(run(nodeApp, ['get', 'color']).stdout, 'blue\n');
+    assert.equal(run(nodeApp, ['bogus']).status, 2);
+    // even with no node on PATH
+    const noNode = run(nodeApp, ['get', 'color'], { PATH: '/nonexistent' });
+    assert.equal(noNode.stdout, 'blue\n', noNode.stderr);
+  });
+
+  it('--overpack-extract yields the exact tree; OVERPACK_EXTRACT_AND_RUN works without FUSE', () => {
+    const dest = path.join(base, 'extracted');
+    const r = run(shellApp, ['--overpack-extract', dest]);
+    assert.equal(r.status, 0, r.stderr);
+    const fields = ['type', 'mode', 'size', 'hash', 'target', 'mtimeMs'] as const;
+    assert.deepEqual(comparable(snapshot(dest), [...fields]), comparable(snapshot(path.join(base, 'app-shell')), [...fields]));
+    // A private mount namespace with an empty /dev: no FUSE at all.
+    const noFuse = spawnSync('unshare', ['-m', 'sh', '-c', `mount -t tmpfs none /dev && exec ${shellApp} x`], { encoding: 'utf8', env: { ...env, OVERPACK_EXTRACT_AND_RUN: '1' } });
+    assert.equal(noFuse.status, 0, noFuse.stderr);
+    assert.match(noFuse.stdout, /args: x/);
+    const fails = spawnSync('unshare', ['-m', 'sh', '-c', `mount -t tmpfs none /dev && exec ${shellApp}`], { encoding: 'utf8', env });
+    assert.equal(fails.status, 3);
+    assert.match(fails.stderr, /\/dev\/fuse does not exist.*--overpack-extract-and-run/s);
+  });
+
+  it('reports a flipped byte and never serves it', () => {
+    const bad = path.join(base, 'flipped.run');
+    fs.copyFileSync(shellApp, bad);
+    const info = JSON.parse(spawnSync(process.execPath, [CLI, 'inspect', shellApp], { encoding: 'utf8' }).stdout);
+    assert.ok(info.files >= 4);
+    // find hello.sh's content in the image and flip one byte of it
+    const data = fs.readFileSync(bad);
+    const needle = Buffer.from('counts its runs');
+    const at = data.lastIndexOf(needle);
+    assert.ok(at > 0);
+    data[at] = data[at]! ^ 0xff;
+    fs.writeFileSync(bad, data);
+    const r = run(bad);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /\/bin\/hello\.sh in the bundle is corrupt/);
+    assert.doesNotMatch(r.stdout, /hello from/);
+    const v = spawnSync(process.execPath, [CLI, 'verify', bad], { encoding: 'utf8' });
+    assert.equal(v.status, 1);
+    assert.match(v.stderr, /\/bin\/hello\.sh/);
+    assert.equal(spawnSync(process.execPath, [CLI, 'verify', shellApp], { encoding: 'utf8' }).status, 0);
+  });
+
+  it('refuses truncated bundles and bad footers with a clear message', () => {
+    const cut = path.join(base, 'cut.run');
+    const data = fs.readFileSync(shellApp);
+    fs.writeFileSync(cut, data.subarray(0, data.length - 100), { mode: 0o755 });
+    let r = run(cut);
+    assert.equal(r.status, 65);
+    assert.match(r.stderr, /truncated|no overpack image/);
+    const footer = Buffer.from(data);
+    footer.writeBigUInt64LE(BigInt(data.length * 2), footer.length - 72 + 24); // index offset past the end
+    fs.writeFileSync(cut, footer, { mode: 0o755 });
+    r = run(cut);
+    assert.equal(r.status, 65);
+    assert.match(r.stderr, /footer points outside the file/);
+    const index = Buffer.from(data);
+    index[index.length - 80] = index[index.length - 80]! ^ 1; // last byte of the index
+    fs.writeFileSync(cut, index, { mode: 0o755 });
+    r = run(cut);
+    assert.equal(r.status, 65);
+    assert.match(r.stderr, /does not match its hash/);
+  });
+
+  it('builds reproducibly and validates manifests', () => {
+    const again = path.join(base, 'again.run');
+    assert.equal(build(path.join(base, 'app-shell'), again).status, 0);
+    assert.ok(fs.readFileSync(again).equals(fs.readFileSync(shellApp)), 'byte-identical');
+    const bad = path.join(base, 'badapp');
+    fs.mkdirSync(bad);
+    fs.writeFileSync(path.join(bad, 'overpack.json'), JSON.stringify({ name: 'x y', version: '1', entrypoint: '../out', colour: 'red', overlay: { onExit: 'keep' } }));
+    const r = build(bad, path.join(base, 'bad.run'));
+    assert.equal(r.status, 1);
+    for (const m of [/name:/, /entrypoint: must be a relative path/, /colour: unknown field/, /overlay.onExit: must be "preserve" or "discard"/]) assert.match(r.stderr, m);
+    assert.ok(!fs.existsSync(path.join(base, 'bad.run')));
+  });
+
+  it('two launches of one preserved app: the second is refused clearly while the first runs', async () => {
+    const app = copyTemplate('shell');
+    fs.writeFileSync(path.join(app, 'bin', 'hello.sh'), '#!/bin/sh\necho started\nsleep 2\n');
+    const bundle = path.join(base, 'slow.run');
+    assert.equal(build(app, bundle).status, 0);
+    const first = spawn(bundle, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    await new Promise((resolve) => first.stdout.once('data', resolve));
+    const second = run(bundle);
+    assert.equal(second.status, 75);
+    assert.match(second.stderr, /already running/);
+    assert.equal(await new Promise((resolve) => first.on('exit', resolve)), 0);
+    assert.equal(run(bundle).status, 0, 'runs again once the first has exited');
+  });
+});
