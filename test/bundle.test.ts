@@ -61,7 +61,7 @@ describe('bundles', () => {
   it('runs a shell app: arguments, stdout, exit code, environment', () => {
     const r = run(shellApp, ['one', 'two words']);
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /^hello from hello-shell-[0-9a-f]+ \(run 1\), args: one two words$/m);
+    assert.match(r.stdout, /^hello from the shell template \(run 1\), args: one two words$/m);
     const failed = run(shellApp, ['--fail', '9']);
     assert.equal(failed.status, 9);
     assert.deepEqual(mountsUnder(home), [], 'no mount left after the app exits');

@@ -6,6 +6,6 @@ count_file="$APPDIR/state/runs"
 runs=$(cat "$count_file" 2>/dev/null || echo 0)
 runs=$((runs + 1))
 echo "$runs" > "$count_file"
-echo "hello from $(basename "$APPDIR") (run $runs), args: $*"
+echo "hello from the shell template (run $runs), args: $*"
 [ "${1:-}" = "--fail" ] && exit "${2:-3}"
 exit 0
