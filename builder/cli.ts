@@ -4,6 +4,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { OverlayError } from '../runtime/overlay/index.js';
 import { mountCommand, umountCommand } from './commands/mount.js';
+import { commitCommand } from './commands/commit.js';
 import { buildCommand, initCommand, inspectCommand, verifyCommand } from './commands/bundle.js';
 import { CliExit, printError } from './output.js';
 
@@ -19,6 +20,7 @@ async function main(): Promise<void> {
     .command(verifyCommand)
     .command(mountCommand)
     .command(umountCommand)
+    .command(commitCommand)
     .demandCommand(1, 'Name a command (see --help).')
     .strict()
     .help()

@@ -168,3 +168,14 @@ export function mountsUnder(prefix: string): string[] {
     .map((l) => l.split(' ')[4] ?? '')
     .filter((m) => m.startsWith(prefix));
 }
+
+/** The entries where two comparable trees differ, as readable lines (empty when equal). */
+export function treeDiff(actual: Record<string, Partial<SnapEntry>>, expected: Record<string, Partial<SnapEntry>>): string[] {
+  const out: string[] = [];
+  for (const k of new Set([...Object.keys(actual), ...Object.keys(expected)])) {
+    const a = JSON.stringify(actual[k]);
+    const e = JSON.stringify(expected[k]);
+    if (a !== e) out.push(`${k}: got ${a ?? 'nothing'}, expected ${e ?? 'nothing'}`);
+  }
+  return out.sort();
+}

@@ -2,11 +2,13 @@
  * What happens to the writable layer once the overlay is unmounted:
  * - preserve: the upper stays (minus the engine's scratch dir) and mounts again next time;
  * - discard: the upper is deleted;
- * - commit / commit-atomic: the upper is merged into the lower, then deleted (see commit.ts).
+ * - commit / commit-atomic: the upper is merged into the lower, then deleted (see commit.ts);
+ *   on failure the upper is kept and the error says why.
  */
 import { promises as fsp } from 'node:fs';
 import { OverlayError } from './errors.js';
 import { WORK_DIR } from './whiteout.js';
+import { commitUpper, commitUpperAtomic } from './commit.js';
 
 export type OverlayAction = 'preserve' | 'discard' | 'commit' | 'commit-atomic';
 export const OVERLAY_ACTIONS: readonly OverlayAction[] = ['preserve', 'discard', 'commit', 'commit-atomic'];
@@ -30,6 +32,14 @@ export async function finalizeUpper(action: OverlayAction, lower: string | null,
       if (lower === null) {
         throw new OverlayError('FINALIZE_FAILED', action, upper, `${action} needs a lower directory on disk; this lower is read-only`);
       }
-      throw new OverlayError('FINALIZE_FAILED', action, upper, `${action} is not available in this build`);
+      try {
+        const sum = action === 'commit' ? await commitUpper(lower, upper) : await commitUpperAtomic(lower, upper);
+        return {
+          action,
+          summary: `committed ${upper} into ${lower}: ${sum.written} written, ${sum.skipped} unchanged (${sum.bytesSaved} bytes not rewritten), ${sum.deleted} deleted`,
+        };
+      } catch (err) {
+        throw new OverlayError('FINALIZE_FAILED', action, upper, (err as Error).message, { cause: err });
+      }
   }
 }

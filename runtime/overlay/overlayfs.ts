@@ -25,6 +25,7 @@ import { InodeStore, type InodeMode } from './inodes.js';
 import type { Layer } from './layer.js';
 import { LayerStack } from './layers.js';
 import { OverlayOps } from './operations.js';
+import { recoverCommit } from './commit.js';
 
 export interface OverlayHandle {
   readonly mountPoint: string;
@@ -223,6 +224,11 @@ export class OverlayFS {
   async mount(): Promise<void> {
     this.assertUnmounted('mount');
     const { upper, mountPoint } = this.validate();
+    if (this.lowerDir !== null) {
+      // An interrupted commit-atomic leaves the lower old or new; finish or undo it first.
+      const recovered = await recoverCommit(this.lowerDir);
+      if (recovered !== 'none') process.stderr.write(`overpack: an interrupted commit of ${this.lowerDir} was ${recovered === 'completed' ? 'completed' : 'rolled back'}\n`);
+    }
     const binding = this.binding ?? (await defaultBinding());
     const upperExisted = existsSync(upper);
     this.createdMountPoint = !existsSync(mountPoint);
