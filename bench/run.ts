@@ -1,0 +1,328 @@
+/**
+ * `npm run bench [-- --quick] [--out FILE] [--reps N] [--only w1,w2,...]`: every variant on
+ * the same data in the same run, repetitions interleaved, medians and ratios to the native
+ * directory and to fuse-overlayfs, as a table and as JSON. Needs root (kernel overlayfs,
+ * dropping caches). Workloads run as child processes; nothing here touches a mount served by
+ * this process.
+ */
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const CLI = path.join(ROOT, 'dist', 'builder', 'cli.js');
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const reps = Number(args[args.indexOf('--reps') + 1]) || (quick ? 3 : 5);
+const only = args.includes('--only') ? args[args.indexOf('--only') + 1]!.split(',') : null;
+const outFile = args.includes('--out') ? args[args.indexOf('--out') + 1]! : path.join(ROOT, 'bench', 'results', `${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+const DATA = '/var/tmp/overpack-bench';
+const BIG_MIB = quick ? 256 : 1024;
+
+function sh(cmd: string, cwd?: string): string {
+  return execFileSync('sh', ['-c', cmd], { encoding: 'utf8', cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+function have(tool: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
+}
+function log(msg: string): void {
+  process.stderr.write(`bench: ${msg}\n`);
+}
+
+/** The data, built once and cached: a node_modules tree plus a big file; a small tree for writes. */
+function prepareData(): { tree: string; w4: string; squash: string } {
+  const tree = path.join(DATA, 'tree');
+  if (!fs.existsSync(path.join(tree, '.complete'))) {
+    log(`building the test tree in ${tree} (npm install of a few large packages; once)`);
+    fs.rmSync(tree, { recursive: true, force: true });
+    fs.mkdirSync(tree, { recursive: true });
+    sh('npm init -y >/dev/null && npm install --no-audit --no-fund eslint webpack @babel/core rollup typescript@5 >/dev/null 2>&1', tree);
+    fs.writeFileSync(path.join(tree, '.complete'), '');
+  }
+  const big = path.join(tree, 'big.bin');
+  if (!fs.existsSync(big) || fs.statSync(big).size !== BIG_MIB * 1048576) {
+    sh(`head -c ${BIG_MIB * 1048576} /dev/urandom > ${big}`);
+    fs.rmSync(path.join(DATA, 'tree.squashfs'), { force: true });
+  }
+  const w4 = path.join(DATA, 'w4');
+  if (!fs.existsSync(path.join(w4, '.complete'))) {
+    fs.rmSync(w4, { recursive: true, force: true });
+    fs.mkdirSync(path.join(w4, 'append'), { recursive: true });
+    for (let i = 0; i < 1000; i++) fs.writeFileSync(path.join(w4, 'append', `f${i}`), 'x'.repeat(4096));
+    for (let d = 0; d < 20; d++) {
+      fs.mkdirSync(path.join(w4, 'doomed', `d${d}`), { recursive: true });
+      for (let i = 0; i < 100; i++) fs.writeFileSync(path.join(w4, 'doomed', `d${d}`, `f${i}`), 'y');
+    }
+    fs.writeFileSync(path.join(w4, '.complete'), '');
+  }
+  const squash = path.join(DATA, 'tree.squashfs');
+  if (have('mksquashfs') && !fs.existsSync(squash)) {
+    log('mksquashfs of the tree (once)');
+    sh(`mksquashfs ${tree} ${squash} -noappend -quiet -comp zstd >/dev/null`);
+  }
+  return { tree, w4, squash };
+}
+
+interface Mounted {
+  dir: string;
+  unmount(): Promise<void>;
+}
+interface Variant {
+  name: string;
+  missing(): string | null;
+  mount(lower: string, work: string, which: 'tree' | 'w4'): Promise<Mounted>;
+}
+
+function waitLine(p: ChildProcess): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    p.stderr?.on('data', (d) => (err += d));
+    p.stdout!.on('data', (d) => {
+      out += d;
+      if (out.includes('\n')) resolve(out.split('\n')[0]!);
+    });
+    p.on('exit', (code) => reject(new Error(`mount process exited with ${code}: ${err}`)));
+  });
+}
+
+function serverMount(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<Mounted> {
+  const p = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env });
+  return waitLine(p).then((dir) => ({
+    dir,
+    unmount: async () => {
+      const exited = new Promise((r) => p.on('exit', r));
+      p.kill('SIGTERM');
+      await exited;
+    },
+  }));
+}
+
+function fuseUnmount(dir: string): Promise<void> {
+  spawnSync('fusermount3', ['-u', dir]);
+  if (fs.readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${dir} `)) spawnSync('umount', ['-l', dir]);
+  return Promise.resolve();
+}
+
+function fresh(work: string, ...names: string[]): string[] {
+  return names.map((n) => {
+    const p = path.join(work, n);
+    fs.rmSync(p, { recursive: true, force: true });
+    fs.mkdirSync(p, { recursive: true });
+    return p;
+  });
+}
+
+function variants(data: ReturnType<typeof prepareData>, bundles: Record<'tree' | 'w4', string>): Variant[] {
+  return [
+    {
+      name: 'native',
+      missing: () => null,
+      mount: async (lower, work, which) => {
+        if (which === 'tree') return { dir: lower, unmount: async () => undefined };
+        const [copy] = fresh(work, 'copy');
+        sh(`cp -a ${lower}/. ${copy}`);
+        return { dir: copy!, unmount: async () => undefined };
+      },
+    },
+    {
+      name: 'kernel',
+      missing: () => null,
+      mount: async (lower, work) => {
+        const [u, w, m] = fresh(work, 'u', 'w', 'm');
+        sh(`mount -t overlay overlay -o lowerdir=${lower},upperdir=${u},workdir=${w} ${m}`);
+        return { dir: m!, unmount: async () => void sh(`umount ${m}`) };
+      },
+    },
+    {
+      name: 'fuse-overlayfs',
+      missing: () => (have('fuse-overlayfs') ? null : 'install the Debian package fuse-overlayfs'),
+      mount: async (lower, work) => {
+        const [u, w, m] = fresh(work, 'u', 'w', 'm');
+        sh(`fuse-overlayfs -o lowerdir=${lower},upperdir=${u},workdir=${w} ${m} 2>/dev/null`);
+        return { dir: m!, unmount: () => fuseUnmount(m!) };
+      },
+    },
+    {
+      name: 'squashfuse+fuse-overlayfs',
+      missing: () => (have('squashfuse') && have('fuse-overlayfs') && fs.existsSync(data.squash) ? null : 'install squashfuse, squashfs-tools and fuse-overlayfs'),
+      mount: async (lower, work, which) => {
+        const [sq, u, w, m] = fresh(work, 'sq', 'u', 'w', 'm');
+        let image = data.squash;
+        if (which === 'w4') {
+          image = path.join(work, 'w4.squashfs');
+          if (!fs.existsSync(image)) sh(`mksquashfs ${lower} ${image} -noappend -quiet >/dev/null`);
+        }
+        sh(`squashfuse ${image} ${sq}`);
+        sh(`fuse-overlayfs -o lowerdir=${sq},upperdir=${u},workdir=${w} ${m} 2>/dev/null`);
+        return {
+          dir: m!,
+          unmount: async () => {
+            await fuseUnmount(m!);
+            await fuseUnmount(sq!);
+          },
+        };
+      },
+    },
+    {
+      name: 'overpack-dir',
+      missing: () => (fs.existsSync(CLI) ? null : 'run npm install first'),
+      mount: async (lower, work) => {
+        const [u, m] = fresh(work, 'u', 'm');
+        return serverMount([process.execPath, CLI, 'mount', lower, '--upper', u!, '--mountpoint', m!, '--on-exit', 'discard']);
+      },
+    },
+    {
+      name: 'overpack-image',
+      missing: () => (fs.existsSync(bundles.tree) ? null : 'bundle build failed'),
+      mount: async (_lower, work, which) => {
+        const home = fresh(work, 'home')[0]!;
+        return serverMount([bundles[which], '--overpack-mount', '--overpack-discard'], { ...process.env, HOME: home, XDG_CACHE_HOME: path.join(home, 'c'), XDG_DATA_HOME: path.join(home, 'd') });
+      },
+    },
+  ];
+}
+
+interface Workload {
+  id: string;
+  title: string;
+  lower: 'tree' | 'w4';
+  /** A shell command run with cwd at the mount; cold: caches dropped and a fresh mount. */
+  cmd: string;
+  cold?: boolean;
+  /** Time the mount and unmount themselves instead of a command. */
+  mountOnly?: boolean;
+}
+
+const WORKLOADS: Workload[] = [
+  { id: 'w1-cold', title: 'W1 find + stat every file, cold', lower: 'tree', cmd: 'find . -type f -printf "%s %i\\n" | wc -l', cold: true },
+  { id: 'w1-warm', title: 'W1 find + stat every file, warm', lower: 'tree', cmd: 'find . -type f -printf "%s %i\\n" | wc -l' },
+  { id: 'w2-warm', title: 'W2 tar of every file, warm', lower: 'tree', cmd: 'tar cf - --exclude=./big.bin . | cat > /dev/null' },
+  { id: 'w3-cold', title: 'W3 sequential read of the big file, cold', lower: 'tree', cmd: 'cat big.bin > /dev/null', cold: true },
+  { id: 'w3-warm', title: 'W3 sequential read of the big file, warm', lower: 'tree', cmd: 'cat big.bin > /dev/null' },
+  {
+    id: 'w4',
+    title: 'W4 append 1,000 files, create 5,000, write 64 MiB, rm -rf 2,000',
+    lower: 'w4',
+    cmd: 'for f in append/*; do echo more >> "$f"; done; mkdir new && cd new && seq 5000 | xargs touch && cd .. && head -c 67108864 /dev/zero > blob && rm -rf doomed',
+    cold: true,
+  },
+  { id: 'w5-warm', title: 'W5 node -e "require(\'eslint\')", warm', lower: 'tree', cmd: `${process.execPath} -e "require('eslint')"` },
+  { id: 'w6', title: 'W6 mount + unmount', lower: 'tree', cmd: '', mountOnly: true, cold: true },
+];
+
+function dropCaches(): void {
+  try {
+    fs.writeFileSync('/proc/sys/vm/drop_caches', '3');
+  } catch {
+    /* not root: cold runs are then only "fresh mount" */
+  }
+}
+
+function timeCmd(cmd: string, cwd: string): number {
+  const t = process.hrtime.bigint();
+  const r = spawnSync('sh', ['-c', cmd], { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+  const ms = Number(process.hrtime.bigint() - t) / 1e6;
+  if (r.status !== 0) throw new Error(`"${cmd}" failed in ${cwd}: ${r.stderr}`);
+  return ms;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor(s.length / 2)]! : NaN;
+};
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) log('warning: not root; kernel overlayfs and cold runs need root');
+  const data = prepareData();
+  const work = fs.mkdtempSync(path.join(DATA, 'run-'));
+  const bundles = { tree: path.join(DATA, 'tree.run'), w4: path.join(DATA, 'w4.run') };
+  for (const [which, lower] of [['tree', data.tree], ['w4', data.w4]] as const) {
+    const app = path.join(DATA, `app-${which}`);
+    // A bundle needs a manifest: a tiny app dir whose tree is the data (bind-free: symlinks are
+    // stored as links, so copy the manifest beside a reflinked/hard-linked copy of the data).
+    if (!fs.existsSync(bundles[which])) {
+      log(`building the overpack-image bundle of the ${which} data`);
+      fs.rmSync(app, { recursive: true, force: true });
+      sh(`cp -al ${lower} ${app}`);
+      fs.writeFileSync(path.join(app, 'overpack.json'), JSON.stringify({ name: `bench-${which}`, version: '1', entrypoint: 'overpack.sh' }));
+      fs.writeFileSync(path.join(app, 'overpack.sh'), '#!/bin/sh\n', { mode: 0o755 });
+      const r = spawnSync(process.execPath, [CLI, 'build', app, '-o', bundles[which]], { encoding: 'utf8' });
+      if (r.status !== 0) log(`bundle build failed: ${r.stderr}`);
+    }
+  }
+  const all = variants(data, bundles).filter((v) => {
+    const why = v.missing();
+    if (why) log(`skipping ${v.name}: ${why}`);
+    return !why;
+  });
+  const results: Record<string, Record<string, number[]>> = {};
+  const cleanup: Mounted[] = [];
+  const onSignal = async () => {
+    for (const m of cleanup) await m.unmount().catch(() => undefined);
+    process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  try {
+    for (const w of WORKLOADS.filter((x) => !only || only.some((o) => x.id.startsWith(o)))) {
+      results[w.id] = {};
+      log(w.title);
+      for (let r = 0; r < reps; r++) {
+        for (const v of all) {
+          const vwork = path.join(work, v.name);
+          fs.mkdirSync(vwork, { recursive: true });
+          const lower = w.lower === 'tree' ? data.tree : data.w4;
+          if (w.cold) dropCaches();
+          const t0 = process.hrtime.bigint();
+          const m = await v.mount(lower, vwork, w.lower);
+          cleanup.push(m);
+          let ms: number;
+          try {
+            if (w.mountOnly) {
+              await m.unmount();
+              ms = Number(process.hrtime.bigint() - t0) / 1e6;
+            } else {
+              if (!w.cold) timeCmd(w.cmd, m.dir); // warm-up run
+              ms = timeCmd(w.cmd, m.dir);
+            }
+          } finally {
+            if (!w.mountOnly) await m.unmount();
+            cleanup.pop();
+          }
+          (results[w.id]![v.name] ??= []).push(ms);
+        }
+      }
+    }
+  } finally {
+    for (const m of cleanup) await m.unmount().catch(() => undefined);
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+  // report
+  const names = all.map((v) => v.name);
+  const rows: string[] = [];
+  const json: Record<string, Record<string, { median: number; runs: number[]; vsNative: number; vsFuseOverlayfs: number | null }>> = {};
+  rows.push(['workload', ...names.map((n) => `${n} ms (×native, ×fuse-ovl)`)].join(' | '));
+  for (const w of WORKLOADS) {
+    const res = results[w.id];
+    if (!res) continue;
+    json[w.id] = {};
+    const nat = median(res.native ?? []);
+    const fo = median(res['fuse-overlayfs'] ?? []);
+    const cells = names.map((n) => {
+      const m = median(res[n] ?? []);
+      json[w.id]![n] = { median: m, runs: res[n] ?? [], vsNative: m / nat, vsFuseOverlayfs: Number.isFinite(fo) ? m / fo : null };
+      return `${m.toFixed(0)} (${(m / nat).toFixed(2)}, ${Number.isFinite(fo) ? (m / fo).toFixed(2) : '-'})`;
+    });
+    rows.push([w.title, ...cells].join(' | '));
+  }
+  process.stdout.write(`\n${rows.join('\n')}\n\nmedians of ${reps} runs, interleaved; ${quick ? 'quick mode' : 'full mode'}\n`);
+  fs.mkdirSync(path.dirname(outFile), { recursive: true });
+  fs.writeFileSync(outFile, JSON.stringify({ date: new Date().toISOString(), quick, reps, bigMiB: BIG_MIB, results: json }, null, 2));
+  log(`wrote ${outFile}`);
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench: ${(err as Error).stack ?? err}\n`);
+  process.exit(1);
+});
