@@ -296,6 +296,11 @@ async function main(): Promise<void> {
     }
   } finally {
     for (const m of cleanup) await m.unmount().catch(() => undefined);
+    // anything still mounted under the work dir (a variant that failed to unmount) goes first
+    for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+      const mp = line.split(' ')[4];
+      if (mp?.startsWith(work)) await fuseUnmount(mp);
+    }
     fs.rmSync(work, { recursive: true, force: true });
   }
   // report

@@ -55,7 +55,6 @@ describe('bundles', () => {
   });
   after(() => {
     for (const m of mountsUnder(home)) forceUnmount(m);
-    fs.rmSync(base, { recursive: true, force: true });
   });
 
   it('runs a shell app: arguments, stdout, exit code, environment', () => {
@@ -217,3 +216,98 @@ describe('bundles', () => {
     assert.equal(run(bundle).status, 0, 'runs again once the first has exited');
   });
 });
+
+after(() => fs.rmSync(base, { recursive: true, force: true }));
+
+describe('more apps', () => {
+  const dir = path.join(base, 'more');
+  after(() => {
+    for (const m of mountsUnder(home)) forceUnmount(m);
+  });
+
+  it('runs a native binary (the binary template) and passes its exit status', () => {
+    fs.mkdirSync(dir, { recursive: true });
+    const app = path.join(dir, 'binary');
+    fs.cpSync(path.join(ROOT, 'templates', 'binary'), app, { recursive: true });
+    const cc = spawnSync(path.join(app, 'build.sh'), [], { encoding: 'utf8' });
+    assert.equal(cc.status, 0, cc.stderr);
+    const bundle = path.join(dir, 'binary.run');
+    assert.equal(build(app, bundle).status, 0);
+    const r = run(bundle, ['a', '--exit', '5']);
+    assert.equal(r.status, 5);
+    assert.match(r.stdout, /hello from a native binary in .*\/overpack\/mnt\/hello-binary-/);
+    assert.match(r.stdout, /arg: a/);
+  });
+
+  it('runs a real npm package with many files: eslint linting a sample file, and fork() on the bundled node', () => {
+    const app = path.join(dir, 'lint');
+    fs.mkdirSync(app, { recursive: true });
+    const npm = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--prefix', app, 'eslint@9'], { encoding: 'utf8', timeout: 300000 });
+    assert.equal(npm.status, 0, npm.stderr);
+    fs.writeFileSync(path.join(app, 'eslint.config.cjs'), 'module.exports = [{ rules: { "no-unused-vars": "error" } }];\n');
+    fs.writeFileSync(
+      path.join(app, 'main.cjs'),
+      `const { ESLint } = require('eslint');
+const { fork } = require('child_process');
+if (process.argv[2] === 'child') { process.send('child on ' + process.version); return; }
+(async () => {
+  const eslint = new ESLint({ cwd: __dirname });
+  const [result] = await eslint.lintText(require('fs').readFileSync(process.argv[2], 'utf8'), { filePath: __dirname + '/sample.js' });
+  for (const m of result.messages) console.log(m.ruleId + ': ' + m.message);
+  const child = fork(__filename, ['child']);
+  child.on('message', (m) => { console.log(m); process.exitCode = result.errorCount; });
+})();
+`,
+    );
+    fs.writeFileSync(path.join(app, 'overpack.json'), JSON.stringify({ name: 'lint', version: '1.0.0', entrypoint: 'main.cjs', overlay: { onExit: 'discard' } }));
+    const files = Number(spawnSync('sh', ['-c', `find ${app} -type f | wc -l`], { encoding: 'utf8' }).stdout);
+    assert.ok(files > 500, `eslint brings ${files} files`);
+    const bundle = path.join(dir, 'lint.run');
+    const b = build(app, bundle);
+    assert.equal(b.status, 0, b.stderr);
+    fs.writeFileSync(path.join(base, 'sample.js'), 'const unused = 1;\n');
+    const r = run(bundle, [path.join(base, 'sample.js')], { PATH: '/usr/bin:/bin' });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stdout, /no-unused-vars: 'unused' is assigned a value but never used/);
+    assert.match(r.stdout, /child on v20/);
+  });
+
+  it('works for an unprivileged user (fusermount3, ~/.cache and data in their home)', () => {
+    const user = 'overpack-test';
+    spawnSync('useradd', ['--system', '--no-create-home', user], { stdio: 'ignore' });
+    const uhome = path.join(dir, 'userhome');
+    fs.mkdirSync(uhome, { recursive: true });
+    fs.chmodSync(dir, 0o755);
+    fs.chmodSync(base, 0o755);
+    spawnSync('chown', [user, uhome]);
+    const bundle = path.join(dir, 'user-shell.run');
+    fs.copyFileSync(shellAppPath(), bundle);
+    fs.chmodSync(bundle, 0o755);
+    const mode = fs.statSync('/dev/fuse').mode & 0o777;
+    fs.chmodSync('/dev/fuse', 0o666); // as distributions ship it; restored below
+    try {
+      const uid = spawnSync('id', ['-u', user], { encoding: 'utf8' }).stdout.trim();
+      const gid = spawnSync('id', ['-g', user], { encoding: 'utf8' }).stdout.trim();
+      const as = (args: string[]) =>
+        spawnSync('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', bundle, ...args], {
+          encoding: 'utf8',
+          env: { PATH: '/usr/bin:/bin', HOME: uhome },
+          cwd: uhome,
+          timeout: 60000,
+        });
+      const one = as(['x']);
+      assert.equal(one.status, 0, one.stderr);
+      assert.match(one.stdout, /run 1/);
+      assert.match(as([]).stdout, /run 2/);
+      const state = path.join(uhome, '.local/share/overpack/hello-shell/upper/state/runs');
+      assert.equal(fs.statSync(state).uid, Number(uid));
+      assert.deepEqual(mountsUnder(uhome), []);
+    } finally {
+      fs.chmodSync('/dev/fuse', mode);
+    }
+  });
+});
+
+function shellAppPath(): string {
+  return path.join(base, 'shell.run');
+}

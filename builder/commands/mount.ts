@@ -36,11 +36,9 @@ export const mountCommand: CommandModule<object, MountArgs> = {
     if (args.home) fs.mountpointAsHome();
     await fs.mount();
     const { mountPoint, upper } = fs.handle();
-    // stdout carries only the mountpoint, so scripts can capture it.
-    process.stdout.write(`${mountPoint}\n`);
-    say(`mounted ${path.resolve(args.lower)} (upper ${upper}) at ${mountPoint}; Ctrl-C or \`overpack umount ${mountPoint}\` to stop`);
     await fs.overlayAction(args['on-exit']);
-    await new Promise<void>((resolve) => {
+    // Signal handlers go in before the mountpoint is announced: a caller may stop us at once.
+    const stopped = new Promise<void>((resolve) => {
       let stopping = false;
       const stop = (why: string) => {
         if (stopping) return;
@@ -60,6 +58,10 @@ export const mountCommand: CommandModule<object, MountArgs> = {
       }, 500);
       poll.unref();
     });
+    // stdout carries only the mountpoint, so scripts can capture it.
+    process.stdout.write(`${mountPoint}\n`);
+    say(`mounted ${path.resolve(args.lower)} (upper ${upper}) at ${mountPoint}; Ctrl-C or \`overpack umount ${mountPoint}\` to stop`);
+    await stopped;
     try {
       const result = await fs.umount();
       if (result) say(result.summary);

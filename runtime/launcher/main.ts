@@ -345,11 +345,13 @@ async function main(): Promise<void> {
     await overlay.overlayAction(discard ? 'discard' : 'preserve');
     let result: { code: number | null; signal: NodeJS.Signals | null };
     if (flags.mount) {
-      process.stdout.write(`${mountPoint}\n`);
-      say(`serving ${manifest.name} at ${mountPoint}; Ctrl-C to stop`);
-      await new Promise<void>((resolve) => {
+      // Handlers first, then the announcement: a caller may stop us the moment it reads the path.
+      const stopped = new Promise<void>((resolve) => {
         for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => resolve());
       });
+      process.stdout.write(`${mountPoint}\n`);
+      say(`serving ${manifest.name} at ${mountPoint}; Ctrl-C to stop`);
+      await stopped;
       result = { code: 0, signal: null };
     } else {
       result = await runApp(mountPoint, manifest, appArgs, bundle, binDir);
