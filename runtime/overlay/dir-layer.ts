@@ -22,11 +22,6 @@ export function toEntryStat(st: Stats): EntryStat {
   };
 }
 
-function isMissing(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException).code;
-  return code === 'ENOENT' || code === 'ENOTDIR';
-}
-
 /** xattr calls that fail because the filesystem or entry has none are "no attributes". */
 export function isNoXattr(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException).code;
@@ -61,11 +56,13 @@ export class DirLayer implements Layer {
     return path === '/' ? this.root : this.root + path;
   }
 
+  /** Synchronous inside: a metadata lookup on a local directory is faster than a threadpool hop. */
   async lstat(path: string): Promise<EntryStat | null> {
     try {
-      return toEntryStat(await fsp.lstat(this.real(path)));
+      const st = fs.lstatSync(this.real(path), { throwIfNoEntry: false });
+      return st ? toEntryStat(st) : null;
     } catch (err) {
-      if (isMissing(err)) return null;
+      if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
       throw err;
     }
   }
@@ -89,8 +86,8 @@ export class DirLayer implements Layer {
       fs.open(this.real(path), fsc.O_RDONLY | fsc.O_NOFOLLOW, (err, n) => (err ? reject(err) : resolve(n))),
     );
     return {
-      read: (buf, offset, length, position) =>
-        new Promise((resolve, reject) => fs.read(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n)))),
+      // synchronous for the same reason as the overlay's own reads (operations.ts)
+      read: async (buf, offset, length, position) => fs.readSync(fd, buf, offset, length, position),
       close: () => new Promise((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve()))),
     };
   }

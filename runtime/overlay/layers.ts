@@ -75,12 +75,13 @@ export class LayerStack {
     return `${this.workDir}/${process.pid}.${++this.tmpSeq}`;
   }
 
+  /** Synchronous: see DirLayer.lstat. */
   private async lstatUpper(path: string): Promise<EntryStat | null> {
     try {
-      return toEntryStat(await fsp.lstat(this.upperPath(path)));
+      const st = fs.lstatSync(this.upperPath(path), { throwIfNoEntry: false });
+      return st ? toEntryStat(st) : null;
     } catch (err) {
-      const c = code(err);
-      if (c === 'ENOENT' || c === 'ENOTDIR') return null;
+      if (code(err) === 'ENOTDIR') return null;
       throw err;
     }
   }

@@ -19,11 +19,15 @@ type Handle = { kind: 'upper'; fd: number } | { kind: 'lower'; file: LayerFile }
 const TYPE_BITS = { file: S_IFREG, dir: S_IFDIR, symlink: S_IFLNK, other: 0 } as const;
 const WRITE_INTENT = fsc.O_WRONLY | fsc.O_RDWR | fsc.O_TRUNC;
 
-function fdRead(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
-  return new Promise((resolve, reject) => fs.read(fd, buf, 0, length, position, (err, n) => (err ? reject(err) : resolve(n))));
+// Reads and writes of the backing files are synchronous on purpose. They never touch our own
+// mount (the upper and lower are outside it), they are small (one FUSE request, <= 128 KiB,
+// mostly page cache), and a trip through libuv's threadpool costs more than the I/O itself:
+// it tripled the time of a stream of 4 KiB writes. fuse-overlayfs serves requests the same way.
+async function fdRead(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
+  return fs.readSync(fd, buf, 0, length, position);
 }
-function fdWrite(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
-  return new Promise((resolve, reject) => fs.write(fd, buf, 0, length, position, (err, n) => (err ? reject(err) : resolve(n))));
+async function fdWrite(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
+  return fs.writeSync(fd, buf, 0, length, position);
 }
 function fdClose(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
