@@ -293,8 +293,8 @@ export class LayerStack {
   }
 
   /**
-   * Copies a whole directory tree up (what rename of a lower directory needs), then marks it
-   * opaque: after the move nothing of the lower may show through it.
+   * Copies a whole directory tree up: what rename of a lower directory needs (the caller then
+   * marks the moved directory opaque, so nothing of the lower shows through its new name).
    */
   async copyUpTree(path: string): Promise<void> {
     await this.ensureUpperDir(path);
@@ -358,11 +358,6 @@ export class LayerStack {
 
   /** Records that `path` (a directory) changed shape: removed, renamed or replaced. */
   forgetDir(path: string): void {
-    this.invalidateTree(path);
-  }
-
-  /** The upper's directory info must reflect that `path` is now an upper directory. */
-  noteUpperDir(path: string): void {
     this.invalidateTree(path);
   }
 
