@@ -202,18 +202,40 @@ describe('bundles', () => {
     assert.ok(!fs.existsSync(path.join(base, 'bad.run')));
   });
 
-  it('two launches of one preserved app: the second is refused clearly while the first runs', async () => {
+  it('8 launches of one preserved app at once share one mount: every append kept, all exit cleanly', async () => {
     const app = copyTemplate('shell');
-    fs.writeFileSync(path.join(app, 'bin', 'hello.sh'), '#!/bin/sh\necho started\nsleep 2\n');
-    const bundle = path.join(base, 'slow.run');
+    fs.writeFileSync(
+      path.join(app, 'bin', 'hello.sh'),
+      `#!/bin/sh
+# each launch appends 50 whole lines to one shared file and writes a file of its own
+if [ "$1" = show ]; then cat "$APPDIR/state/log"; ls "$APPDIR/state"; exit 0; fi
+i=0
+while [ $i -lt 50 ]; do echo "launch $1 line $i" >> "$APPDIR/state/log"; i=$((i+1)); done
+echo "$1" > "$APPDIR/state/own-$1"
+sleep 0.3
+`,
+    );
+    const bundle = path.join(base, 'many.run');
     assert.equal(build(app, bundle).status, 0);
-    const first = spawn(bundle, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    await new Promise((resolve) => first.stdout.once('data', resolve));
-    const second = run(bundle);
-    assert.equal(second.status, 75);
-    assert.match(second.stderr, /already running/);
-    assert.equal(await new Promise((resolve) => first.on('exit', resolve)), 0);
-    assert.equal(run(bundle).status, 0, 'runs again once the first has exited');
+    const launches = Array.from({ length: 8 }, (_, n) =>
+      new Promise<{ code: number | null; err: string }>((resolve) => {
+        const p = spawn(bundle, [String(n)], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+        let err = '';
+        p.stderr.on('data', (d) => (err += d));
+        p.on('exit', (code) => resolve({ code, err }));
+      }),
+    );
+    for (const r of await Promise.all(launches)) assert.equal(r.code, 0, r.err);
+    assert.deepEqual(mountsUnder(home), [], 'the last one out unmounted');
+    const shown = run(bundle, ['show']);
+    assert.equal(shown.status, 0, shown.stderr);
+    const lines = shown.stdout.split('\n').filter((l) => l.startsWith('launch '));
+    assert.equal(lines.length, 400);
+    for (let n = 0; n < 8; n++) {
+      assert.equal(lines.filter((l) => l.startsWith(`launch ${n} line `)).length, 50, `launch ${n}`);
+      assert.match(shown.stdout, new RegExp(`^own-${n}$`, 'm'));
+    }
+    assert.ok(lines.every((l) => /^launch \d line \d+$/.test(l)), 'no line torn or interleaved');
   });
 });
 

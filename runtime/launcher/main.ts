@@ -19,6 +19,7 @@ import { loadBundledFuseNative } from './bundled.cjs';
 import { extractTree } from './extract.js';
 import type { Manifest } from './manifest.js';
 import { cacheHome, dataHome, safeName } from './paths.js';
+import { acquireOrJoin, InstanceError, type Instance } from './instance.js';
 
 const RUNTIME_VERSION = '0.1.0';
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
@@ -116,33 +117,6 @@ function appDataDir(bundle: string, name: string): string {
   const portable = `${bundle}.data`;
   if (fs.existsSync(portable) && fs.statSync(portable).isDirectory()) return portable;
   return path.join(dataHome(), 'overpack', safeName(name));
-}
-
-/** One preserved upper, one running instance: a pid lock file beside the upper. */
-function takeLock(dir: string): () => void {
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const lock = path.join(dir, 'lock');
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      fs.writeFileSync(lock, String(process.pid), { flag: 'wx' });
-      return () => fs.rmSync(lock, { force: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const pid = Number(fs.readFileSync(lock, 'utf8'));
-      let alive = false;
-      try {
-        process.kill(pid, 0);
-        alive = pid > 0;
-      } catch {
-        alive = false;
-      }
-      if (alive) {
-        throw new LaunchError(`this app is already running (pid ${pid}) with its preserved data in ${dir}; wait for it to exit, or run this one with --overpack-discard`, 75);
-      }
-      fs.rmSync(lock, { force: true }); // left by a crashed run
-    }
-  }
-  throw new LaunchError(`cannot take the lock ${lock}`, 75);
 }
 
 /** Mounts left by killed runs answer ENOTCONN; detach them and drop their directories. */
@@ -291,9 +265,13 @@ async function main(): Promise<void> {
       const answer = await new Promise<string>((resolve) => process.stdin.once('data', (d) => resolve(String(d).trim())));
       if (!/^y(es)?$/i.test(answer)) return;
     }
-    const release = takeLock(dataDir);
+    const instance = await acquireOrJoin(dataDir, 5000);
+    if (instance.role === 'joiner') {
+      instance.leave();
+      throw new LaunchError(`${manifest.name} is running; reset it after it has exited`, 75);
+    }
     fs.rmSync(upperPreserved, { recursive: true, force: true });
-    release();
+    instance.release();
     say(`reset ${manifest.name}: removed ${upperPreserved}`);
     return;
   }
@@ -326,10 +304,38 @@ async function main(): Promise<void> {
     globalThis.__overpackFuseNative = loadBundledFuseNative;
     const discard = flags.discard || manifest.overlay?.onExit === 'discard';
     let upper = upperPreserved;
+    let instance: Instance | null = null;
     if (discard) {
       upper = path.join(runDir, 'upper');
     } else {
-      cleanup.push(takeLock(dataDir));
+      try {
+        instance = await acquireOrJoin(dataDir);
+      } catch (err) {
+        if (err instanceof InstanceError) throw new LaunchError(err.message, 75);
+        throw err;
+      }
+      if (instance.role === 'joiner') {
+        // Another launch of this app is serving its preserved data: run inside its mount.
+        const joined = instance;
+        let result: { code: number | null; signal: NodeJS.Signals | null };
+        try {
+          if (flags.mount) {
+            process.stdout.write(`${joined.mountPoint}\n`);
+            await new Promise<void>((resolve) => {
+              for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => resolve());
+            });
+            result = { code: 0, signal: null };
+          } else {
+            result = await runApp(joined.mountPoint, manifest, appArgs, bundle, binDir);
+          }
+        } finally {
+          joined.leave();
+        }
+        finish();
+        exitLike(result);
+      }
+      const server = instance;
+      cleanup.push(() => server.release());
     }
     const mntRoot = path.join(cacheHome(), 'overpack', 'mnt');
     fs.mkdirSync(mntRoot, { recursive: true, mode: 0o700 });
@@ -343,6 +349,7 @@ async function main(): Promise<void> {
       throw err;
     }
     await overlay.overlayAction(discard ? 'discard' : 'preserve');
+    if (instance?.role === 'server') instance.announce(mountPoint);
     let result: { code: number | null; signal: NodeJS.Signals | null };
     if (flags.mount) {
       // Handlers first, then the announcement: a caller may stop us the moment it reads the path.
@@ -356,6 +363,8 @@ async function main(): Promise<void> {
     } else {
       result = await runApp(mountPoint, manifest, appArgs, bundle, binDir);
     }
+    // Launches that joined this mount keep it alive until their apps are done too.
+    if (instance?.role === 'server') await instance.drain();
     await overlay.umount();
     finish();
     exitLike(result);
