@@ -6,6 +6,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { appendImage } from '../runtime/image/writer.js';
 import { encodeFooter, FOOTER_SIZE, readImage, sha256, ImageError, type ImageIndex } from '../runtime/image/format.js';
@@ -120,5 +121,30 @@ describe('image reader', () => {
     const wf = path.join(base, 'wrong-hash.img');
     fs.writeFileSync(wf, wrong);
     rejects(wf, /does not match its hash/);
+  });
+});
+
+describe('builder input', () => {
+  const dir = tempDir('builder-input');
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('stores odd names and outside links, skips special files with a warning, refuses non-UTF-8 names', async () => {
+    const src = path.join(dir, 'app');
+    fs.mkdirSync(src);
+    fs.writeFileSync(path.join(src, 'two\nlines'), 'n');
+    fs.writeFileSync(path.join(src, 'ünïcödé'), 'u');
+    fs.symlinkSync('/etc/passwd', path.join(src, 'outside'));
+    spawnSync('mkfifo', [path.join(src, 'fifo')]);
+    const out = path.join(dir, 'a.img');
+    fs.writeFileSync(out, '');
+    const warnings: string[] = [];
+    await appendImage(out, { appDir: src, manifest: {}, addons: [], onWarning: (w) => warnings.push(w) });
+    assert.ok(warnings.some((w) => /\/fifo: skipped/.test(w)));
+    assert.ok(warnings.some((w) => /\/outside: symlink points outside the app/.test(w)));
+    const { index, fd } = readImage(out);
+    fs.closeSync(fd);
+    assert.deepEqual(index.entries.map((e) => e.path).sort(), ['/', '/outside', '/two\nlines', '/ünïcödé']);
+    fs.writeFileSync(Buffer.concat([Buffer.from(src + '/'), Buffer.from([0x66, 0xff, 0x67])]), 'bad');
+    await assert.rejects(appendImage(out, { appDir: src, manifest: {}, addons: [] }), /not valid UTF-8 \(bytes 66ff67\)/);
   });
 });

@@ -61,12 +61,20 @@ function walk(src: ImageSource): Array<ImageEntry & { real: string }> {
     const base = { path: rel, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtimeMs: Math.floor(st.mtimeMs), real };
     if (st.isDirectory()) {
       out.push({ ...base, type: 'dir', size: 0, xattrs: readXattrs(real) });
-      let names: string[];
+      let raw: Buffer[];
       try {
-        names = fs.readdirSync(real);
+        raw = fs.readdirSync(real, { encoding: 'buffer' });
       } catch (err) {
         throw new BuildError(real, 'readdir', `cannot list ${real}: ${(err as Error).message}`);
       }
+      const names = raw.map((b) => {
+        const name = b.toString('utf8');
+        // The index is JSON text: a name that is not valid UTF-8 cannot be stored faithfully.
+        if (!Buffer.from(name, 'utf8').equals(b)) {
+          throw new BuildError(real, 'readdir', `${real} holds a file name that is not valid UTF-8 (bytes ${b.toString('hex')}); rename it before building`);
+        }
+        return name;
+      });
       for (const name of names.sort()) visit(rel === '/' ? `/${name}` : `${rel}/${name}`, path.join(real, name));
     } else if (st.isSymbolicLink()) {
       const target = fs.readlinkSync(real);
