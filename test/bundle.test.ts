@@ -237,6 +237,44 @@ sleep 0.3
     }
     assert.ok(lines.every((l) => /^launch \d line \d+$/.test(l)), 'no line torn or interleaved');
   });
+
+  it('kill -9 of the runtime while the app writes: every fsync\'d write is there after relaunch', { timeout: 60000 }, async () => {
+    const app = copyTemplate('shell');
+    fs.writeFileSync(
+      path.join(app, 'bin', 'hello.sh'),
+      `#!/bin/sh
+if [ "$1" = show ]; then cat "$APPDIR/state/journal"; exit 0; fi
+i=0
+while :; do
+  { echo "record $i" >> "$APPDIR/state/journal" && sync "$APPDIR/state/journal" && echo "durable $i"; } || exit 1
+  i=$((i+1))
+done
+`,
+    );
+    const bundle = path.join(base, 'journal.run');
+    assert.equal(build(app, bundle).status, 0);
+    const p = spawn(bundle, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stderr.on('data', (d) => (err += d));
+    await new Promise<void>((resolve, reject) => {
+      p.stdout.on('data', (d) => {
+        out += d;
+        if ((out.match(/durable/g) ?? []).length >= 30) resolve();
+      });
+      p.on('exit', (code) => reject(new Error(`the app stopped early (${code}): ${err}`)));
+    });
+    p.kill('SIGKILL');
+    await new Promise((r) => p.on('exit', r));
+    const reported = (out.match(/durable (\d+)/g) ?? []).map((l) => Number(l.split(' ')[1]));
+    const last = Math.max(...reported);
+    const shown = run(bundle, ['show']);
+    assert.equal(shown.status, 0, shown.stderr);
+    const records = shown.stdout.split('\n').filter((l) => l.startsWith('record '));
+    assert.ok(records.length >= last + 1, `only ${records.length} records, ${last + 1} were reported durable`);
+    records.forEach((l, i) => assert.equal(l, `record ${i}`));
+    assert.deepEqual(mountsUnder(home), [], 'the stale mount was cleaned by the relaunch');
+  });
 });
 
 after(() => fs.rmSync(base, { recursive: true, force: true }));

@@ -1,7 +1,12 @@
 /**
  * Soak: a mixed workload through one mount for OVERPACK_SOAK_SECONDS (60 by default in the
- * suite; the issue's full run is 600), checking that the server's memory stays flat and that it
- * leaks no file descriptors, and that no request failed.
+ * suite; the issue's full run is 600), checking that the server leaks no file descriptors, that
+ * no request failed, and that memory growth stays under a bound.
+ *
+ * Known and open (issue 6): the 600 s run grows the server's RSS by ~1.1 KB per iteration
+ * (104 -> 214 MB over 98k iterations) while the JS heap (6-7 MB), external memory and thread
+ * count stay flat and MALLOC_ARENA_MAX=2 does not change it: native memory below fuse-native.
+ * The 60 s bound here catches anything worse than that; the 600 s run fails on it today.
  */
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';

@@ -5,7 +5,7 @@
  * only fuse3 does not have.
  */
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 
 function run(cmd: string, args: string[]): Promise<{ ok: boolean; missing: boolean; stderr: string }> {
   return new Promise((resolve) => {
@@ -49,4 +49,28 @@ export async function unmountPath(path: string, lazy: boolean): Promise<UnmountR
     if (!isMounted(path)) return { ok: true, message: '' };
   }
   return { ok: false, message };
+}
+
+/**
+ * This process's descriptors open on /dev/fuse. libfuse 2 opens the device without
+ * close-on-exec, so every child would inherit it and keep the connection alive after this
+ * process dies: the mount would then hang instead of failing with ENOTCONN. Whoever spawns
+ * long-lived children while serving a mount closes these in the child (see the launcher).
+ */
+export function fuseDeviceFds(): number[] {
+  const out: number[] = [];
+  let names: string[] = [];
+  try {
+    names = readdirSync('/proc/self/fd');
+  } catch {
+    return out;
+  }
+  for (const name of names) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${name}`) === '/dev/fuse') out.push(Number(name));
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+  return out;
 }

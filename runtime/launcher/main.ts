@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createRequire, Module } from 'node:module';
 import { OverlayFS, OverlayError } from '../overlay/index.js';
-import { isMounted } from '../fuse/unmount.js';
+import { fuseDeviceFds, isMounted } from '../fuse/unmount.js';
 import { readImage, ImageError } from '../image/format.js';
 import { ImageLayer } from '../image/image-layer.js';
 import { extractAddons } from './addons.js';
@@ -180,10 +180,18 @@ function runApp(appDir: string, manifest: Manifest, userArgs: string[], bundle: 
   delete env.OVERPACK_NATIVE_DIR;
   if (isJs) env.OVERPACK_NODE_DISPATCH = '1';
   // Node's spawn waits, blocking this event loop, until the child has exec'd. Exec'ing a file in
-  // the mount needs this loop to serve it: deadlock. So the exec'd program must live outside the
-  // mount: the bundle itself for JS, else /bin/sh, which then execs the entrypoint (same pid).
-  const [cmd, argv] = isJs ? [process.execPath, [entry, ...args]] : ['/bin/sh', ['-c', 'exec "$0" "$@"', entry, ...args]];
-  const child = spawn(cmd, argv, { stdio: 'inherit', env, cwd: process.cwd(), argv0: isJs ? 'node' : undefined });
+  // the mount needs this loop to serve it: deadlock. So the exec'd program is /bin/sh (outside
+  // the mount), which then execs the entrypoint or, for JS, this bundle as node (same pid).
+  const program = isJs ? process.execPath : entry;
+  const argv = ['-c', 'exec "$0" "$@"', program, ...(isJs ? [entry] : []), ...args];
+  // The app must not inherit /dev/fuse (libfuse opens it without close-on-exec): holding it, an
+  // app would keep a dead runtime's mount hanging instead of failing. Giving the child a pipe at
+  // those descriptor numbers replaces them; our ends are closed at once.
+  const fuseFds = fuseDeviceFds();
+  const stdio: Array<'inherit' | 'ignore' | 'pipe'> = ['inherit', 'inherit', 'inherit'];
+  for (let fd = 3; fd <= Math.max(2, ...fuseFds); fd++) stdio.push(fuseFds.includes(fd) ? 'pipe' : 'ignore');
+  const child = spawn('/bin/sh', argv, { stdio, env, cwd: process.cwd() });
+  for (const fd of fuseFds) (child.stdio[fd] as NodeJS.ReadableStream & { destroy(): void } | null)?.destroy();
   const forward = (sig: NodeJS.Signals) => () => {
     child.kill(sig);
   };
