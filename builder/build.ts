@@ -16,6 +16,7 @@ import * as esbuild from 'esbuild';
 import { appendImage, BuildError, type ImageStats } from '../runtime/image/writer.js';
 import { validateManifest, type Manifest } from '../runtime/launcher/manifest.js';
 import { FUSE_ADDON, LIBFUSE, nativeDir } from '../runtime/fuse/native.js';
+import { FUSE3_ADDON, LIBFUSE3 } from '../runtime/fuse/fuse3.js';
 
 const require = createRequire(import.meta.url);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -73,6 +74,11 @@ function addonFiles(): Array<{ name: string; file: string }> {
     { name: 'xattr.node', file: path.join(xattrDir, 'build', 'Release', 'xattr.node') },
     { name: 'blake.node', file: path.join(blakeDir, `blake.${process.platform}-${process.arch}-gnu.node`) },
   ];
+  // The libfuse 3 binding is optional at build time (it needs libfuse3-dev); without it the
+  // bundle serves its mount with fuse-native.
+  if (fs.existsSync(path.join(dir, FUSE3_ADDON))) {
+    files.push({ name: FUSE3_ADDON, file: path.join(dir, FUSE3_ADDON) }, { name: LIBFUSE3, file: path.join(dir, LIBFUSE3) });
+  }
   for (const f of files) {
     if (!fs.existsSync(f.file)) throw new BuildError(f.file, 'addons', `native addon ${f.file} is missing; run \`npm install\` (or \`npm run build\`) in the overpack checkout`);
   }

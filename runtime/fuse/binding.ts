@@ -1,7 +1,7 @@
 /**
  * The contract between a filesystem and a FUSE binding. A filesystem (the overlay engine)
  * implements `FsOps`: path-based, promise-returning, throwing `FsError` for POSIX errors. A
- * binding (fuse-native today, our own libfuse 3 addon next) serves those operations on a
+ * binding (our libfuse 3 addon, `fuse3.ts`, or fuse-native, `fuse-native.ts`) serves those operations on a
  * mountpoint. Neither side knows the other's internals.
  */
 import type { EntryStat } from '../overlay/layer.js';
@@ -84,5 +84,7 @@ export interface MountedFs {
 
 export interface FuseBinding {
   readonly name: string;
+  /** Whether this binding's native part can be loaded here (without mounting anything). */
+  available(): boolean;
   mount(mountPoint: string, ops: FsOps, options: MountOptions): Promise<MountedFs>;
 }

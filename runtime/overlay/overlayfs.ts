@@ -52,12 +52,26 @@ function isInside(child: string, parent: string): boolean {
   return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
 }
 
+/** The FUSE bindings by name; OVERPACK_FUSE_BINDING picks one, the default is the fastest. */
+const BINDINGS: Record<string, () => Promise<FuseBinding>> = {
+  fuse3: async () => (await import('../fuse/fuse3.js')).fuse3Binding,
+  'fuse-native': async () => (await import('../fuse/fuse-native.js')).fuseNativeBinding,
+};
+export const DEFAULT_BINDING = 'fuse3';
+
 async function defaultBinding(): Promise<FuseBinding> {
-  const wanted = process.env.OVERPACK_FUSE_BINDING ?? 'fuse-native';
-  if (wanted !== 'fuse-native') {
-    throw new OverlayError('MOUNT_FAILED', 'mount', '', `unknown FUSE binding "${wanted}" in OVERPACK_FUSE_BINDING (known: fuse-native)`);
+  const wanted = process.env.OVERPACK_FUSE_BINDING;
+  if (!wanted) {
+    // The default binding's addon is optional (built only where libfuse3-dev was present).
+    const binding = await BINDINGS[DEFAULT_BINDING]!();
+    if (binding.available()) return binding;
+    return BINDINGS['fuse-native']!();
   }
-  return (await import('../fuse/fuse-native.js')).fuseNativeBinding;
+  const load = BINDINGS[wanted];
+  if (!load) {
+    throw new OverlayError('MOUNT_FAILED', 'mount', '', `unknown FUSE binding "${wanted}" in OVERPACK_FUSE_BINDING (known: ${Object.keys(BINDINGS).join(', ')})`);
+  }
+  return load();
 }
 
 /** Lazily detaches a mount without waiting on its server (safe at exit and for stale mounts). */
