@@ -32,6 +32,8 @@ export interface OverlayHandle {
   readonly upper: string;
   /** The lower directory, or the lower layer's description when it is not a directory. */
   readonly lower: string;
+  /** The FUSE binding serving the mount (`fuse3` or `fuse-native`); null while unmounted. */
+  readonly binding: string | null;
 }
 
 /**
@@ -99,6 +101,7 @@ export class OverlayFS {
   private asHome = false;
   private inodeMode: InodeMode = 'virtual';
   private binding: FuseBinding | null = null;
+  private servedBy: string | null = null;
   private tuning: MountTuning = {};
   private pendingAction: OverlayAction | null = null;
   private mounted: MountedFs | null = null;
@@ -176,6 +179,7 @@ export class OverlayFS {
       mountPoint: this.mountPointPath ?? this.generatedMountPoint(),
       upper: this.upper ?? '',
       lower: this.lowerDir ?? this.lowerLayer.description,
+      binding: this.mounted ? this.servedBy : null,
     };
   }
 
@@ -260,6 +264,7 @@ export class OverlayFS {
         debug: this.tuning.debug ?? false,
       });
       this.ops = ops;
+      this.servedBy = binding.name;
     } catch (err) {
       // Leave the disk as it was found.
       if (!upperExisted) await fsp.rm(upper, { recursive: true, force: true }).catch(() => undefined);
