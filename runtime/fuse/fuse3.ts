@@ -23,6 +23,7 @@ import type { Attr, FsOps, FuseBinding, MountedFs, MountOptions } from './bindin
 import { failureErrno } from './failure.js';
 import { nativeDir, NativeAddonError } from './native.js';
 import { unmountPath } from './unmount.js';
+import { FsError } from '../overlay/errors.js';
 import { childOf } from '../overlay/layer.js';
 
 export const FUSE3_ADDON = 'overpack-fuse3.node';
@@ -301,7 +302,7 @@ class Fuse3Server {
 
   private node(id: number): FsNode {
     const n = this.nodes.get(id);
-    if (!n) throw Object.assign(new Error(`unknown node ${id}`), { code: 'ESTALE', errno: osc.errno.ESTALE });
+    if (!n) throw new FsError('ESTALE', 'node', `#${id}`, 'the kernel asked for a node it had forgotten');
     return n;
   }
 
@@ -540,7 +541,7 @@ class Fuse3Server {
       }
     }
     if (node.openedAttr) return { ...node.openedAttr, nlink: 0 };
-    throw Object.assign(new Error('unlinked'), { errno: ENOENT });
+    throw new FsError('ENOENT', 'getattr', p, 'unlinked and no longer open');
   }
 
   private replyNewEntry(req: Req, parent: FsNode, name: string, attr: Attr): void {
