@@ -137,7 +137,7 @@ class FsNode {
   children: Map<string, FsNode> | null = null;
   /** The last listing sent for this directory, for READDIR requests that continue it. */
   listing: Listing | null = null;
-  /** Open file handles, and the attributes at the last open: an unlinked file's fstat needs them. */
+  /** Open file handles, and the attributes when the file lost its name while open (for fstat). */
   handles: Set<number> | null = null;
   openedAttr: Attr | null = null;
   private cachedPath: string | null = null;
@@ -297,6 +297,7 @@ class Fuse3Server {
     this.session = null;
     this.fuse.close(s);
     if (this.keepAlive) clearInterval(this.keepAlive);
+    this.printStats();
     this.endedResolve();
   }
 
@@ -310,8 +311,36 @@ class Fuse3Server {
     return this.node(id).path(this.nodes.generation);
   }
 
+  /** OVERPACK_FUSE_STATS=1: per-operation request counts and time to answer, printed at close. */
+  private readonly stats = process.env.OVERPACK_FUSE_STATS === '1' ? new Map<number, { n: number; ns: bigint }>() : null;
+
+  private record(op: number, t0: bigint): void {
+    const e = this.stats!.get(op) ?? { n: 0, ns: 0n };
+    e.n++;
+    e.ns += process.hrtime.bigint() - t0;
+    this.stats!.set(op, e);
+  }
+
+  private printStats(): void {
+    if (!this.stats) return;
+    const rows = [...this.stats].sort((x, y) => y[1].n - x[1].n);
+    const total = rows.reduce((sum, [, e]) => sum + e.n, 0);
+    const lines = rows.map(([op, e]) => `  ${(OP_NAMES[op] ?? String(op)).padEnd(12)} ${String(e.n).padStart(9)}  ${(Number(e.ns / BigInt(e.n)) / 1000).toFixed(1).padStart(8)} µs`);
+    process.stderr.write(`overpack: FUSE requests (fuse3): ${total}\n  op               count  mean time to answer\n${lines.join('\n')}\n`);
+  }
+
   private dispatch(op: number, req: Req, a: Wire): void {
+    if (this.stats && op !== OP.EXIT) {
+      const t0 = process.hrtime.bigint();
+      this.dispatchOne(op, req, a, t0);
+    } else {
+      this.dispatchOne(op, req, a, 0n);
+    }
+  }
+
+  private dispatchOne(op: number, req: Req, a: Wire, t0: bigint): void {
     if (op === OP.FORGET) {
+      if (t0) this.record(op, t0);
       this.nodes.forget(N(a, 0), N(a, 1));
       return;
     }
@@ -327,9 +356,13 @@ class Fuse3Server {
       work = Promise.reject(err);
     }
     work.then(
-      () => this.settled(),
+      () => {
+        if (t0) this.record(op, t0);
+        this.settled();
+      },
       (err: unknown) => {
         this.fuse.replyErr(req, failureErrno(OP_NAMES[op] ?? `op ${op}`, err));
+        if (t0) this.record(op, t0);
         this.settled();
       },
     );
@@ -395,6 +428,7 @@ class Fuse3Server {
         const parent = this.node(N(a, 0));
         const name = S(a, 1);
         const p = childOf(parent.path(this.nodes.generation), name);
+        await this.rememberIfOpen(parent, name, p);
         if (op === OP.UNLINK) await ops.unlink(p);
         else await ops.rmdir(p);
         parent.listing = null;
@@ -421,6 +455,7 @@ class Fuse3Server {
             return;
           }
         }
+        await this.rememberIfOpen(newParent, newName, to);
         await ops.rename(from, to);
         parent.listing = null;
         newParent.listing = null;
@@ -445,8 +480,8 @@ class Fuse3Server {
         // Pages may stay cached across opens when only this node can change the file.
         let flags = 0;
         try {
-          node.openedAttr = await ops.getattr(p);
-          if (node.openedAttr.nlink <= 1) flags = OPEN_KEEP_CACHE;
+          const shared = ops.sharesContent ? await ops.sharesContent(p) : (await ops.getattr(p)).nlink > 1;
+          if (!shared) flags = OPEN_KEEP_CACHE;
         } catch {
           /* unlinked meanwhile: no caching */
         }
@@ -527,10 +562,16 @@ class Fuse3Server {
     }
   }
 
+  /** A file about to lose its name while open keeps its attributes for fstat (see unlinkedAttr). */
+  private async rememberIfOpen(parent: FsNode, name: string, p: string): Promise<void> {
+    const child = this.nodes.peekChild(parent, name);
+    if (child?.handles) child.openedAttr = await this.ops.getattr(p).catch(() => null);
+  }
+
   /**
    * fstat of a file whose name is gone: the kernel asks without a file handle (GETATTR_FH is
    * only set for its own internal refreshes), so answer through one of the node's open handles,
-   * or with what the file looked like when it was opened.
+   * or with what the file looked like when it lost its name.
    */
   private async unlinkedAttr(node: FsNode, p: string): Promise<Attr> {
     for (const fh of node.handles ?? []) {
