@@ -93,7 +93,7 @@ function addonFiles(): Array<{ name: string; file: string }> {
 async function bundleRuntime(): Promise<string> {
   const lazyAddon = (name: string) => `new Proxy({}, { get: (_, k) => globalThis.__overpackLoadAddon(${JSON.stringify(name)})[k] })`;
   const result = await esbuild.build({
-    entryPoints: [path.join(ROOT, 'runtime', 'launcher', 'main.ts')],
+    entryPoints: [path.join(ROOT, 'runtime', 'launcher', 'entry.cts')],
     bundle: true,
     platform: 'node',
     target: 'node20',
