@@ -24,7 +24,7 @@ import { failureErrno } from './failure.js';
 import { nativeDir, NativeAddonError } from './native.js';
 import { unmountPath } from './unmount.js';
 import { FsError } from '../overlay/errors.js';
-import { childOf } from '../overlay/layer.js';
+import { childOf, S_IFDIR, S_IFMT } from '../overlay/layer.js';
 
 export const FUSE3_ADDON = 'overpack-fuse3.node';
 export const LIBFUSE3 = 'libfuse3.so.3';
@@ -134,6 +134,8 @@ function packAttr(a: Attr, into: Float64Array, index = 0): void {
 /** One inode the kernel knows (or a directory on the way to one), named by its place in the tree. */
 class FsNode {
   nlookup = 0;
+  /** The file type bits (S_IFMT) the kernel was told: it refuses a node that changes type (EIO). */
+  type = 0;
   children: Map<string, FsNode> | null = null;
   /** The last listing sent for this directory, for READDIR requests that continue it. */
   listing: Listing | null = null;
@@ -155,13 +157,14 @@ class FsNode {
   }
 }
 
+/** A directory's names as listed at offset 0, with the inode number and type READDIR needs. */
 interface Listing {
   names: string[];
   attrs: Float64Array;
-  /** For READDIRPLUS: the node id of each entry (0 for `.`, `..` and entries that vanished). */
-  plus: boolean;
-  childIds: Float64Array;
 }
+
+/** Smallest READDIRPLUS entry: fuse_direntplus header (152 bytes) plus a name, 8-aligned. */
+const MIN_DIRENTPLUS = 160;
 
 /**
  * The kernel's view of the tree: node id → node, each node under its parent by name. A node
@@ -179,6 +182,7 @@ class NodeTable {
 
   constructor() {
     this.root.nlookup = 1;
+    this.root.type = S_IFDIR;
     this.byId.set(ROOT_ID, this.root);
   }
 
@@ -199,16 +203,20 @@ class NodeTable {
     return parent.children?.get(name);
   }
 
-  /** A node id for `name` under `parent` without creating the node (READDIRPLUS reserves ids first). */
-  reserveId(parent: FsNode, name: string): number {
-    return parent.children?.get(name)?.id ?? this.nextId++;
-  }
-
-  /** The node for `name` under `parent`, created (with `id` if given) when missing; counts one lookup. */
-  looked(parent: FsNode, name: string, id?: number): FsNode {
+  /**
+   * The node for `name` under `parent`, counting one lookup; created when missing. A child
+   * of another type is a node whose entry was replaced meanwhile: it is detached and a new
+   * node stands for the new entry (the kernel would refuse a node that changes type).
+   */
+  looked(parent: FsNode, name: string, type: number): FsNode {
     let n = parent.children?.get(name);
+    if (n && n.type !== type) {
+      this.detach(parent, name);
+      n = undefined;
+    }
     if (!n) {
-      n = new FsNode(id ?? this.nextId++, parent, name);
+      n = new FsNode(this.nextId++, parent, name);
+      n.type = type;
       (parent.children ??= new Map()).set(name, n);
       this.byId.set(n.id, n);
     }
@@ -383,10 +391,9 @@ class Fuse3Server {
       case OP.LOOKUP: {
         const parent = this.node(N(a, 0));
         const name = S(a, 1);
-        const p = childOf(parent.path(this.nodes.generation), name);
         let attr: Attr;
         try {
-          attr = await ops.getattr(p);
+          attr = await this.stable(parent, (p) => ops.getattr(childOf(p, name)));
         } catch (err) {
           if ((err as { errno?: number }).errno !== ENOENT) throw err;
           // A cached miss: the kernel will not ask again for negative_timeout seconds.
@@ -398,9 +405,11 @@ class Fuse3Server {
       }
       case OP.GETATTR: {
         const node = this.node(N(a, 0));
-        const p = node.path(this.nodes.generation);
         const fh = N(a, 1);
-        const attr = fh >= 0 ? await ops.fgetattr(p, fh) : node.parent === null && node.id !== ROOT_ID ? await this.unlinkedAttr(node, p) : await ops.getattr(p);
+        const attr = await this.stable(node, (p) =>
+          fh >= 0 ? ops.fgetattr(p, fh) : node.parent === null && node.id !== ROOT_ID ? this.unlinkedAttr(node, p) : ops.getattr(p),
+        );
+        this.checkType(node, attr);
         packAttr(attr, this.scratch);
         f.replyAttr(req, this.scratch, this.attrT);
         return;
@@ -496,7 +505,7 @@ class Fuse3Server {
         const fh = await ops.create(p, N(a, 2), N(a, 3));
         const attr = await ops.getattr(p);
         parent.listing = null;
-        const n = this.nodes.looked(parent, name);
+        const n = this.nodes.looked(parent, name, attr.mode & S_IFMT);
         packAttr(attr, this.scratch);
         if (f.replyCreate(req, n.id, this.scratch, this.entryT, this.attrT, fh, 0) !== 0) {
           this.nodes.forget(n.id, 1);
@@ -562,6 +571,11 @@ class Fuse3Server {
     }
   }
 
+  /** Attributes of another type than the node's belong to whatever replaced it: not this node's. */
+  private checkType(node: FsNode, attr: Attr): void {
+    if ((attr.mode & S_IFMT) !== node.type) throw new FsError('ESTALE', 'getattr', node.path(this.nodes.generation), 'the entry was replaced');
+  }
+
   /** A file about to lose its name while open keeps its attributes for fstat (see unlinkedAttr). */
   private async rememberIfOpen(parent: FsNode, name: string, p: string): Promise<void> {
     const child = this.nodes.peekChild(parent, name);
@@ -586,7 +600,7 @@ class Fuse3Server {
   }
 
   private replyNewEntry(req: Req, parent: FsNode, name: string, attr: Attr): void {
-    const n = this.nodes.looked(parent, name);
+    const n = this.nodes.looked(parent, name, attr.mode & S_IFMT);
     packAttr(attr, this.scratch);
     // An interrupted caller never received the entry: give the lookup back.
     if (this.fuse.replyEntry(req, n.id, this.scratch, this.entryT, this.attrT) !== 0) this.nodes.forget(n.id, 1);
@@ -612,58 +626,69 @@ class Fuse3Server {
       await ops.utimens(p, atime, mtime);
     }
     const attr = fh >= 0 ? await ops.fgetattr(p, fh) : await ops.getattr(p);
+    this.checkType(this.node(id), attr);
     packAttr(attr, this.scratch);
     this.fuse.replyAttr(req, this.scratch, this.attrT);
   }
 
   /**
-   * A listing is taken at offset 0 and kept on the node, so a listing read in several requests
-   * stays consistent. With READDIRPLUS each entry carries its attributes and a node id, and
-   * every entry that made it into the reply counts one lookup.
+   * Names are listed at offset 0 and kept on the node, so a listing read in several requests
+   * keeps its offsets. READDIRPLUS attributes are not kept: each request stats the entries it
+   * can hold, fresh, and gives each a node id (counting one lookup) only after the last await,
+   * so no concurrent change can slip between the attributes and the node they describe.
    */
   private async readdir(req: Req, id: number, size: number, offset: number, plus: boolean): Promise<void> {
     const dir = this.node(id);
-    let listing = dir.listing;
-    if (offset === 0 || !listing || listing.plus !== plus) {
-      listing = await this.list(dir, plus);
-      dir.listing = listing;
-    }
-    const added = this.fuse.replyDir(req, size, offset, listing.names, listing.attrs, listing.childIds, plus, this.entryT, this.attrT);
+    if (offset === 0 || !dir.listing) dir.listing = await this.stable(dir, (p) => this.list(p));
+    const { names, attrs } = dir.listing;
+    let window = attrs;
+    let ids = new Float64Array(0);
+    let nodes: Array<FsNode | null> = [];
     if (plus) {
-      for (let i = offset; i < offset + added; i++) {
-        const cid = listing.childIds[i]!;
-        if (cid !== 0) this.nodes.looked(dir, listing.names[i]!, cid);
-      }
+      const count = Math.min(names.length - offset, Math.floor(size / MIN_DIRENTPLUS) + 1);
+      const fresh = await this.stable(dir, (p) =>
+        Promise.all(
+          names.slice(offset, offset + Math.max(0, count)).map((name) =>
+            name === '.' || name === '..' ? null : this.ops.getattr(childOf(p, name)).catch(() => null),
+          ),
+        ),
+      );
+      // From here on nothing awaits: ids, attributes and the reply go out together.
+      window = new Float64Array(names.length * ATTR_FIELDS);
+      window.set(attrs);
+      ids = new Float64Array(names.length);
+      nodes = fresh.map((attr, k) => {
+        const i = offset + k;
+        if (!attr) return null;
+        packAttr(attr, window, i);
+        const n = this.nodes.looked(dir, names[i]!, attr.mode & S_IFMT);
+        ids[i] = n.id;
+        return n;
+      });
     }
-    if (offset + added >= listing.names.length) dir.listing = null;
+    const added = this.fuse.replyDir(req, size, offset, names, window, ids, plus, this.entryT, this.attrT);
+    // Entries that did not fit were not seen by the kernel: give their lookups back.
+    for (let k = added; k < nodes.length; k++) if (nodes[k]) this.nodes.forget(nodes[k]!.id, 1);
+    if (offset + added >= names.length) dir.listing = null;
   }
 
-  private async list(dir: FsNode, plus: boolean): Promise<Listing> {
-    const dirPath = dir.path(this.nodes.generation);
+  /** Runs `fn` on the node's path until the node was not moved or unlinked meanwhile. */
+  private async stable<T>(node: FsNode, fn: (path: string) => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const p = node.path(this.nodes.generation);
+      const r = await fn(p);
+      if (node.path(this.nodes.generation) === p || attempt === 4) return r;
+    }
+  }
+
+  private async list(dirPath: string): Promise<Listing> {
     const { names, attrs } = await this.ops.readdir(dirPath);
     const packed = new Float64Array(names.length * ATTR_FIELDS);
-    const childIds = new Float64Array(names.length);
-    if (!plus) {
-      for (let i = 0; i < names.length; i++) {
-        packed[i * ATTR_FIELDS] = attrs[i]!.ino;
-        packed[i * ATTR_FIELDS + 1] = attrs[i]!.mode;
-      }
-      return { names, attrs: packed, plus, childIds };
-    }
-    const full = await Promise.all(
-      names.map((name, i) => (i < 2 && (name === '.' || name === '..') ? null : this.ops.getattr(childOf(dirPath, name)).catch(() => null))),
-    );
     for (let i = 0; i < names.length; i++) {
-      const attr = full[i];
-      if (attr) {
-        packAttr(attr, packed, i);
-        childIds[i] = this.nodes.reserveId(dir, names[i]!);
-      } else {
-        packed[i * ATTR_FIELDS] = attrs[i]!.ino;
-        packed[i * ATTR_FIELDS + 1] = attrs[i]!.mode;
-      }
+      packed[i * ATTR_FIELDS] = attrs[i]!.ino;
+      packed[i * ATTR_FIELDS + 1] = attrs[i]!.mode;
     }
-    return { names, attrs: packed, plus, childIds };
+    return { names, attrs: packed };
   }
 }
 
