@@ -315,7 +315,15 @@ class Fuse3Server {
     return n;
   }
 
+  /** The path of a node that still has a name; an unlinked one answers ENOENT. */
   private pathOf(id: number): string {
+    const n = this.node(id);
+    if (n.parent === null && n.id !== ROOT_ID) throw new FsError('ENOENT', 'path', `#${id}`, 'unlinked');
+    return n.path(this.nodes.generation);
+  }
+
+  /** For requests that carry a file handle: they work on unlinked files too (by handle). */
+  private handlePath(id: number): string {
     return this.node(id).path(this.nodes.generation);
   }
 
@@ -411,7 +419,7 @@ class Fuse3Server {
         );
         this.checkType(node, attr);
         packAttr(attr, this.scratch);
-        f.replyAttr(req, this.scratch, this.attrT);
+        f.replyAttr(req, this.scratch, this.attrTimeout(attr));
         return;
       }
       case OP.SETATTR:
@@ -428,7 +436,6 @@ class Fuse3Server {
         if (op === OP.MKNOD) await ops.mknod(p, N(a, 2), N(a, 3));
         else if (op === OP.MKDIR) await ops.mkdir(p, N(a, 2));
         else await ops.symlink(S(a, 2), p);
-        parent.listing = null;
         this.replyNewEntry(req, parent, name, await ops.getattr(p));
         return;
       }
@@ -440,7 +447,6 @@ class Fuse3Server {
         await this.rememberIfOpen(parent, name, p);
         if (op === OP.UNLINK) await ops.unlink(p);
         else await ops.rmdir(p);
-        parent.listing = null;
         this.nodes.detach(parent, name);
         f.replyErr(req, 0);
         return;
@@ -466,8 +472,6 @@ class Fuse3Server {
         }
         await this.rememberIfOpen(newParent, newName, to);
         await ops.rename(from, to);
-        parent.listing = null;
-        newParent.listing = null;
         this.nodes.move(parent, name, newParent, newName);
         f.replyErr(req, 0);
         return;
@@ -478,7 +482,6 @@ class Fuse3Server {
         const newName = S(a, 2);
         const p = childOf(newParent.path(this.nodes.generation), newName);
         await ops.link(existing, p);
-        newParent.listing = null;
         this.replyNewEntry(req, newParent, newName, await ops.getattr(p));
         return;
       }
@@ -494,7 +497,7 @@ class Fuse3Server {
         } catch {
           /* unlinked meanwhile: no caching */
         }
-        if (f.replyOpen(req, fh, flags) !== 0) await ops.release(p, fh); // the opener was interrupted
+        if (f.replyOpen(req, fh, flags) !== 0) await ops.release(p, fh).catch(() => undefined); // the opener was interrupted
         else (node.handles ??= new Set()).add(fh);
         return;
       }
@@ -504,12 +507,11 @@ class Fuse3Server {
         const p = childOf(parent.path(this.nodes.generation), name);
         const fh = await ops.create(p, N(a, 2), N(a, 3));
         const attr = await ops.getattr(p);
-        parent.listing = null;
         const n = this.nodes.looked(parent, name, attr.mode & S_IFMT);
         packAttr(attr, this.scratch);
-        if (f.replyCreate(req, n.id, this.scratch, this.entryT, this.attrT, fh, 0) !== 0) {
+        if (f.replyCreate(req, n.id, this.scratch, this.entryT, this.attrTimeout(attr), fh, 0) !== 0) {
           this.nodes.forget(n.id, 1);
-          await ops.release(p, fh);
+          await ops.release(p, fh).catch(() => undefined);
         } else {
           n.openedAttr = attr;
           (n.handles ??= new Set()).add(fh);
@@ -519,13 +521,13 @@ class Fuse3Server {
       case OP.READ: {
         const size = N(a, 1);
         const buf = Buffer.allocUnsafe(size);
-        const n = await ops.read(this.pathOf(N(a, 0)), N(a, 3), buf, size, N(a, 2));
+        const n = await ops.read(this.handlePath(N(a, 0)), N(a, 3), buf, size, N(a, 2));
         f.replyBuf(req, buf, n);
         return;
       }
       case OP.WRITE: {
         const data = B(a, 1);
-        f.replyWrite(req, await ops.write(this.pathOf(N(a, 0)), N(a, 3), data, data.length, N(a, 2)));
+        f.replyWrite(req, await ops.write(this.handlePath(N(a, 0)), N(a, 3), data, data.length, N(a, 2)));
         return;
       }
       case OP.RELEASE: {
@@ -540,7 +542,7 @@ class Fuse3Server {
         return;
       }
       case OP.FSYNC:
-        await ops.fsync(this.pathOf(N(a, 0)), N(a, 2), (N(a, 1)) !== 0);
+        await ops.fsync(this.handlePath(N(a, 0)), N(a, 2), N(a, 1) !== 0);
         f.replyErr(req, 0);
         return;
       case OP.READDIR:
@@ -603,7 +605,15 @@ class Fuse3Server {
     const n = this.nodes.looked(parent, name, attr.mode & S_IFMT);
     packAttr(attr, this.scratch);
     // An interrupted caller never received the entry: give the lookup back.
-    if (this.fuse.replyEntry(req, n.id, this.scratch, this.entryT, this.attrT) !== 0) this.nodes.forget(n.id, 1);
+    if (this.fuse.replyEntry(req, n.id, this.scratch, this.entryT, this.attrTimeout(attr)) !== 0) this.nodes.forget(n.id, 1);
+  }
+
+  /**
+   * Each name of a hard-linked file is its own node, so a change through one name is not seen
+   * in the kernel's cached attributes of the others: those are never cached.
+   */
+  private attrTimeout(attr: Attr): number {
+    return attr.nlink > 1 && (attr.mode & S_IFMT) !== S_IFDIR ? 0 : this.attrT;
   }
 
   /** getxattr/listxattr: size 0 asks for the length only; a too small buffer is ERANGE. */
@@ -615,7 +625,7 @@ class Fuse3Server {
 
   private async setattr(req: Req, id: number, toSet: number, v: Float64Array, fh: number): Promise<void> {
     const ops = this.ops;
-    const p = this.pathOf(id);
+    const p = fh >= 0 ? this.handlePath(id) : this.pathOf(id);
     if (toSet & SET_MODE) await ops.chmod(p, v[0]!);
     if (toSet & (SET_UID | SET_GID)) await ops.chown(p, toSet & SET_UID ? v[1]! : 0xffffffff, toSet & SET_GID ? v[2]! : 0xffffffff);
     if (toSet & SET_SIZE) await (fh >= 0 ? ops.ftruncate(p, fh, v[3]!) : ops.truncate(p, v[3]!));
@@ -628,12 +638,13 @@ class Fuse3Server {
     const attr = fh >= 0 ? await ops.fgetattr(p, fh) : await ops.getattr(p);
     this.checkType(this.node(id), attr);
     packAttr(attr, this.scratch);
-    this.fuse.replyAttr(req, this.scratch, this.attrT);
+    this.fuse.replyAttr(req, this.scratch, this.attrTimeout(attr));
   }
 
   /**
-   * Names are listed at offset 0 and kept on the node, so a listing read in several requests
-   * keeps its offsets. READDIRPLUS attributes are not kept: each request stats the entries it
+   * Names are listed at offset 0 and kept on the node until the next offset 0, so a listing
+   * read in several requests keeps its offsets while the directory changes (a removed name
+   * may still be listed, as POSIX allows; a name is never skipped). READDIRPLUS attributes are not kept: each request stats the entries it
    * can hold, fresh, and gives each a node id (counting one lookup) only after the last await,
    * so no concurrent change can slip between the attributes and the node they describe.
    */
@@ -659,7 +670,8 @@ class Fuse3Server {
       ids = new Float64Array(names.length);
       nodes = fresh.map((attr, k) => {
         const i = offset + k;
-        if (!attr) return null;
+        // Hard links are left to LOOKUP, whose reply does not let the kernel cache them.
+        if (!attr || this.attrTimeout(attr) === 0) return null;
         packAttr(attr, window, i);
         const n = this.nodes.looked(dir, names[i]!, attr.mode & S_IFMT);
         ids[i] = n.id;
@@ -696,7 +708,8 @@ const OP_NAMES: Record<number, string> = Object.fromEntries(Object.entries(OP).m
 
 /** libfuse 3 mount options: each for a reason (see the module comment and the README). */
 function mountArgs(o: MountOptions): string[] {
-  const opts = [`fsname=${o.fsName.replace(/[,\s\\]/g, '_')}`, 'subtype=overpack', 'default_permissions'];
+  // default_permissions first: the kernel's permission checks must survive any fsname.
+  const opts = ['default_permissions', 'subtype=overpack', `fsname=${o.fsName.replace(/[,\s\\]/g, '_').slice(0, 1024)}`];
   const args = ['overpack', '-o', opts.join(',')];
   if (o.debug) args.push('-d');
   return args;

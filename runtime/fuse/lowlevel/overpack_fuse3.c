@@ -20,6 +20,7 @@
 #include <node_api.h>
 #include <uv.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -58,8 +59,13 @@ typedef struct session {
   napi_async_context async;
   int polling;
   int closed;
+  /* Requests handed to JS and not answered yet: the session is destroyed only when this is 0,
+   * so a late answer (after unmount) never touches freed memory. */
+  size_t outstanding;
   uint32_t max_write;
 } session;
+
+static void finish_session(session *s);
 
 #define CHECK(call)                                                                  \
   do {                                                                               \
@@ -95,11 +101,15 @@ static void dispatch(session *s, fuse_req_t req, int op, size_t argc, napi_value
   argv[0] = num(env, op);
   argv[1] = num(env, req ? req_id(req) : 0);
   for (size_t i = 0; i < argc && i < 6; i++) argv[2 + i] = args[i];
+  if (req) s->outstanding++;
   if (napi_call_function(env, global, fn, 2 + argc, argv, &result) != napi_ok) {
     napi_value err;
     napi_get_and_clear_last_exception(env, &err);
     fprintf(stderr, "overpack: FUSE dispatcher threw on op %d (answered EIO)\n", op);
-    if (req) fuse_reply_err(req, EIO);
+    if (req) {
+      fuse_reply_err(req, EIO);
+      s->outstanding--;
+    }
   }
 }
 
@@ -443,8 +453,19 @@ static void free_session(uv_handle_t *h) {
   free(s);
 }
 
-/* close(session): stop reading, detach the mount (lazily), free the session. Requests still
- * unanswered must have been answered before: lowlevel.ts waits for them. */
+static void finish_session(session *s) {
+  napi_env env = s->env;
+  fuse_session_destroy(s->se);
+  s->se = NULL;
+  napi_async_destroy(env, s->async);
+  napi_delete_reference(env, s->dispatcher);
+  napi_delete_reference(env, s->resource);
+  uv_close((uv_handle_t *)&s->poll, free_session);
+}
+
+/* close(session): stop reading and detach the mount (lazily, closing the device first so
+ * nothing can wait on us). The session itself goes when the last unanswered request is
+ * answered (answers then go nowhere: the device is closed). */
 static napi_value js_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -453,14 +474,8 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   if (!s || s->closed) return NULL;
   s->closed = 1;
   stop_polling(s);
-  /* Closes the device first (so nothing can wait on us), then a lazy unmount if still mounted. */
   fuse_session_unmount(s->se);
-  fuse_session_destroy(s->se);
-  s->se = NULL;
-  napi_async_destroy(env, s->async);
-  napi_delete_reference(env, s->dispatcher);
-  napi_delete_reference(env, s->resource);
-  uv_close((uv_handle_t *)&s->poll, free_session);
+  if (s->outstanding == 0) finish_session(s);
   return NULL;
 }
 
@@ -471,6 +486,18 @@ static fuse_req_t get_req(napi_env env, napi_value v) {
   napi_get_value_double(env, v, &d);
   return (fuse_req_t)(uintptr_t)d;
 }
+
+/* Every reply function ends with this: one request fewer outstanding. */
+static napi_value answered(napi_env env, session *s, int rc) {
+  if (s->outstanding > 0) s->outstanding--;
+  if (s->closed && s->outstanding == 0 && s->se) finish_session(s);
+  return num(env, rc);
+}
+
+/* The session is taken before the reply: replying frees the request. */
+#define REPLY(call)                          \
+  session *replying = fuse_req_userdata(req); \
+  return answered(env, replying, (call))
 
 static void fill_stat(napi_env env, napi_value arr, size_t index, struct stat *st) {
   void *data;
@@ -492,7 +519,7 @@ static void fill_stat(napi_env env, napi_value arr, size_t index, struct stat *s
   struct timespec *ts[3] = {&st->st_atim, &st->st_mtim, &st->st_ctim};
   for (int i = 0; i < 3; i++) {
     double ms = *t[i];
-    double sec = ms >= 0 ? (double)(int64_t)(ms / 1000) : -(double)(int64_t)(-ms / 1000 + 1);
+    double sec = floor(ms / 1000);
     ts[i]->tv_sec = (time_t)sec;
     ts[i]->tv_nsec = (long)((ms - sec * 1000) * 1e6);
     if (ts[i]->tv_nsec >= 1000000000L) ts[i]->tv_nsec = 999999999L;
@@ -513,7 +540,8 @@ static napi_value js_reply_err(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  return ret_int(env, fuse_reply_err(get_req(env, argv[0]), (int)get_double(env, argv[1])));
+  fuse_req_t req = get_req(env, argv[0]);
+  REPLY(fuse_reply_err(req, (int)get_double(env, argv[1])));
 }
 
 static void fill_entry(napi_env env, napi_value *argv, struct fuse_entry_param *e) {
@@ -531,7 +559,8 @@ static napi_value js_reply_entry(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   struct fuse_entry_param e;
   fill_entry(env, argv + 1, &e);
-  return ret_int(env, fuse_reply_entry(get_req(env, argv[0]), &e));
+  fuse_req_t req = get_req(env, argv[0]);
+  REPLY(fuse_reply_entry(req, &e));
 }
 
 static void fill_open(napi_env env, napi_value fh, napi_value flags, struct fuse_file_info *fi) {
@@ -552,7 +581,8 @@ static napi_value js_reply_create(napi_env env, napi_callback_info info) {
   struct fuse_file_info fi;
   fill_entry(env, argv + 1, &e);
   fill_open(env, argv[5], argv[6], &fi);
-  return ret_int(env, fuse_reply_create(get_req(env, argv[0]), &e, &fi));
+  fuse_req_t req = get_req(env, argv[0]);
+  REPLY(fuse_reply_create(req, &e, &fi));
 }
 
 /* replyAttr(req, attr, timeout) */
@@ -562,7 +592,8 @@ static napi_value js_reply_attr(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   struct stat st;
   fill_stat(env, argv[1], 0, &st);
-  return ret_int(env, fuse_reply_attr(get_req(env, argv[0]), &st, get_double(env, argv[2])));
+  fuse_req_t req = get_req(env, argv[0]);
+  REPLY(fuse_reply_attr(req, &st, get_double(env, argv[2])));
 }
 
 /* replyOpen(req, fh, openFlags) */
@@ -572,7 +603,8 @@ static napi_value js_reply_open(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   struct fuse_file_info fi;
   fill_open(env, argv[1], argv[2], &fi);
-  return ret_int(env, fuse_reply_open(get_req(env, argv[0]), &fi));
+  fuse_req_t req = get_req(env, argv[0]);
+  REPLY(fuse_reply_open(req, &fi));
 }
 
 /* replyBuf(req, buffer, length) */
@@ -585,7 +617,8 @@ static napi_value js_reply_buf(napi_env env, napi_callback_info info) {
   CHECK(napi_get_buffer_info(env, argv[1], &data, &blen));
   size_t n = (size_t)get_double(env, argv[2]);
   if (n > blen) n = blen;
-  return ret_int(env, fuse_reply_buf(get_req(env, argv[0]), data, n));
+  fuse_req_t req = get_req(env, argv[0]);
+  REPLY(fuse_reply_buf(req, data, n));
 }
 
 /* replyWrite(req, count) */
@@ -593,7 +626,8 @@ static napi_value js_reply_write(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  return ret_int(env, fuse_reply_write(get_req(env, argv[0]), (size_t)get_double(env, argv[1])));
+  fuse_req_t req = get_req(env, argv[0]);
+  REPLY(fuse_reply_write(req, (size_t)get_double(env, argv[1])));
 }
 
 /* replyXattrSize(req, size) */
@@ -601,7 +635,8 @@ static napi_value js_reply_xattr(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  return ret_int(env, fuse_reply_xattr(get_req(env, argv[0]), (size_t)get_double(env, argv[1])));
+  fuse_req_t req = get_req(env, argv[0]);
+  REPLY(fuse_reply_xattr(req, (size_t)get_double(env, argv[1])));
 }
 
 /* replyReadlink(req, target) */
@@ -613,9 +648,11 @@ static napi_value js_reply_readlink(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_string_utf8(env, argv[1], NULL, 0, &len));
   char *target = malloc(len + 1);
   napi_get_value_string_utf8(env, argv[1], target, len + 1, &len);
-  int rc = fuse_reply_readlink(get_req(env, argv[0]), target);
+  fuse_req_t req = get_req(env, argv[0]);
+  session *s = fuse_req_userdata(req);
+  int rc = fuse_reply_readlink(req, target);
   free(target);
-  return ret_int(env, rc);
+  return answered(env, s, rc);
 }
 
 /* replyStatfs(req, Float64Array[bsize frsize blocks bfree bavail files ffree favail fsid flag namemax]) */
@@ -642,7 +679,8 @@ static napi_value js_reply_statfs(napi_env env, napi_callback_info info) {
     st.f_flag = (unsigned long)v[9];
     st.f_namemax = (unsigned long)v[10];
   }
-  return ret_int(env, fuse_reply_statfs(get_req(env, argv[0]), &st));
+  fuse_req_t req = get_req(env, argv[0]);
+  REPLY(fuse_reply_statfs(req, &st));
 }
 
 /*
@@ -670,7 +708,7 @@ static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
   char *buf = malloc(size ? size : 1);
   size_t used = 0;
   uint32_t added = 0;
-  char name[1024];
+  char name[4096]; /* FUSE names are at most 1024 bytes */
   for (uint32_t i = start; i < count; i++) {
     napi_value item;
     size_t nlen;
@@ -694,8 +732,10 @@ static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
     used += need;
     added++;
   }
+  session *s = fuse_req_userdata(req);
   fuse_reply_buf(req, buf, used);
   free(buf);
+  answered(env, s, 0);
   return num(env, added);
 }
 
@@ -704,7 +744,10 @@ static napi_value js_reply_none(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  fuse_reply_none(get_req(env, argv[0]));
+  fuse_req_t req = get_req(env, argv[0]);
+  session *s = fuse_req_userdata(req);
+  fuse_reply_none(req);
+  answered(env, s, 0);
   return NULL;
 }
 
@@ -717,7 +760,7 @@ static napi_value js_inval_entry(napi_env env, napi_callback_info info) {
   session *s = get_session(env, argv[0]);
   if (!s || s->closed) return NULL;
   size_t len;
-  char name[1024];
+  char name[4096];
   CHECK(napi_get_value_string_utf8(env, argv[2], name, sizeof name, &len));
   return ret_int(env, fuse_lowlevel_notify_inval_entry(s->se, (fuse_ino_t)get_double(env, argv[1]), name, len));
 }
