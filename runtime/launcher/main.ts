@@ -13,17 +13,19 @@ import { createRequire, Module } from 'node:module';
 import { OverlayFS, OverlayError } from '../overlay/index.js';
 import { fuseDeviceFds, isMounted } from '../fuse/unmount.js';
 import { readImage, ImageError } from '../image/format.js';
+import { SignatureError } from '../image/signature.js';
 import { ImageLayer } from '../image/image-layer.js';
 import { extractAddons } from './addons.js';
 import { loadBundledFuseNative } from './bundled.cjs';
 import { extractTree } from './extract.js';
-import type { Manifest } from './manifest.js';
+import { validateManifest, type Manifest } from './manifest.js';
+import { enforceSignature, signatureRequirement, type SignatureState } from './trust.js';
 import { cacheHome, dataHome, safeName } from './paths.js';
 import { acquireOrJoin, InstanceError, type Instance } from './instance.js';
 
 const RUNTIME_VERSION = '0.1.0';
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
-const useColor = process.stderr.isTTY === true && !('NO_COLOR' in process.env);
+const useColor = process.stderr.isTTY === true && !('NO_COLOR' in process.env) && process.env.TERM !== 'dumb';
 
 class LaunchError extends Error {
   constructor(message: string, readonly exitCode: number) {
@@ -45,11 +47,12 @@ interface Flags {
   reset: boolean;
   yes: boolean;
   discard: boolean;
+  verifySignature: string | undefined; // public key file
 }
 
 /** Splits `--overpack-*` runtime flags (never passed to the app) from the app's arguments. */
 function parseFlags(argv: string[]): { flags: Flags; appArgs: string[] } {
-  const flags: Flags = { help: false, version: false, info: false, extract: undefined, mount: false, extractAndRun: false, reset: false, yes: false, discard: false };
+  const flags: Flags = { help: false, version: false, info: false, extract: undefined, mount: false, extractAndRun: false, reset: false, yes: false, discard: false, verifySignature: undefined };
   const appArgs: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -67,6 +70,12 @@ function parseFlags(argv: string[]): { flags: Flags; appArgs: string[] } {
       case 'reset': flags.reset = true; break;
       case 'yes': flags.yes = true; break;
       case 'discard': flags.discard = true; break;
+      case 'verify-signature': {
+        const value = inline ?? argv[++i];
+        if (value === undefined || value === '') throw new LaunchError('--overpack-verify-signature needs the public key file: --overpack-verify-signature <pub.pem>', 2);
+        flags.verifySignature = value;
+        break;
+      }
       case 'extract': {
         const next = argv[i + 1];
         if (inline !== undefined) flags.extract = inline;
@@ -91,6 +100,8 @@ const HELP = `Runtime options of this overpack bundle (never passed to the app):
                                (also: OVERPACK_EXTRACT_AND_RUN=1; changes are not kept)
   --overpack-discard           this run only: start from a clean writable layer and drop it after
   --overpack-reset [--overpack-yes]  delete the app's preserved writable layer
+  --overpack-verify-signature PUB.pem  refuse to start unless this bundle is signed by that key
+                               (also: OVERPACK_VERIFY_SIGNATURE=PUB.pem)
 `;
 
 /** The bundle acting as `node` for the app: entrypoints ending in .js, shebang scripts, fork(). */
@@ -235,8 +246,19 @@ async function main(): Promise<void> {
       throw err;
     }
   })();
-  const manifest = image.index.manifest as Manifest;
+  // Checked again here: an index can be written by hand, not only by `overpack build`.
+  const checked = validateManifest(image.index.manifest);
+  if (!checked.manifest) throw new LaunchError(`${bundle}: the manifest inside this bundle is invalid:\n  ${checked.problems.join('\n  ')}\nRebuild the bundle with overpack build.`, 65);
+  const manifest = checked.manifest;
   const name = safeName(manifest.name);
+  // Before anything from the bundle is extracted, loaded, mounted or run.
+  let signature: SignatureState;
+  try {
+    signature = enforceSignature(image, bundle, signatureRequirement(manifest, flags.verifySignature), cacheHome());
+  } catch (err) {
+    if (err instanceof SignatureError) throw new LaunchError(err.op === 'read-key' ? err.message : `${bundle}: ${err.message}`, err.op === 'read-key' ? 2 : 65);
+    throw err;
+  }
   // BLAKE3 (file verification) and FUSE live in the addons: make them loadable first.
   extractAddons(image.fd, image.index.addons);
   const dataDir = appDataDir(bundle, manifest.name);
@@ -252,6 +274,7 @@ async function main(): Promise<void> {
       imageFormat: image.footer.version,
       indexHash: image.footer.indexHash.toString('hex'),
       files: image.index.entries.filter((e) => e.type === 'file').length,
+      signature,
       upper: upperPreserved,
       mountRoot: path.join(cacheHome(), 'overpack', 'mnt'),
       portable: dataDir === `${bundle}.data`,

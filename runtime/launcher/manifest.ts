@@ -3,6 +3,8 @@
  * builder/overpack.schema.json; this validator checks the same rules and names the field and
  * the problem in every message. Unknown fields are errors, not silently ignored.
  */
+import { parsePublicKeyText } from '../image/signature.js';
+
 export interface Manifest {
   name: string;
   version: string;
@@ -11,10 +13,18 @@ export interface Manifest {
   args?: string[];
   env?: Record<string, string>;
   overlay?: { onExit?: 'preserve' | 'discard'; inodeMode?: 'virtual' | 'persistent' };
+  /**
+   * Signature policy, enforced by the runtime before anything is mounted or run:
+   * `requireSignature` refuses a bundle without a valid signature; `publicKey` (base64 of the
+   * raw Ed25519 key, or a PEM public key) names the key that must have signed it, and implies
+   * `requireSignature`.
+   */
+  security?: { requireSignature?: boolean; publicKey?: string };
 }
 
-const TOP = ['name', 'version', 'entrypoint', 'args', 'env', 'overlay', '$schema'];
+const TOP = ['name', 'version', 'entrypoint', 'args', 'env', 'overlay', 'security', '$schema'];
 const OVERLAY = ['onExit', 'inodeMode'];
+const SECURITY = ['requireSignature', 'publicKey'];
 
 export function validateManifest(value: unknown): { manifest: Manifest | null; problems: string[] } {
   const problems: string[] = [];
@@ -40,6 +50,22 @@ export function validateManifest(value: unknown): { manifest: Manifest | null; p
       for (const k of Object.keys(o)) if (!OVERLAY.includes(k)) problems.push(`overlay.${k}: unknown field (known: ${OVERLAY.join(', ')})`);
       if (o.onExit !== undefined && o.onExit !== 'preserve' && o.onExit !== 'discard') problems.push('overlay.onExit: must be "preserve" or "discard"');
       if (o.inodeMode !== undefined && o.inodeMode !== 'virtual' && o.inodeMode !== 'persistent') problems.push('overlay.inodeMode: must be "virtual" or "persistent"');
+    }
+  }
+  if (m.security !== undefined) {
+    if (typeof m.security !== 'object' || m.security === null || Array.isArray(m.security)) problems.push('security: must be an object');
+    else {
+      const o = m.security as Record<string, unknown>;
+      for (const k of Object.keys(o)) if (!SECURITY.includes(k)) problems.push(`security.${k}: unknown field (known: ${SECURITY.join(', ')})`);
+      if (o.requireSignature !== undefined && typeof o.requireSignature !== 'boolean') problems.push('security.requireSignature: must be true or false');
+      if (o.publicKey !== undefined) {
+        if (typeof o.publicKey !== 'string') problems.push('security.publicKey: must be a string (base64 of the raw key, as `overpack keygen` prints it, or a PEM public key)');
+        else {
+          const parsed = parsePublicKeyText(o.publicKey);
+          if ('problem' in parsed) problems.push(`security.publicKey: ${parsed.problem}`);
+        }
+        if (o.requireSignature === false) problems.push('security.publicKey: a required signer contradicts requireSignature: false (drop one of them)');
+      }
     }
   }
   return { manifest: problems.length ? null : (m as unknown as Manifest), problems };
