@@ -18,14 +18,18 @@ import { ImageLayer } from '../image/image-layer.js';
 import { extractAddons } from './addons.js';
 import { loadBundledFuseNative } from './bundled.cjs';
 import { extractTree } from './extract.js';
-import { validateManifest, type Manifest } from './manifest.js';
+import { isReservedEnv, validateManifest, type Manifest } from './manifest.js';
 import { enforceSignature, signatureRequirement, type SignatureState } from './trust.js';
-import { cacheHome, dataHome, safeName } from './paths.js';
+import { cacheHome, dataHome, privateDir, safeName } from './paths.js';
 import { acquireOrJoin, InstanceError, type Instance } from './instance.js';
 
 const RUNTIME_VERSION = '0.1.0';
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
 const useColor = process.stderr.isTTY === true && !('NO_COLOR' in process.env) && process.env.TERM !== 'dumb';
+/** The user's PATH as it was when we started (the FUSE preflight may put a private dir in front). */
+const USER_PATH = process.env.PATH;
+/** Set by the runtime for its own children; never taken from the user's environment for the app. */
+const RUNTIME_PRIVATE_ENV = ['OVERPACK_NATIVE_DIR', 'OVERPACK_NODE_DISPATCH', 'OVERPACK_APP_NODE_OPTIONS'];
 
 class LaunchError extends Error {
   constructor(message: string, readonly exitCode: number) {
@@ -124,6 +128,33 @@ function runAsNode(): void {
   runMain();
 }
 
+/**
+ * libfuse 2 mounts as a user through `fusermount` (fixed path, then PATH). Where only fuse3's
+ * `fusermount3` exists, a `fusermount` link to it goes in this run's private directory
+ * (mkdtemp, 0700) at the front of our PATH, so the FUSE preflight finds it and never has to make
+ * one under a predictable name in the shared temporary directory.
+ */
+function providePrivateFusermount(runDir: string): void {
+  if (process.getuid?.() === 0) return; // root mounts directly
+  const dirs = (process.env.PATH ?? '').split(':').concat(['/usr/bin', '/bin', '/usr/local/bin', '/sbin', '/usr/sbin']).filter(Boolean);
+  const find = (name: string) =>
+    dirs.map((d) => path.join(d, name)).find((c) => {
+      try {
+        fs.accessSync(c, fs.constants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+  if (find('fusermount')) return;
+  const fm3 = find('fusermount3');
+  if (!fm3) return; // the preflight explains what to install
+  const dir = path.join(runDir, 'fusermount');
+  fs.mkdirSync(dir, { mode: 0o700 });
+  fs.symlinkSync(fm3, path.join(dir, 'fusermount'));
+  process.env.PATH = `${dir}:${process.env.PATH ?? ''}`;
+}
+
 function appDataDir(bundle: string, name: string): string {
   const portable = `${bundle}.data`;
   if (fs.existsSync(portable) && fs.statSync(portable).isDirectory()) return portable;
@@ -179,17 +210,23 @@ function runApp(appDir: string, manifest: Manifest, userArgs: string[], bundle: 
   const entry = path.join(appDir, manifest.entrypoint);
   const args = [...(manifest.args ?? []), ...userArgs];
   const isJs = /\.(c|m)?js$/.test(entry);
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    ...manifest.env,
+  // The user's environment, then the manifest's (never a name the runtime owns: the validator
+  // refuses those, and they are dropped here again), then what the runtime sets.
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of RUNTIME_PRIVATE_ENV) delete env[k];
+  for (const [k, v] of Object.entries(manifest.env ?? {})) if (!isReservedEnv(k)) env[k] = v;
+  Object.assign(env, {
     APPDIR: appDir,
     OVERPACK_BUNDLE: bundle,
     ARGV0: process.env.OVERPACK_ARGV0 ?? process.argv0,
     OWD: process.cwd(),
-    PATH: `${binDir}:${process.env.PATH ?? '/usr/bin:/bin'}`,
-  };
-  delete env.OVERPACK_NATIVE_DIR;
-  if (isJs) env.OVERPACK_NODE_DISPATCH = '1';
+    PATH: `${binDir}:${USER_PATH ?? '/usr/bin:/bin'}`,
+  });
+  // NODE_OPTIONS the user set is for the app's Node; this runtime ran without it (see main()).
+  const appNodeOptions = process.env.OVERPACK_APP_NODE_OPTIONS;
+  if (appNodeOptions !== undefined) env.NODE_OPTIONS = appNodeOptions;
+  // Naming this bundle, not just "1": an app that launches another bundle must not turn that one into node.
+  if (isJs) env.OVERPACK_NODE_DISPATCH = bundle;
   // Node's spawn waits, blocking this event loop, until the child has exec'd. Exec'ing a file in
   // the mount needs this loop to serve it: deadlock. So the exec'd program is /bin/sh (outside
   // the mount), which then execs the entrypoint or, for JS, this bundle as node (same pid).
@@ -229,9 +266,34 @@ function exitLike(result: { code: number | null; signal: NodeJS.Signals | null }
   process.exit(result.code ?? 1);
 }
 
+/**
+ * A single executable honours NODE_OPTIONS (--require, --inspect, heap limits, ...) before our
+ * code runs, and Node 20 has no switch against it. Options the user set are meant for the app's
+ * Node, not for the process that checks the bundle, serves the mount and holds the app's data:
+ * so when NODE_OPTIONS is set, this process only starts the runtime again without it (handing
+ * the value over for the app) and passes signals and the exit status through.
+ */
+function respawnWithoutNodeOptions(): Promise<never> | null {
+  const value = process.env.NODE_OPTIONS;
+  if (value === undefined) return null;
+  if (value.trim() === '') {
+    delete process.env.NODE_OPTIONS;
+    return null;
+  }
+  const env: NodeJS.ProcessEnv = { ...process.env, OVERPACK_APP_NODE_OPTIONS: value };
+  delete env.NODE_OPTIONS;
+  const child = spawn(process.execPath, process.argv.slice(2), { stdio: 'inherit', env, argv0: process.argv0 });
+  for (const sig of FORWARDED) process.on(sig, () => child.kill(sig));
+  return new Promise<never>((_, reject) => {
+    child.on('error', (err) => reject(new LaunchError(`cannot restart the runtime without NODE_OPTIONS: ${err.message}`, 70)));
+    child.on('exit', (code, signal) => exitLike({ code, signal }));
+  });
+}
+
 async function main(): Promise<void> {
-  if (process.env.OVERPACK_NODE_DISPATCH === '1' || path.basename(process.argv0) === 'node') return runAsNode();
-  // NODE_OPTIONS (e.g. --require) was meant for the app's Node, not this runtime; keep it for the app only.
+  if ((process.env.OVERPACK_NODE_DISPATCH !== undefined && process.env.OVERPACK_NODE_DISPATCH === process.execPath) || path.basename(process.argv0) === 'node') return runAsNode();
+  const respawned = respawnWithoutNodeOptions();
+  if (respawned) return respawned;
   const bundle = process.execPath;
   const { flags, appArgs } = parseFlags(process.argv.slice(2));
   if (flags.help) {
@@ -260,8 +322,13 @@ async function main(): Promise<void> {
     throw err;
   }
   // BLAKE3 (file verification) and FUSE live in the addons: make them loadable first.
+  privateDir(path.join(cacheHome(), 'overpack'));
   extractAddons(image.fd, image.index.addons);
   const dataDir = appDataDir(bundle, manifest.name);
+  if (dataDir !== `${bundle}.data`) {
+    privateDir(path.join(dataHome(), 'overpack'));
+    privateDir(dataDir);
+  }
   const upperPreserved = path.join(dataDir, 'upper');
   if (flags.version) {
     process.stdout.write(`${manifest.name} ${manifest.version} (overpack runtime ${RUNTIME_VERSION}, image format ${image.footer.version}, node ${process.version})\n`);
@@ -338,6 +405,7 @@ async function main(): Promise<void> {
     let instance: Instance | null = null;
     if (discard) {
       upper = path.join(runDir, 'upper');
+      fs.mkdirSync(upper, { mode: 0o700 });
     } else {
       try {
         instance = await acquireOrJoin(dataDir);
@@ -367,10 +435,13 @@ async function main(): Promise<void> {
       }
       const server = instance;
       cleanup.push(() => server.release());
+      // Created private; an upper made by an older runtime is tightened.
+      privateDir(upper);
     }
     const mntRoot = path.join(cacheHome(), 'overpack', 'mnt');
     fs.mkdirSync(mntRoot, { recursive: true, mode: 0o700 });
     await cleanStaleMounts(mntRoot);
+    providePrivateFusermount(runDir);
     const mountPoint = path.join(mntRoot, `${name}-${randomBytes(4).toString('hex')}`);
     const overlay = new OverlayFS(layer).setUpper(upper).setMountpoint(mountPoint).setInodeMode(manifest.overlay?.inodeMode ?? 'virtual');
     try {

@@ -22,9 +22,21 @@ export interface Manifest {
   security?: { requireSignature?: boolean; publicKey?: string };
 }
 
+/**
+ * Environment names the runtime sets or relies on: the manifest's `env` cannot set them (build
+ * error), and the runtime drops them from a manifest anyway (an index made by hand).
+ */
+export const RESERVED_ENV = ['APPDIR', 'ARGV0', 'OWD', 'PATH', 'NODE_OPTIONS'];
+export const RESERVED_ENV_PREFIX = 'OVERPACK_';
+
+export function isReservedEnv(name: string): boolean {
+  return RESERVED_ENV.includes(name) || name.startsWith(RESERVED_ENV_PREFIX);
+}
+
 const TOP = ['name', 'version', 'entrypoint', 'args', 'env', 'overlay', 'security', '$schema'];
 const OVERLAY = ['onExit', 'inodeMode'];
 const SECURITY = ['requireSignature', 'publicKey'];
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 export function validateManifest(value: unknown): { manifest: Manifest | null; problems: string[] } {
   const problems: string[] = [];
@@ -41,7 +53,14 @@ export function validateManifest(value: unknown): { manifest: Manifest | null; p
   if (m.args !== undefined && (!Array.isArray(m.args) || !m.args.every((a) => typeof a === 'string'))) problems.push('args: must be an array of strings');
   if (m.env !== undefined) {
     if (typeof m.env !== 'object' || m.env === null || Array.isArray(m.env)) problems.push('env: must be an object of strings');
-    else for (const [k, v] of Object.entries(m.env)) if (typeof v !== 'string') problems.push(`env.${k}: must be a string`);
+    else {
+      for (const [k, v] of Object.entries(m.env)) {
+        if (!ENV_NAME.test(k)) problems.push(`env.${JSON.stringify(k)}: not a valid variable name (letters, digits and "_", not starting with a digit)`);
+        else if (isReservedEnv(k)) problems.push(`env.${k}: reserved, the runtime sets it (reserved: ${RESERVED_ENV.join(', ')} and every ${RESERVED_ENV_PREFIX}* name)`);
+        if (typeof v !== 'string') problems.push(`env.${k}: must be a string`);
+        else if (v.includes('\0')) problems.push(`env.${k}: must not contain a NUL character`);
+      }
+    }
   }
   if (m.overlay !== undefined) {
     if (typeof m.overlay !== 'object' || m.overlay === null || Array.isArray(m.overlay)) problems.push('overlay: must be an object');
