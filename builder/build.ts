@@ -2,13 +2,15 @@
  * `overpack build`: app directory → single executable.
  *   validate overpack.json → runtime executable (esbuild bundle of runtime/launcher → SEA blob
  *   → copy of node + postject; cached per node binary and runtime) → append native addons and
- *   the image (runtime/image) → chmod +x, renamed into place only when complete.
- * The same app directory and node binary always give the same bytes.
+ *   the image (runtime/image) → optionally sign (runtime/image/signature.ts) → chmod +x, renamed
+ *   into place only when complete.
+ * The same app directory, node binary and signing key always give the same bytes (Ed25519
+ * signatures are deterministic).
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +19,7 @@ import { appendImage, BuildError, type ImageStats } from '../runtime/image/write
 import { validateManifest, type Manifest } from '../runtime/launcher/manifest.js';
 import { FUSE_ADDON, LIBFUSE, nativeDir } from '../runtime/fuse/native.js';
 import { FUSE3_ADDON, LIBFUSE3 } from '../runtime/fuse/fuse3.js';
+import { fingerprint, parsePublicKeyText, rawPublicKey, readPrivateKeyFile, signBundleFile, SignatureError } from '../runtime/image/signature.js';
 
 const require = createRequire(import.meta.url);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -26,6 +29,8 @@ export interface BuildOptions {
   appDir: string;
   output?: string;
   node?: string;
+  /** PEM file of an Ed25519 private key: sign the bundle with it. */
+  sign?: string;
   onProgress?: (message: string) => void;
   onWarning?: (message: string) => void;
 }
@@ -36,6 +41,8 @@ export interface BuildResult {
   stats: ImageStats;
   bundleBytes: number;
   seconds: number;
+  /** Fingerprint of the signing key, when signed. */
+  signer?: string;
 }
 
 export function readManifest(appDir: string): Manifest {
@@ -121,6 +128,34 @@ async function bundleRuntime(): Promise<string> {
   return result.outputFiles[0]!.text;
 }
 
+/** Loads the signing key and checks it against the manifest's policy, before any work is done. */
+function signingKey(opts: BuildOptions, manifest: Manifest, manifestFile: string, warn: (m: string) => void): KeyObject | null {
+  const policy = manifest.security;
+  const required = policy?.requireSignature === true || policy?.publicKey !== undefined;
+  if (!opts.sign) {
+    if (required) throw new BuildError(manifestFile, 'sign', `${manifestFile}: security requires a signed bundle; build with --sign <private-key.pem> (make a key with \`overpack keygen <prefix>\`)`);
+    return null;
+  }
+  const file = path.resolve(opts.sign);
+  let key: KeyObject;
+  try {
+    key = readPrivateKeyFile(file);
+  } catch (err) {
+    if (err instanceof SignatureError) throw new BuildError(file, err.op, err.message);
+    throw err;
+  }
+  const mode = fs.statSync(file).mode & 0o077;
+  if (mode !== 0) warn(`${file} can be read by other users (mode ${(fs.statSync(file).mode & 0o777).toString(8)}); chmod 600 it`);
+  if (policy?.publicKey !== undefined) {
+    const wanted = parsePublicKeyText(policy.publicKey);
+    const have = rawPublicKey(createPublicKey(key));
+    if ('raw' in wanted && !wanted.raw.equals(have)) {
+      throw new BuildError(file, 'sign', `${file} (key ${fingerprint(have)}) is not the key the manifest's security.publicKey names (${fingerprint(wanted.raw)}); sign with that key or change the manifest`);
+    }
+  }
+  return key;
+}
+
 function cacheDir(): string {
   return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'overpack', 'build');
 }
@@ -133,7 +168,7 @@ async function runtimeExecutable(node: string, progress: (m: string) => void): P
   const cached = path.join(cacheDir(), `runtime-${key}`);
   if (fs.existsSync(cached)) return cached;
   progress('building the runtime executable (node single-executable application; once per node version)');
-  fs.mkdirSync(cacheDir(), { recursive: true });
+  fs.mkdirSync(cacheDir(), { recursive: true, mode: 0o700 });
   const work = fs.mkdtempSync(path.join(cacheDir(), 'work-'));
   try {
     fs.writeFileSync(path.join(work, 'main.cjs'), js);
@@ -169,17 +204,23 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const manifest = readManifest(appDir);
   const output = path.resolve(opts.output ?? `${manifest.name}.run`);
   if (output.startsWith(appDir + path.sep)) throw new BuildError(output, 'build', `the output ${output} must not be inside the app directory`);
+  const key = signingKey(opts, manifest, path.join(appDir, 'overpack.json'), opts.onWarning ?? (() => undefined));
   const node = opts.node ? path.resolve(opts.node) : process.execPath;
   const runtime = await runtimeExecutable(node, progress);
-  const tmp = `${output}.tmp-${process.pid}`;
+  // The output's directory may be shared (/tmp): an unguessable name, created exclusively, so
+  // nobody can have put a file or a symlink there for us to write through.
+  const tmp = `${output}.tmp-${randomBytes(8).toString('hex')}`;
+  let signer: string | undefined;
   try {
-    fs.copyFileSync(runtime, tmp);
+    fs.copyFileSync(runtime, tmp, fs.constants.COPYFILE_EXCL);
+    fs.chmodSync(tmp, 0o700);
     progress(`writing the image of ${appDir}`);
     let lastReport = 0;
     const stats = await appendImage(tmp, {
       appDir,
       manifest,
       addons: addonFiles(),
+      signed: key !== null,
       onWarning: opts.onWarning,
       onProgress: (done, total) => {
         const now = Date.now();
@@ -189,10 +230,14 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         }
       },
     });
+    if (key) {
+      progress('signing the bundle (Ed25519 over the SHA-256 of every byte)');
+      signer = fingerprint(signBundleFile(tmp, key));
+    }
     fs.chmodSync(tmp, 0o755);
     fs.renameSync(tmp, output);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    return { output, manifest, stats, bundleBytes: fs.statSync(output).size, seconds };
+    return { output, manifest, stats, bundleBytes: fs.statSync(output).size, seconds, signer };
   } catch (err) {
     fs.rmSync(tmp, { force: true });
     throw err;

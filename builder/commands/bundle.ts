@@ -8,6 +8,7 @@ import { build } from '../build.js';
 import { readImage, ImageError } from '../../runtime/image/format.js';
 import { Blake3 } from '../../runtime/hash/blake3.js';
 import { BuildError } from '../../runtime/image/writer.js';
+import { digestPrefix, fingerprint, readPublicKeyFile, signatureMatches, SignatureError } from '../../runtime/image/signature.js';
 import { fail, say, warn } from '../output.js';
 
 const TEMPLATES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'templates');
@@ -20,24 +21,25 @@ async function guard<T>(work: () => Promise<T>): Promise<T> {
   try {
     return await work();
   } catch (err) {
-    if (err instanceof BuildError || err instanceof ImageError) fail(err.message, 1);
+    if (err instanceof BuildError || err instanceof ImageError || err instanceof SignatureError) fail(err.message, 1);
     throw err;
   }
 }
 
-export const buildCommand: CommandModule<object, { appdir: string; output?: string; node?: string }> = {
+export const buildCommand: CommandModule<object, { appdir: string; output?: string; node?: string; sign?: string }> = {
   command: 'build <appdir>',
   describe: 'Bundle an app directory (with overpack.json) into one executable',
   builder: (y: Argv) =>
     y
       .positional('appdir', { type: 'string', demandOption: true, describe: 'The app directory' })
       .option('output', { alias: 'o', type: 'string', describe: 'Output file [default: <name>.run]' })
-      .option('node', { type: 'string', describe: 'Node binary to embed [default: the one running overpack]' }) as unknown as Argv<{ appdir: string; output?: string; node?: string }>,
+      .option('node', { type: 'string', describe: 'Node binary to embed [default: the one running overpack]' })
+      .option('sign', { type: 'string', describe: 'Sign the bundle with this Ed25519 private key (PEM, from `overpack keygen`)' }) as unknown as Argv<{ appdir: string; output?: string; node?: string; sign?: string }>,
   handler: async (args) => {
-    const r = await guard(() => build({ appDir: args.appdir, output: args.output, node: args.node, onProgress: say, onWarning: warn }));
+    const r = await guard(() => build({ appDir: args.appdir, output: args.output, node: args.node, sign: args.sign, onProgress: say, onWarning: warn }));
     const s = r.stats;
     say(
-      `built ${r.output}: ${s.files} files, ${s.dirs} dirs, ${s.symlinks} symlinks, ${mib(s.bytes)} of files stored as ${mib(s.storedBytes)} (dedup saved ${mib(s.dedupSaved)}), bundle ${mib(r.bundleBytes)}, ${r.seconds.toFixed(1)} s`,
+      `built ${r.output}: ${s.files} files, ${s.dirs} dirs, ${s.symlinks} symlinks, ${mib(s.bytes)} of files stored as ${mib(s.storedBytes)} (dedup saved ${mib(s.dedupSaved)}), bundle ${mib(r.bundleBytes)}, ${r.seconds.toFixed(1)} s${r.signer ? `, signed by ${r.signer}` : ''}`,
     );
     process.stdout.write(`${r.output}\n`);
   },
@@ -78,17 +80,40 @@ export const inspectCommand: CommandModule<object, { bundle: string }> = {
       imageBytes: img.size - img.footer.imageStart,
       bundleBytes: img.size,
       addons: img.index.addons.map((a) => a.name),
+      signature: img.signature ? { signer: fingerprint(img.signature.publicKey), publicKey: img.signature.publicKey.toString('base64'), verified: false } : null,
     };
     process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
   },
 };
 
-export const verifyCommand: CommandModule<object, { bundle: string }> = {
+export const verifyCommand: CommandModule<object, { bundle: string; key?: string }> = {
   command: 'verify <bundle>',
-  describe: 'Check every file of a bundle against its BLAKE3 hash',
-  builder: (y: Argv) => y.positional('bundle', { type: 'string', demandOption: true }) as unknown as Argv<{ bundle: string }>,
+  describe: 'Check a bundle\'s signature and every file against its BLAKE3 hash',
+  builder: (y: Argv) =>
+    y
+      .positional('bundle', { type: 'string', demandOption: true })
+      .option('key', { type: 'string', describe: 'Public key (PEM or base64) the bundle must be signed with; without it an unsigned bundle is only reported' }) as unknown as Argv<{ bundle: string; key?: string }>,
   handler: async (args) => {
-    const img = await guard(async () => readImage(path.resolve(args.bundle)));
+    const bundle = path.resolve(args.bundle);
+    const trusted = args.key ? await guard(async () => readPublicKeyFile(path.resolve(args.key!))) : null;
+    const img = await guard(async () => readImage(bundle));
+    const problems: string[] = [];
+    // The signature first: it covers every byte, the executable included.
+    if (img.signature) {
+      const sig = img.signature;
+      const signer = fingerprint(sig.publicKey);
+      if (!signatureMatches(sig, digestPrefix(img.fd, sig.signedLength, bundle))) {
+        problems.push(`signature: INVALID (claims key ${signer}); the bundle was modified after signing`);
+      } else if (trusted && !trusted.equals(sig.publicKey)) {
+        problems.push(`signature: valid, but by key ${signer}, not the trusted key ${fingerprint(trusted)}`);
+      } else {
+        say(`signature: valid, signed by ${signer}${trusted ? ' (the trusted key)' : ' (pass --key to check it is the key you trust)'}`);
+      }
+    } else if (trusted) {
+      problems.push(`signature: none; the bundle is not signed, and --key ${args.key} asks for one`);
+    } else {
+      say('signature: none (not signed)');
+    }
     const bad: string[] = [];
     const items = [
       ...img.index.entries.filter((e) => e.type === 'file').map((e) => ({ what: e.path, offset: e.offset!, size: e.size, hash: e.hash!, algo: 'blake3' })),
@@ -106,7 +131,8 @@ export const verifyCommand: CommandModule<object, { bundle: string }> = {
       if (h.digest().toString('hex') !== it.hash) bad.push(it.what);
     }
     fs.closeSync(img.fd);
-    if (bad.length) fail(`${bad.length} of ${items.length} items are corrupt:\n  ${bad.join('\n  ')}`, 1);
+    if (bad.length) problems.push(`${bad.length} of ${items.length} items are corrupt:\n  ${bad.join('\n  ')}`);
+    if (problems.length) fail(problems.join('\n'), 1);
     say(`ok: ${items.length} items match their hashes`);
   },
 };

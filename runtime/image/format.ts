@@ -7,10 +7,12 @@
  * - index: UTF-8 JSON (`ImageIndex`), entries sorted by path, so the same app dir always gives
  *   the same bytes;
  * - footer: the last FOOTER_SIZE bytes, fixed layout (little-endian):
- *     0  magic "OVPKIMG\0" (8)     8  format version u32      12 reserved u32 (0)
+ *     0  magic "OVPKIMG\0" (8)     8  format version u32      12 flags u32 (bit 0: SIGNED)
  *    16  image start u64           24 index offset u64        32 index length u64
  *    40  SHA-256 of the index (32)
  *   All offsets are absolute positions in the bundle file.
+ * - optionally, a signature trailer after the footer (signature.ts); then the footer's SIGNED
+ *   flag is set. Bundles without it (flags 0) are the original version-1 layout.
  *
  * File contents are identified by BLAKE3 (fast, native). The index and the native addons use
  * SHA-256 instead, from Node's built-in crypto: the BLAKE3 implementation is itself one of the
@@ -21,11 +23,15 @@
  */
 import fs from 'node:fs';
 import { createHash } from 'node:crypto';
+import { decodeTrailer, isTrailer, SignatureError, TRAILER_SIZE, type SignatureTrailer } from './signature.js';
 
 export const IMAGE_MAGIC = Buffer.from('OVPKIMG\0', 'latin1');
 export const IMAGE_VERSION = 1;
 export const FOOTER_SIZE = 72;
 export const BLOCK_ALIGN = 4096;
+/** Footer flag: a signature trailer follows the footer. */
+export const FLAG_SIGNED = 1;
+const KNOWN_FLAGS = FLAG_SIGNED;
 const MAX_INDEX_BYTES = 256 * 1024 * 1024;
 
 export type ImageEntryType = 'file' | 'dir' | 'symlink';
@@ -62,6 +68,7 @@ export interface ImageIndex {
 
 export interface Footer {
   version: number;
+  flags?: number; // FLAG_* bits; 0 when absent
   imageStart: number;
   indexOffset: number;
   indexLength: number;
@@ -84,6 +91,7 @@ export function encodeFooter(f: Footer): Buffer {
   const b = Buffer.alloc(FOOTER_SIZE);
   IMAGE_MAGIC.copy(b, 0);
   b.writeUInt32LE(f.version, 8);
+  b.writeUInt32LE(f.flags ?? 0, 12);
   b.writeBigUInt64LE(BigInt(f.imageStart), 16);
   b.writeBigUInt64LE(BigInt(f.indexOffset), 24);
   b.writeBigUInt64LE(BigInt(f.indexLength), 32);
@@ -100,6 +108,7 @@ function safeNumber(v: bigint, what: string, bundle: string): number {
   return Number(v);
 }
 
+/** Decodes the footer that ends at `fileSize` (the file's size, or the signature trailer's offset). */
 export function decodeFooter(b: Buffer, fileSize: number, bundle: string): Footer {
   if (b.length < FOOTER_SIZE || !b.subarray(0, 8).equals(IMAGE_MAGIC)) {
     throw new ImageError(bundle, 'read-footer', 'no overpack image found at the end of this file (not a bundle, or truncated: download or build it again)');
@@ -108,8 +117,13 @@ export function decodeFooter(b: Buffer, fileSize: number, bundle: string): Foote
   if (version !== IMAGE_VERSION) {
     throw new ImageError(bundle, 'read-footer', `image format version ${version} is not supported by this runtime (it reads version ${IMAGE_VERSION}); rebuild the bundle with a matching overpack`);
   }
+  const flags = b.readUInt32LE(12);
+  if ((flags & ~KNOWN_FLAGS) !== 0) {
+    throw new ImageError(bundle, 'read-footer', `the footer has flags 0x${flags.toString(16)} that this runtime does not know; rebuild the bundle with a matching overpack`);
+  }
   const f: Footer = {
     version,
+    flags,
     imageStart: safeNumber(b.readBigUInt64LE(16), 'image start', bundle),
     indexOffset: safeNumber(b.readBigUInt64LE(24), 'index offset', bundle),
     indexLength: safeNumber(b.readBigUInt64LE(32), 'index length', bundle),
@@ -169,8 +183,21 @@ export function validateIndex(index: ImageIndex, footer: Footer, bundle: string)
   }
 }
 
-/** Reads and checks the footer and index of `bundle`. */
-export function readImage(bundle: string): { footer: Footer; index: ImageIndex; fd: number; size: number } {
+export interface OpenedImage {
+  footer: Footer;
+  index: ImageIndex;
+  fd: number;
+  size: number;
+  /** The signature trailer, when the bundle is signed (read, not yet verified: see signature.ts). */
+  signature: SignatureTrailer | null;
+}
+
+/**
+ * Reads and checks the footer and index of `bundle`. A signature trailer is located and decoded
+ * but not verified here: verifying means hashing the whole file, which only callers that ask
+ * for it pay for.
+ */
+export function readImage(bundle: string): OpenedImage {
   let fd: number;
   try {
     fd = fs.openSync(bundle, 'r');
@@ -180,9 +207,32 @@ export function readImage(bundle: string): { footer: Footer; index: ImageIndex; 
   try {
     const size = fs.fstatSync(fd).size;
     if (size < FOOTER_SIZE) throw new ImageError(bundle, 'read-footer', 'file too small to be a bundle (truncated?)');
+    let signature: SignatureTrailer | null = null;
+    let footerEnd = size;
+    if (size >= FOOTER_SIZE + TRAILER_SIZE) {
+      const tb = Buffer.alloc(TRAILER_SIZE);
+      fs.readSync(fd, tb, 0, TRAILER_SIZE, size - TRAILER_SIZE);
+      // The index is JSON text, which never holds a raw NUL: its bytes cannot look like the magic.
+      if (isTrailer(tb)) {
+        try {
+          signature = decodeTrailer(tb, size, bundle);
+        } catch (err) {
+          if (err instanceof SignatureError) throw new ImageError(bundle, err.op, err.message);
+          throw err;
+        }
+        footerEnd = size - TRAILER_SIZE;
+      }
+    }
     const fb = Buffer.alloc(FOOTER_SIZE);
-    fs.readSync(fd, fb, 0, FOOTER_SIZE, size - FOOTER_SIZE);
-    const footer = decodeFooter(fb, size, bundle);
+    fs.readSync(fd, fb, 0, FOOTER_SIZE, footerEnd - FOOTER_SIZE);
+    const footer = decodeFooter(fb, footerEnd, bundle);
+    const flaggedSigned = ((footer.flags ?? 0) & FLAG_SIGNED) !== 0;
+    if (flaggedSigned && !signature) {
+      throw new ImageError(bundle, 'read-signature', 'this bundle was signed but its signature block is missing (cut off or stripped): download or build it again');
+    }
+    if (!flaggedSigned && signature) {
+      throw new ImageError(bundle, 'read-signature', 'a signature block follows a footer that does not announce one: the bundle was modified (download or build it again)');
+    }
     const ib = Buffer.alloc(footer.indexLength);
     if (fs.readSync(fd, ib, 0, ib.length, footer.indexOffset) !== ib.length) throw new ImageError(bundle, 'read-index', 'index truncated');
     if (!sha256(ib).equals(footer.indexHash)) {
@@ -195,7 +245,7 @@ export function readImage(bundle: string): { footer: Footer; index: ImageIndex; 
       throw new ImageError(bundle, 'read-index', 'the image index is not valid JSON');
     }
     validateIndex(index, footer, bundle);
-    return { footer, index, fd, size };
+    return { footer, index, fd, size, signature };
   } catch (err) {
     fs.closeSync(fd);
     throw err;

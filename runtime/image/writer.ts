@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as xattr from 'fs-xattr';
 import { Blake3 } from '../hash/blake3.js';
-import { alignUp, encodeFooter, IMAGE_VERSION, sha256, type ImageAddon, type ImageEntry, type ImageIndex } from './format.js';
+import { alignUp, encodeFooter, FLAG_SIGNED, IMAGE_VERSION, sha256, type ImageAddon, type ImageEntry, type ImageIndex } from './format.js';
 
 export interface ImageSource {
   appDir: string;
@@ -17,6 +17,8 @@ export interface ImageSource {
   /** Called for paths that are skipped (special files) with the reason. */
   onWarning?: (message: string) => void;
   onProgress?: (done: number, total: number) => void;
+  /** Sets the footer's SIGNED flag: the caller appends a signature trailer (signature.ts) next. */
+  signed?: boolean;
 }
 
 export interface ImageStats {
@@ -173,7 +175,7 @@ export async function appendImage(bundle: string, src: ImageSource): Promise<Ima
     const indexBytes = Buffer.from(JSON.stringify(index), 'utf8');
     const indexOffset = pos;
     fs.writeSync(fd, indexBytes, 0, indexBytes.length, indexOffset);
-    const footer = encodeFooter({ version: IMAGE_VERSION, imageStart, indexOffset, indexLength: indexBytes.length, indexHash: sha256(indexBytes) });
+    const footer = encodeFooter({ version: IMAGE_VERSION, flags: src.signed ? FLAG_SIGNED : 0, imageStart, indexOffset, indexLength: indexBytes.length, indexHash: sha256(indexBytes) });
     fs.writeSync(fd, footer, 0, footer.length, indexOffset + indexBytes.length);
     fs.ftruncateSync(fd, indexOffset + indexBytes.length + footer.length);
     return stats;

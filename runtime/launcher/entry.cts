@@ -35,5 +35,7 @@ function runAsNode(): void {
   (nodeModule.Module as unknown as { runMain: () => void }).runMain();
 }
 
-if (process.env.OVERPACK_NODE_DISPATCH === '1' || path.basename(process.argv0) === 'node') runAsNode();
+// The dispatch variable names the bundle it is meant for: another bundle that the app starts
+// is a launch of its own, not node.
+if (process.env.OVERPACK_NODE_DISPATCH === process.execPath || path.basename(process.argv0) === 'node') runAsNode();
 else require('./main.js');

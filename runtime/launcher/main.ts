@@ -12,17 +12,23 @@ import { randomBytes } from 'node:crypto';
 import { OverlayFS, OverlayError } from '../overlay/index.js';
 import { fuseDeviceFds, isMounted } from '../fuse/unmount.js';
 import { readImage, ImageError } from '../image/format.js';
+import { SignatureError } from '../image/signature.js';
 import { ImageLayer } from '../image/image-layer.js';
 import { extractAddons } from './addons.js';
 import { loadBundledFuseNative } from './bundled.cjs';
 import { extractTree } from './extract.js';
-import type { Manifest } from './manifest.js';
-import { cacheHome, dataHome, safeName } from './paths.js';
+import { isReservedEnv, validateManifest, type Manifest } from './manifest.js';
+import { enforceSignature, signatureRequirement, type SignatureState } from './trust.js';
+import { cacheHome, dataHome, privateDir, safeName } from './paths.js';
 import { acquireOrJoin, InstanceError, type Instance } from './instance.js';
 
 const RUNTIME_VERSION = '0.1.0';
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
-const useColor = process.stderr.isTTY === true && !('NO_COLOR' in process.env);
+const useColor = process.stderr.isTTY === true && !('NO_COLOR' in process.env) && process.env.TERM !== 'dumb';
+/** The user's PATH as it was when we started (the FUSE preflight may put a private dir in front). */
+const USER_PATH = process.env.PATH;
+/** Set by the runtime for its own children; never taken from the user's environment for the app. */
+const RUNTIME_PRIVATE_ENV = ['OVERPACK_NATIVE_DIR', 'OVERPACK_NODE_DISPATCH', 'OVERPACK_APP_NODE_OPTIONS'];
 
 class LaunchError extends Error {
   constructor(message: string, readonly exitCode: number) {
@@ -44,11 +50,12 @@ interface Flags {
   reset: boolean;
   yes: boolean;
   discard: boolean;
+  verifySignature: string | undefined; // public key file
 }
 
 /** Splits `--overpack-*` runtime flags (never passed to the app) from the app's arguments. */
 function parseFlags(argv: string[]): { flags: Flags; appArgs: string[] } {
-  const flags: Flags = { help: false, version: false, info: false, extract: undefined, mount: false, extractAndRun: false, reset: false, yes: false, discard: false };
+  const flags: Flags = { help: false, version: false, info: false, extract: undefined, mount: false, extractAndRun: false, reset: false, yes: false, discard: false, verifySignature: undefined };
   const appArgs: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -66,6 +73,12 @@ function parseFlags(argv: string[]): { flags: Flags; appArgs: string[] } {
       case 'reset': flags.reset = true; break;
       case 'yes': flags.yes = true; break;
       case 'discard': flags.discard = true; break;
+      case 'verify-signature': {
+        const value = inline ?? argv[++i];
+        if (value === undefined || value === '') throw new LaunchError('--overpack-verify-signature needs the public key file: --overpack-verify-signature <pub.pem>', 2);
+        flags.verifySignature = value;
+        break;
+      }
       case 'extract': {
         const next = argv[i + 1];
         if (inline !== undefined) flags.extract = inline;
@@ -90,7 +103,36 @@ const HELP = `Runtime options of this overpack bundle (never passed to the app):
                                (also: OVERPACK_EXTRACT_AND_RUN=1; changes are not kept)
   --overpack-discard           this run only: start from a clean writable layer and drop it after
   --overpack-reset [--overpack-yes]  delete the app's preserved writable layer
+  --overpack-verify-signature PUB.pem  refuse to start unless this bundle is signed by that key
+                               (also: OVERPACK_VERIFY_SIGNATURE=PUB.pem)
 `;
+
+/**
+ * libfuse 2 mounts as a user through `fusermount` (fixed path, then PATH). Where only fuse3's
+ * `fusermount3` exists, a `fusermount` link to it goes in this run's private directory
+ * (mkdtemp, 0700) at the front of our PATH, so the FUSE preflight finds it and never has to make
+ * one under a predictable name in the shared temporary directory.
+ */
+function providePrivateFusermount(runDir: string): void {
+  if (process.getuid?.() === 0) return; // root mounts directly
+  const dirs = (process.env.PATH ?? '').split(':').concat(['/usr/bin', '/bin', '/usr/local/bin', '/sbin', '/usr/sbin']).filter(Boolean);
+  const find = (name: string) =>
+    dirs.map((d) => path.join(d, name)).find((c) => {
+      try {
+        fs.accessSync(c, fs.constants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+  if (find('fusermount')) return;
+  const fm3 = find('fusermount3');
+  if (!fm3) return; // the preflight explains what to install
+  const dir = path.join(runDir, 'fusermount');
+  fs.mkdirSync(dir, { mode: 0o700 });
+  fs.symlinkSync(fm3, path.join(dir, 'fusermount'));
+  process.env.PATH = `${dir}:${process.env.PATH ?? ''}`;
+}
 
 function appDataDir(bundle: string, name: string): string {
   const portable = `${bundle}.data`;
@@ -147,17 +189,23 @@ function runApp(appDir: string, manifest: Manifest, userArgs: string[], bundle: 
   const entry = path.join(appDir, manifest.entrypoint);
   const args = [...(manifest.args ?? []), ...userArgs];
   const isJs = /\.(c|m)?js$/.test(entry);
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    ...manifest.env,
+  // The user's environment, then the manifest's (never a name the runtime owns: the validator
+  // refuses those, and they are dropped here again), then what the runtime sets.
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of RUNTIME_PRIVATE_ENV) delete env[k];
+  for (const [k, v] of Object.entries(manifest.env ?? {})) if (!isReservedEnv(k)) env[k] = v;
+  Object.assign(env, {
     APPDIR: appDir,
     OVERPACK_BUNDLE: bundle,
     ARGV0: process.env.OVERPACK_ARGV0 ?? process.argv0,
     OWD: process.cwd(),
-    PATH: `${binDir}:${process.env.PATH ?? '/usr/bin:/bin'}`,
-  };
-  delete env.OVERPACK_NATIVE_DIR;
-  if (isJs) env.OVERPACK_NODE_DISPATCH = '1';
+    PATH: `${binDir}:${USER_PATH ?? '/usr/bin:/bin'}`,
+  });
+  // NODE_OPTIONS the user set is for the app's Node; this runtime ran without it (see main()).
+  const appNodeOptions = process.env.OVERPACK_APP_NODE_OPTIONS;
+  if (appNodeOptions !== undefined) env.NODE_OPTIONS = appNodeOptions;
+  // Naming this bundle, not just "1": an app that launches another bundle must not turn that one into node.
+  if (isJs) env.OVERPACK_NODE_DISPATCH = bundle;
   // Node's spawn waits, blocking this event loop, until the child has exec'd. Exec'ing a file in
   // the mount needs this loop to serve it: deadlock. So the exec'd program is /bin/sh (outside
   // the mount), which then execs the entrypoint. A JS entrypoint runs on this bundle as node,
@@ -197,8 +245,34 @@ function exitLike(result: { code: number | null; signal: NodeJS.Signals | null }
   process.exit(result.code ?? 1);
 }
 
+/**
+ * A single executable honours NODE_OPTIONS (--require, --inspect, heap limits, ...) before our
+ * code runs, and Node 20 has no switch against it. Options the user set are meant for the app's
+ * Node, not for the process that checks the bundle, serves the mount and holds the app's data:
+ * so when NODE_OPTIONS is set, this process only starts the runtime again without it (handing
+ * the value over for the app) and passes signals and the exit status through.
+ */
+function respawnWithoutNodeOptions(): Promise<never> | null {
+  const value = process.env.NODE_OPTIONS;
+  if (value === undefined) return null;
+  if (value.trim() === '') {
+    delete process.env.NODE_OPTIONS;
+    return null;
+  }
+  const env: NodeJS.ProcessEnv = { ...process.env, OVERPACK_APP_NODE_OPTIONS: value };
+  delete env.NODE_OPTIONS;
+  const child = spawn(process.execPath, process.argv.slice(2), { stdio: 'inherit', env, argv0: process.argv0 });
+  for (const sig of FORWARDED) process.on(sig, () => child.kill(sig));
+  return new Promise<never>((_, reject) => {
+    child.on('error', (err) => reject(new LaunchError(`cannot restart the runtime without NODE_OPTIONS: ${err.message}`, 70)));
+    child.on('exit', (code, signal) => exitLike({ code, signal }));
+  });
+}
+
 async function main(): Promise<void> {
   // NODE_OPTIONS (e.g. --require) was meant for the app's Node, not this runtime; keep it for the app only.
+  const respawned = respawnWithoutNodeOptions();
+  if (respawned) return respawned;
   const bundle = process.execPath;
   const { flags, appArgs } = parseFlags(process.argv.slice(2));
   if (flags.help) {
@@ -213,11 +287,27 @@ async function main(): Promise<void> {
       throw err;
     }
   })();
-  const manifest = image.index.manifest as Manifest;
+  // Checked again here: an index can be written by hand, not only by `overpack build`.
+  const checked = validateManifest(image.index.manifest);
+  if (!checked.manifest) throw new LaunchError(`${bundle}: the manifest inside this bundle is invalid:\n  ${checked.problems.join('\n  ')}\nRebuild the bundle with overpack build.`, 65);
+  const manifest = checked.manifest;
   const name = safeName(manifest.name);
+  // Before anything from the bundle is extracted, loaded, mounted or run.
+  let signature: SignatureState;
+  try {
+    signature = enforceSignature(image, bundle, signatureRequirement(manifest, flags.verifySignature), cacheHome());
+  } catch (err) {
+    if (err instanceof SignatureError) throw new LaunchError(err.op === 'read-key' ? err.message : `${bundle}: ${err.message}`, err.op === 'read-key' ? 2 : 65);
+    throw err;
+  }
   // BLAKE3 (file verification) and FUSE live in the addons: make them loadable first.
+  privateDir(path.join(cacheHome(), 'overpack'));
   extractAddons(image.fd, image.index.addons);
   const dataDir = appDataDir(bundle, manifest.name);
+  if (dataDir !== `${bundle}.data`) {
+    privateDir(path.join(dataHome(), 'overpack'));
+    privateDir(dataDir);
+  }
   const upperPreserved = path.join(dataDir, 'upper');
   if (flags.version) {
     process.stdout.write(`${manifest.name} ${manifest.version} (overpack runtime ${RUNTIME_VERSION}, image format ${image.footer.version}, node ${process.version})\n`);
@@ -230,6 +320,7 @@ async function main(): Promise<void> {
       imageFormat: image.footer.version,
       indexHash: image.footer.indexHash.toString('hex'),
       files: image.index.entries.filter((e) => e.type === 'file').length,
+      signature,
       upper: upperPreserved,
       mountRoot: path.join(cacheHome(), 'overpack', 'mnt'),
       portable: dataDir === `${bundle}.data`,
@@ -293,6 +384,7 @@ async function main(): Promise<void> {
     let instance: Instance | null = null;
     if (discard) {
       upper = path.join(runDir, 'upper');
+      fs.mkdirSync(upper, { mode: 0o700 });
     } else {
       try {
         instance = await acquireOrJoin(dataDir);
@@ -322,10 +414,13 @@ async function main(): Promise<void> {
       }
       const server = instance;
       cleanup.push(() => server.release());
+      // Created private; an upper made by an older runtime is tightened.
+      privateDir(upper);
     }
     const mntRoot = path.join(cacheHome(), 'overpack', 'mnt');
     fs.mkdirSync(mntRoot, { recursive: true, mode: 0o700 });
     await cleanStaleMounts(mntRoot);
+    providePrivateFusermount(runDir);
     const mountPoint = path.join(mntRoot, `${name}-${randomBytes(4).toString('hex')}`);
     const overlay = new OverlayFS(layer).setUpper(upper).setMountpoint(mountPoint).setInodeMode(manifest.overlay?.inodeMode ?? 'virtual');
     try {

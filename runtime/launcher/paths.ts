@@ -1,4 +1,5 @@
 /** Where a bundle keeps things on the user's machine (XDG base directories). */
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -13,4 +14,15 @@ export function dataHome(): string {
 /** A name safe to use as a directory: the app's manifest name, reduced to [A-Za-z0-9._-]. */
 export function safeName(name: string): string {
   return name.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 64) || 'app';
+}
+
+/**
+ * Creates `dir` (and missing parents) readable by this user only, and takes group and other
+ * access away from it if it already exists and is ours: the app's data and our caches are
+ * nobody else's business.
+ */
+export function privateDir(dir: string): void {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = fs.statSync(dir);
+  if (st.uid === process.getuid?.() && (st.mode & 0o077) !== 0) fs.chmodSync(dir, st.mode & 0o700);
 }
