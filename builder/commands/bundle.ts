@@ -4,7 +4,6 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Argv, CommandModule } from 'yargs';
-import { build } from '../build.js';
 import { readImage, ImageError } from '../../runtime/image/format.js';
 import { Blake3 } from '../../runtime/hash/blake3.js';
 import { BuildError } from '../../runtime/image/writer.js';
@@ -36,6 +35,9 @@ export const buildCommand: CommandModule<object, { appdir: string; output?: stri
       .option('node', { type: 'string', describe: 'Node binary to embed [default: the one running overpack]' })
       .option('sign', { type: 'string', describe: 'Sign the bundle with this Ed25519 private key (PEM, from `overpack keygen`)' }) as unknown as Argv<{ appdir: string; output?: string; node?: string; sign?: string }>,
   handler: async (args) => {
+    // Loaded here, not at the top: esbuild and the build pipeline are only needed to build, and
+    // every other command (mount above all) starts faster without them.
+    const { build } = await import('../build.js');
     const r = await guard(() => build({ appDir: args.appdir, output: args.output, node: args.node, sign: args.sign, onProgress: say, onWarning: warn }));
     const s = r.stats;
     say(
