@@ -57,6 +57,17 @@ describe('FUSE bindings', () => {
     }
   });
 
+  it('fuse3: a write through one name of a hard link shows at once through the other, caches on', async () => {
+    const m = await startMount(lower, ['--upper', path.join(base, 'u-link'), '--mountpoint', path.join(base, 'mnt-link'), '--on-exit', 'discard'], { ...process.env, OVERPACK_FUSE_BINDING: 'fuse3' });
+    try {
+      // The default 30 s cache timeout: neither the size nor the pages of "a" may be stale.
+      const out = sh(`cd ${m.mountPoint} && echo one > a && ln a b && cat a && stat -c %s a && echo two >> b && stat -c %s a && cat a`);
+      assert.deepEqual(out.trim().split('\n'), ['one', '4', '8', 'one', 'two']);
+    } finally {
+      assert.equal(await m.stop(), 0);
+    }
+  });
+
   it('fuse3: timestamps keep sub-millisecond precision', async () => {
     const m = await startMount(lower, ['--upper', path.join(base, 'u-time'), '--mountpoint', path.join(base, 'mnt-time'), '--on-exit', 'discard'], { ...process.env, OVERPACK_FUSE_BINDING: 'fuse3' });
     try {

@@ -6,8 +6,12 @@
  */
 import type { EntryStat } from '../overlay/layer.js';
 
-/** Attributes reported to the kernel; `ino` is the number users see (with `use_ino`). */
-export type Attr = EntryStat;
+/**
+ * Attributes reported to the kernel; `ino` is the number users see (with `use_ino`).
+ * `shared`: another name can change this entry's content and attributes through the mount (a
+ * hard link the filesystem writes through), so a binding must not let the kernel cache them.
+ */
+export type Attr = EntryStat & { shared?: boolean };
 
 export interface StatFs {
   bsize: number;
@@ -46,12 +50,6 @@ export interface FsOps {
   flush(path: string, fh: number): Promise<void>;
   fsync(path: string, fh: number, datasync: boolean): Promise<void>;
   release(path: string, fh: number): Promise<void>;
-  /**
-   * Whether another name can change this file's content through the mount (a hard link the
-   * filesystem writes through). A binding keeps a file's pages cached across opens only when
-   * not; without this method it falls back to `nlink > 1`.
-   */
-  sharesContent?(path: string): Promise<boolean>;
   truncate(path: string, size: number): Promise<void>;
   ftruncate(path: string, fh: number, size: number): Promise<void>;
   mknod(path: string, mode: number, rdev: number): Promise<void>;

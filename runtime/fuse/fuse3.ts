@@ -492,8 +492,7 @@ class Fuse3Server {
         // Pages may stay cached across opens when only this node can change the file.
         let flags = 0;
         try {
-          const shared = ops.sharesContent ? await ops.sharesContent(p) : (await ops.getattr(p)).nlink > 1;
-          if (!shared) flags = OPEN_KEEP_CACHE;
+          if (!(await ops.getattr(p)).shared) flags = OPEN_KEEP_CACHE;
         } catch {
           /* unlinked meanwhile: no caching */
         }
@@ -610,10 +609,10 @@ class Fuse3Server {
 
   /**
    * Each name of a hard-linked file is its own node, so a change through one name is not seen
-   * in the kernel's cached attributes of the others: those are never cached.
+   * in the kernel's cached attributes of the others: those (`shared`) are never cached.
    */
   private attrTimeout(attr: Attr): number {
-    return attr.nlink > 1 && (attr.mode & S_IFMT) !== S_IFDIR ? 0 : this.attrT;
+    return attr.shared ? 0 : this.attrT;
   }
 
   /** getxattr/listxattr: size 0 asks for the length only; a too small buffer is ERANGE. */

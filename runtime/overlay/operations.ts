@@ -127,8 +127,11 @@ export class OverlayOps implements FsOps {
 
   private attrOf(path: string, node: Node): Attr {
     const st = (node.upper ?? node.lower)!;
+    // Only upper files can be hard links written through the mount: a lower file is copied up
+    // (and so unlinked from its lower twins) before any change.
     const hardLinked = node.upper !== null && !isDir(node.upper) && node.upper.nlink > 1;
     const attr: Attr = { ...st, ino: this.inodes.get(path, hardLinked ? node.upper!.ino : undefined) };
+    if (hardLinked) attr.shared = true;
     // A directory present in both layers has no meaningful link count; 1 tells tools like
     // find(1) not to use it for leaf optimisation.
     if (node.upper && node.lower && isDir(node.upper)) attr.nlink = 1;
@@ -149,6 +152,7 @@ export class OverlayOps implements FsOps {
       return {
         mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, nlink: st.nlink, ino, dev: st.dev, rdev: st.rdev,
         blocks: st.blocks, blksize: st.blksize, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs,
+        ...(st.nlink > 1 && !st.isDirectory() ? { shared: true } : {}),
       };
     }
     return this.getattr(path);
@@ -190,12 +194,6 @@ export class OverlayOps implements FsOps {
       attrs.push({ ino: this.inodes.get(childOf(path, e.name), linkInos.get(e.name)), mode: TYPE_BITS[e.type] });
     }
     return { names, attrs };
-  }
-
-  /** Only upper files can be hard-linked writably: a lower file is copied up (unlinked) before any write. */
-  async sharesContent(path: string): Promise<boolean> {
-    const node = await this.stack.require('open', path);
-    return node.upper !== null && !isDir(node.upper) && node.upper.nlink > 1;
   }
 
   async readlink(path: string): Promise<string> {
