@@ -10,8 +10,9 @@ import type { EntryStat } from '../overlay/layer.js';
  * Attributes reported to the kernel; `ino` is the number users see (with `use_ino`).
  * `shared`: another name can change this entry's content and attributes through the mount (a
  * hard link the filesystem writes through), so a binding must not let the kernel cache them.
+ * `writable`: opening the entry for writing costs nothing (no copy is made first).
  */
-export type Attr = EntryStat & { shared?: boolean };
+export type Attr = EntryStat & { shared?: boolean; writable?: boolean };
 
 export interface StatFs {
   bsize: number;

@@ -10,13 +10,14 @@
  *   directory instead of one LOOKUP per entry;
  * - no OPENDIR/RELEASEDIR (answered ENOSYS once, see the addon) and so the kernel caches each
  *   directory's listing until it changes through this mount;
- * - keep_cache on files that only this node can change (not hard-linked);
+ * - no OPEN/RELEASE either (ENOSYS once): files are read and written by path with file
+ *   handle 0, kept cached by the kernel across opens;
  * - entry, attribute and negative timeouts in every reply; FLUSH and ACCESS never reach JS.
  * Replies may come later than the request (after asynchronous I/O); meanwhile other requests
  * keep flowing. Every request is answered exactly once, and unmount waits for the unanswered.
  */
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { constants as fsc, existsSync } from 'node:fs';
 import path from 'node:path';
 import { constants as osc } from 'node:os';
 import type { Attr, FsOps, FuseBinding, MountedFs, MountOptions } from './binding.js';
@@ -24,7 +25,7 @@ import { failureErrno } from './failure.js';
 import { nativeDir, NativeAddonError } from './native.js';
 import { unmountPath } from './unmount.js';
 import { FsError } from '../overlay/errors.js';
-import { childOf, S_IFDIR, S_IFMT } from '../overlay/layer.js';
+import { childOf, S_IFDIR, S_IFMT, S_IFREG } from '../overlay/layer.js';
 
 export const FUSE3_ADDON = 'overpack-fuse3.node';
 export const LIBFUSE3 = 'libfuse3.so.3';
@@ -142,6 +143,8 @@ class FsNode {
   /** Open file handles, and the attributes when the file lost its name while open (for fstat). */
   handles: Set<number> | null = null;
   openedAttr: Attr | null = null;
+  /** A handle taken when the file lost its name while the kernel still knew it (see keepIfKnown). */
+  kept = 0;
   private cachedPath: string | null = null;
   private cachedAt = -1;
 
@@ -180,7 +183,8 @@ class NodeTable {
   generation = 0;
   readonly root = new FsNode(ROOT_ID, null, '');
 
-  constructor() {
+  /** `dropped` hears of every node the table lets go (to close what it kept). */
+  constructor(private readonly dropped: (n: FsNode) => void) {
     this.root.nlookup = 1;
     this.root.type = S_IFDIR;
     this.byId.set(ROOT_ID, this.root);
@@ -234,6 +238,7 @@ class NodeTable {
   private maybeDrop(n: FsNode): void {
     if (n.nlookup > 0 || n.id === ROOT_ID || (n.children !== null && n.children.size > 0)) return;
     this.byId.delete(n.id);
+    if (n.kept) this.dropped(n);
     const parent = n.parent;
     if (parent && parent.children?.get(n.name) === n) {
       parent.children.delete(n.name);
@@ -266,7 +271,7 @@ class NodeTable {
 }
 
 class Fuse3Server {
-  private readonly nodes = new NodeTable();
+  private readonly nodes = new NodeTable((n) => void this.ops.release(n.path(this.nodes.generation), n.kept).catch(() => undefined));
   private session: Session | null = null;
   private readonly scratch = new Float64Array(ATTR_FIELDS);
   private pending = 0;
@@ -415,7 +420,7 @@ class Fuse3Server {
         const node = this.node(N(a, 0));
         const fh = N(a, 1);
         const attr = await this.stable(node, (p) =>
-          fh >= 0 ? ops.fgetattr(p, fh) : node.parent === null && node.id !== ROOT_ID ? this.unlinkedAttr(node, p) : ops.getattr(p),
+          fh > 0 ? ops.fgetattr(p, fh) : node.parent === null && node.id !== ROOT_ID ? this.unlinkedAttr(node, p) : fh === 0 ? ops.fgetattr(p, 0) : ops.getattr(p),
         );
         this.checkType(node, attr);
         packAttr(attr, this.scratch);
@@ -423,7 +428,7 @@ class Fuse3Server {
         return;
       }
       case OP.SETATTR:
-        return this.setattr(req, N(a, 0), N(a, 1), F(a, 2), N(a, 3));
+        return this.setattr(req, N(a, 0), N(a, 1), F(a, 2), N(a, 3) < 0 ? -1 : this.fhFor(this.node(N(a, 0)), N(a, 3)));
       case OP.READLINK:
         f.replyReadlink(req, await ops.readlink(this.pathOf(N(a, 0))));
         return;
@@ -444,7 +449,7 @@ class Fuse3Server {
         const parent = this.node(N(a, 0));
         const name = S(a, 1);
         const p = childOf(parent.path(this.nodes.generation), name);
-        await this.rememberIfOpen(parent, name, p);
+        await this.keepIfKnown(parent, name, p);
         if (op === OP.UNLINK) await ops.unlink(p);
         else await ops.rmdir(p);
         this.nodes.detach(parent, name);
@@ -470,7 +475,7 @@ class Fuse3Server {
             return;
           }
         }
-        await this.rememberIfOpen(newParent, newName, to);
+        await this.keepIfKnown(newParent, newName, to);
         await ops.rename(from, to);
         this.nodes.move(parent, name, newParent, newName);
         f.replyErr(req, 0);
@@ -485,21 +490,15 @@ class Fuse3Server {
         this.replyNewEntry(req, newParent, newName, await ops.getattr(p));
         return;
       }
-      case OP.OPEN: {
-        const node = this.node(N(a, 0));
-        const p = node.path(this.nodes.generation);
-        const fh = await ops.open(p, N(a, 1));
-        // Pages may stay cached across opens when only this node can change the file.
-        let flags = 0;
-        try {
-          if (!(await ops.getattr(p)).shared) flags = OPEN_KEEP_CACHE;
-        } catch {
-          /* unlinked meanwhile: no caching */
-        }
-        if (f.replyOpen(req, fh, flags) !== 0) await ops.release(p, fh).catch(() => undefined); // the opener was interrupted
-        else (node.handles ??= new Set()).add(fh);
+      case OP.OPEN:
+        // ENOSYS once, and the kernel stops sending OPEN and RELEASE (zero-message open): every
+        // file is then open with keep_cache, and reads and writes arrive with file handle 0,
+        // which the engine serves by path from its own cache of descriptors. Upper hard links
+        // stay coherent because their attributes are never cached (the kernel's automatic
+        // invalidation drops their pages when a read sees a new mtime). Unlinked files that are
+        // still open keep working through keepIfKnown.
+        f.replyErr(req, osc.errno.ENOSYS);
         return;
-      }
       case OP.CREATE: {
         const parent = this.node(N(a, 0));
         const name = S(a, 1);
@@ -520,13 +519,15 @@ class Fuse3Server {
       case OP.READ: {
         const size = N(a, 1);
         const buf = Buffer.allocUnsafe(size);
-        const n = await ops.read(this.handlePath(N(a, 0)), N(a, 3), buf, size, N(a, 2));
+        const node = this.node(N(a, 0));
+        const n = await ops.read(node.path(this.nodes.generation), this.fhFor(node, N(a, 3)), buf, size, N(a, 2));
         f.replyBuf(req, buf, n);
         return;
       }
       case OP.WRITE: {
         const data = B(a, 1);
-        f.replyWrite(req, await ops.write(this.handlePath(N(a, 0)), N(a, 3), data, data.length, N(a, 2)));
+        const node = this.node(N(a, 0));
+        f.replyWrite(req, await ops.write(node.path(this.nodes.generation), this.fhFor(node, N(a, 3)), data, data.length, N(a, 2)));
         return;
       }
       case OP.RELEASE: {
@@ -541,7 +542,10 @@ class Fuse3Server {
         return;
       }
       case OP.FSYNC:
-        await ops.fsync(this.handlePath(N(a, 0)), N(a, 2), N(a, 1) !== 0);
+        {
+          const node = this.node(N(a, 0));
+          await ops.fsync(node.path(this.nodes.generation), this.fhFor(node, N(a, 2)), N(a, 1) !== 0);
+        }
         f.replyErr(req, 0);
         return;
       case OP.READDIR:
@@ -577,10 +581,24 @@ class Fuse3Server {
     if ((attr.mode & S_IFMT) !== node.type) throw new FsError('ESTALE', 'getattr', node.path(this.nodes.generation), 'the entry was replaced');
   }
 
-  /** A file about to lose its name while open keeps its attributes for fstat (see unlinkedAttr). */
-  private async rememberIfOpen(parent: FsNode, name: string, p: string): Promise<void> {
+  /**
+   * A regular file about to lose its name while the kernel still holds it (it may be open:
+   * with zero-message opens we cannot tell) keeps a handle of its own until the kernel forgets
+   * it, so reads, writes and fstat through open descriptors keep working after unlink or
+   * rename-over, as on any local filesystem.
+   */
+  private async keepIfKnown(parent: FsNode, name: string, p: string): Promise<void> {
     const child = this.nodes.peekChild(parent, name);
-    if (child?.handles) child.openedAttr = await this.ops.getattr(p).catch(() => null);
+    if (!child || child.nlookup <= 0 || child.type !== S_IFREG || child.kept) return;
+    const attr = await this.ops.getattr(p).catch(() => null);
+    if (!attr) return;
+    child.openedAttr = attr;
+    child.kept = await this.ops.open(p, attr.writable ? fsc.O_RDWR : fsc.O_RDONLY).catch(() => 0);
+  }
+
+  /** File handle 0 (zero-message open) on a node that lost its name means the handle it kept. */
+  private fhFor(node: FsNode, fh: number): number {
+    return fh === 0 && node.kept && node.parent === null ? node.kept : fh;
   }
 
   /**
@@ -589,7 +607,7 @@ class Fuse3Server {
    * or with what the file looked like when it lost its name.
    */
   private async unlinkedAttr(node: FsNode, p: string): Promise<Attr> {
-    for (const fh of node.handles ?? []) {
+    for (const fh of [...(node.handles ?? []), ...(node.kept ? [node.kept] : [])]) {
       try {
         return { ...(await this.ops.fgetattr(p, fh)), nlink: 0 };
       } catch {

@@ -28,9 +28,12 @@ export function isNoXattr(err: unknown): boolean {
   return code === 'ENODATA' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'ENOATTR';
 }
 
+// xattrs are read and written with fs-xattr's synchronous calls only: its asynchronous ones
+// (0.4.0) never free their native work, which leaked ~1 KB per FUSE write (the kernel asks for
+// security.capability on every write), and a local getxattr is cheaper than a threadpool hop.
 export async function listXattrsAt(real: string): Promise<string[]> {
   try {
-    return await xattr.listAttributes(real);
+    return xattr.listAttributesSync(real);
   } catch (err) {
     if (isNoXattr(err)) return [];
     throw err;
@@ -39,7 +42,7 @@ export async function listXattrsAt(real: string): Promise<string[]> {
 
 export async function getXattrAt(real: string, name: string): Promise<Buffer | null> {
   try {
-    return await xattr.getAttribute(real, name);
+    return xattr.getAttributeSync(real, name);
   } catch (err) {
     if (isNoXattr(err)) return null;
     throw err;

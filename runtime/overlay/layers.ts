@@ -213,7 +213,7 @@ export class LayerStack {
         const value = await this.lower.getXattr(lowerPath, name);
         if (value === null) continue;
         try {
-          await xattr.setAttribute(dest, name, value);
+          xattr.setAttributeSync(dest, name, value);
         } catch (err) {
           // security.* and trusted.* need privileges the user may not have; the data is kept.
           if (code(err) !== 'EPERM' && code(err) !== 'ENOTSUP') throw err;

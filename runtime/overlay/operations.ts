@@ -132,6 +132,7 @@ export class OverlayOps implements FsOps {
     const hardLinked = node.upper !== null && !isDir(node.upper) && node.upper.nlink > 1;
     const attr: Attr = { ...st, ino: this.inodes.get(path, hardLinked ? node.upper!.ino : undefined) };
     if (hardLinked) attr.shared = true;
+    if (node.upper) attr.writable = true;
     // A directory present in both layers has no meaningful link count; 1 tells tools like
     // find(1) not to use it for leaf optimisation.
     if (node.upper && node.lower && isDir(node.upper)) attr.nlink = 1;
@@ -443,7 +444,7 @@ export class OverlayOps implements FsOps {
 
   async setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void> {
     void flags;
-    await xattr.setAttribute(await this.xattrUpper('setxattr', path), name, value);
+    xattr.setAttributeSync(await this.xattrUpper('setxattr', path), name, value);
   }
 
   async getxattr(path: string, name: string): Promise<Buffer> {
@@ -461,11 +462,11 @@ export class OverlayOps implements FsOps {
     const node = await this.stack.require('listxattr', path);
     const st = (node.upper ?? node.lower)!;
     if (entryType(st.mode) === 'symlink') return [];
-    if (node.upper) return xattr.listAttributes(this.stack.upperPath(path));
+    if (node.upper) return xattr.listAttributesSync(this.stack.upperPath(path));
     return this.stack.lower.listXattrs(path);
   }
 
   async removexattr(path: string, name: string): Promise<void> {
-    await xattr.removeAttribute(await this.xattrUpper('removexattr', path), name);
+    xattr.removeAttributeSync(await this.xattrUpper('removexattr', path), name);
   }
 }

@@ -291,7 +291,7 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 
 static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   session *s = userdata;
-  unsigned want = FUSE_CAP_READDIRPLUS | FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_NO_OPENDIR_SUPPORT |
+  unsigned want = FUSE_CAP_READDIRPLUS | FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_NO_OPENDIR_SUPPORT | FUSE_CAP_NO_OPEN_SUPPORT |
                   FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_ASYNC_READ;
   conn->want |= want & conn->capable;
   /* Plain READDIRPLUS for every listing (not "auto"): the walk is what we optimise for, and a
