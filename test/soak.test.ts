@@ -3,10 +3,10 @@
  * suite; the issue's full run is 600), checking that the server leaks no file descriptors, that
  * no request failed, and that memory growth stays under a bound.
  *
- * Known and open (issue 6): the 600 s run grows the server's RSS by ~1.1 KB per iteration
- * (104 -> 214 MB over 98k iterations) while the JS heap (6-7 MB), external memory and thread
- * count stay flat and MALLOC_ARENA_MAX=2 does not change it: native memory below fuse-native.
- * The 60 s bound here catches anything worse than that; the 600 s run fails on it today.
+ * The growth bound is 16 MiB (heap and JIT settling in) plus 200 bytes per iteration. The leak
+ * this caught (fs-xattr's asynchronous calls never free their native work, ~1.1 KB per
+ * iteration since the kernel asks for an xattr on every write) fails it in the 600 s run of
+ * `npm run test:stress`; the engine now uses fs-xattr's synchronous calls only.
  */
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -86,7 +86,8 @@ describe('soak', () => {
     const fd1 = fds(pid);
     process.stderr.write(`soak: ${ops} iterations in ${SECONDS} s; server RSS ${rss0} -> ${rss1} KiB; fds ${fd0} -> ${fd1}\n`);
     assert.ok(ops > 1000, `only ${ops} iterations`);
-    assert.ok(rss1 - rss0 < 40 * 1024, `memory grew by ${rss1 - rss0} KiB`);
+    const allowedKiB = 16 * 1024 + (ops * 200) / 1024;
+    assert.ok(rss1 - rss0 < allowedKiB, `memory grew by ${rss1 - rss0} KiB in ${ops} iterations (allowed ${Math.round(allowedKiB)})`);
     assert.ok(fd1 <= fd0 + 8, `descriptors grew from ${fd0} to ${fd1}`);
     assert.ok(rss1 < 150 * 1024, `server uses ${rss1} KiB`);
     assert.doesNotMatch(m.stderr(), /failed/);

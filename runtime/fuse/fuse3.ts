@@ -140,8 +140,7 @@ class FsNode {
   children: Map<string, FsNode> | null = null;
   /** The last listing sent for this directory, for READDIR requests that continue it. */
   listing: Listing | null = null;
-  /** Open file handles, and the attributes when the file lost its name while open (for fstat). */
-  handles: Set<number> | null = null;
+  /** The attributes when the file lost its name while the kernel held it (for fstat). */
   openedAttr: Attr | null = null;
   /** A handle taken when the file lost its name while the kernel still knew it (see keepIfKnown). */
   kept = 0;
@@ -503,17 +502,14 @@ class Fuse3Server {
         const parent = this.node(N(a, 0));
         const name = S(a, 1);
         const p = childOf(parent.path(this.nodes.generation), name);
-        const fh = await ops.create(p, N(a, 2), N(a, 3));
+        // The file is made (with the caller's mode and flags) and our handle closed at once:
+        // with zero-message opens the kernel never sends RELEASE, so the file is used by path
+        // with handle 0 like every other.
+        await ops.release(p, await ops.create(p, N(a, 2), N(a, 3)));
         const attr = await ops.getattr(p);
         const n = this.nodes.looked(parent, name, attr.mode & S_IFMT);
         packAttr(attr, this.scratch);
-        if (f.replyCreate(req, n.id, this.scratch, this.entryT, this.attrTimeout(attr), fh, 0) !== 0) {
-          this.nodes.forget(n.id, 1);
-          await ops.release(p, fh).catch(() => undefined);
-        } else {
-          n.openedAttr = attr;
-          (n.handles ??= new Set()).add(fh);
-        }
+        if (f.replyCreate(req, n.id, this.scratch, this.entryT, this.attrTimeout(attr), 0, 0) !== 0) this.nodes.forget(n.id, 1);
         return;
       }
       case OP.READ: {
@@ -530,17 +526,11 @@ class Fuse3Server {
         f.replyWrite(req, await ops.write(node.path(this.nodes.generation), this.fhFor(node, N(a, 3)), data, data.length, N(a, 2)));
         return;
       }
-      case OP.RELEASE: {
-        const node = this.node(N(a, 0));
-        node.handles?.delete(N(a, 1));
-        if (node.handles?.size === 0) {
-          node.handles = null;
-          node.openedAttr = null;
-        }
-        await ops.release(node.path(this.nodes.generation), N(a, 1));
+      case OP.RELEASE:
+        // Only if the kernel ever sends one (zero-message opens make it stop).
+        await ops.release(this.node(N(a, 0)).path(this.nodes.generation), N(a, 1));
         f.replyErr(req, 0);
         return;
-      }
       case OP.FSYNC:
         {
           const node = this.node(N(a, 0));
@@ -603,13 +593,13 @@ class Fuse3Server {
 
   /**
    * fstat of a file whose name is gone: the kernel asks without a file handle (GETATTR_FH is
-   * only set for its own internal refreshes), so answer through one of the node's open handles,
+   * only set for its own internal refreshes), so answer through the handle the node kept,
    * or with what the file looked like when it lost its name.
    */
   private async unlinkedAttr(node: FsNode, p: string): Promise<Attr> {
-    for (const fh of [...(node.handles ?? []), ...(node.kept ? [node.kept] : [])]) {
+    if (node.kept) {
       try {
-        return { ...(await this.ops.fgetattr(p, fh)), nlink: 0 };
+        return { ...(await this.ops.fgetattr(p, node.kept)), nlink: 0 };
       } catch {
         /* a lower file's handle cannot stat itself; fall through */
       }

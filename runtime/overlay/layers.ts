@@ -308,8 +308,7 @@ export class LayerStack {
   async writeWhiteout(path: string): Promise<void> {
     const dir = parentOf(path);
     await this.ensureUpperDir(dir);
-    const fh = await fsp.open(this.upperPath(childOf(dir, whiteoutName(nameOf(path)))), 'w', 0o600);
-    await fh.close();
+    fs.closeSync(fs.openSync(this.upperPath(childOf(dir, whiteoutName(nameOf(path)))), 'w', 0o600));
     const info = await this.dirInfo(dir);
     info?.whiteouts.add(nameOf(path));
     if (this.dirs.has(path)) this.invalidateTree(path); // only a directory has cached state
@@ -321,14 +320,13 @@ export class LayerStack {
     const info = await this.dirInfo(dir);
     const name = nameOf(path);
     if (!info || !info.whiteouts.has(name)) return false;
-    await fsp.rm(this.upperPath(childOf(dir, whiteoutName(name))), { force: true });
+    fs.rmSync(this.upperPath(childOf(dir, whiteoutName(name))), { force: true });
     info.whiteouts.delete(name);
     return true;
   }
 
   async makeOpaque(path: string): Promise<void> {
-    const fh = await fsp.open(this.upperPath(childOf(path, OPAQUE_MARKER)), 'w', 0o600);
-    await fh.close();
+    fs.closeSync(fs.openSync(this.upperPath(childOf(path, OPAQUE_MARKER)), 'w', 0o600));
     this.invalidateTree(path);
   }
 

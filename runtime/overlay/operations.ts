@@ -19,10 +19,12 @@ type Handle = { kind: 'upper'; fd: number } | { kind: 'lower'; file: LayerFile }
 const TYPE_BITS = { file: S_IFREG, dir: S_IFDIR, symlink: S_IFLNK, other: 0 } as const;
 const WRITE_INTENT = fsc.O_WRONLY | fsc.O_RDWR | fsc.O_TRUNC;
 
-// Opens, closes, reads and writes of the backing files are synchronous on purpose. They never touch our own
-// mount (the upper and lower are outside it), they are small (one FUSE request, <= 128 KiB,
-// mostly page cache), and a trip through libuv's threadpool costs more than the I/O itself:
-// it tripled the time of a stream of 4 KiB writes. fuse-overlayfs serves requests the same way.
+// Calls on the backing files (open, close, read, write and the metadata changes below) are
+// synchronous on purpose; only copy-up's data copy runs in the threadpool. They never touch
+// our own mount (the upper and lower are outside it), they are small (one FUSE request,
+// <= 1 MiB, mostly page cache), and a trip through libuv's threadpool costs more than the
+// call itself: it tripled the time of a stream of 4 KiB writes. fuse-overlayfs serves
+// requests the same way.
 async function fdRead(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
   return fs.readSync(fd, buf, 0, length, position);
 }
@@ -147,7 +149,7 @@ export class OverlayOps implements FsOps {
     const h = fh === 0 ? this.byPath.get(path) : this.handles.get(fh);
     if (h?.kind === 'upper') {
       // Through the descriptor: still answers after the name was unlinked or renamed.
-      const st = await new Promise<fs.Stats>((resolve, reject) => fs.fstat(h.fd, (err, s) => (err ? reject(err) : resolve(s))));
+      const st = fs.fstatSync(h.fd);
       const node = await this.stack.lookup(path);
       const ino = node ? this.attrOf(path, node).ino : this.inodes.get(path);
       return {
@@ -183,7 +185,7 @@ export class OverlayOps implements FsOps {
     const linkInos = new Map<string, number>();
     await Promise.all(
       upperFiles.map(async (e) => {
-        const st = await fsp.lstat(this.stack.upperPath(childOf(path, e.name))).catch(() => null);
+        const st = fs.lstatSync(this.stack.upperPath(childOf(path, e.name)), { throwIfNoEntry: false }) ?? null;
         if (st && st.nlink > 1) linkInos.set(e.name, st.ino);
       }),
     );
@@ -233,7 +235,7 @@ export class OverlayOps implements FsOps {
     const openFlags = (flags & ~(fsc.O_EXCL | fsc.O_NOCTTY)) | fsc.O_CREAT | ((flags & 3) !== 0 ? 0 : fsc.O_RDWR) // O_ACCMODE is 3;
     const fd = await this.stack.openUpper(path, openFlags, mode & 0o7777);
     // The process umask must not alter the mode the caller asked for (the kernel applied theirs).
-    await new Promise<void>((resolve, reject) => fs.fchmod(fd, mode & 0o7777, (err) => (err ? reject(err) : resolve())));
+    fs.fchmodSync(fd, mode & 0o7777);
     await this.stack.afterCreate(path, false);
     this.inodes.forget(path, false);
     return this.addHandle({ kind: 'upper', fd });
@@ -281,14 +283,14 @@ export class OverlayOps implements FsOps {
 
   async truncate(path: string, size: number): Promise<void> {
     await this.copyUp(path);
-    await fsp.truncate(this.stack.upperPath(path), size);
+    fs.truncateSync(this.stack.upperPath(path), size);
   }
 
   async ftruncate(path: string, fh: number, size: number): Promise<void> {
     if (fh === 0) return this.truncate(path, size);
     const h = this.handle('ftruncate', path, fh);
     if (h.kind !== 'upper') return this.truncate(path, size);
-    await new Promise<void>((resolve, reject) => fs.ftruncate(h.fd, size, (err) => (err ? reject(err) : resolve())));
+    fs.ftruncateSync(h.fd, size);
   }
 
   async mknod(path: string, mode: number, rdev: number): Promise<void> {
@@ -306,8 +308,8 @@ export class OverlayOps implements FsOps {
     if (await this.stack.lookup(path)) throw new FsError('EEXIST', 'mkdir', path);
     await this.stack.ensureUpperDir(parentOf(path));
     const real = this.stack.upperPath(path);
-    await fsp.mkdir(real, mode & 0o7777);
-    await fsp.chmod(real, mode & 0o7777);
+    fs.mkdirSync(real, mode & 0o7777);
+    fs.chmodSync(real, mode & 0o7777);
     await this.stack.afterCreate(path, true);
     this.inodes.forget(path, true);
   }
@@ -318,7 +320,7 @@ export class OverlayOps implements FsOps {
     if (isDir(st)) throw new FsError('EISDIR', 'unlink', path);
     const lowerHas = await this.stack.lowerHas(path);
     this.dropPathHandles(path, false);
-    if (node.upper) await fsp.unlink(this.stack.upperPath(path));
+    if (node.upper) fs.unlinkSync(this.stack.upperPath(path));
     if (lowerHas) await this.stack.writeWhiteout(path);
     this.inodes.forget(path, false);
   }
@@ -331,7 +333,7 @@ export class OverlayOps implements FsOps {
     const lowerHas = await this.stack.lowerHas(path);
     if (node.upper) {
       await this.stack.clearMarkers(path);
-      await fsp.rmdir(this.stack.upperPath(path));
+      fs.rmdirSync(this.stack.upperPath(path));
     }
     this.stack.forgetDir(path);
     if (lowerHas) await this.stack.writeWhiteout(path);
@@ -342,7 +344,7 @@ export class OverlayOps implements FsOps {
     refuseReserved('symlink', path);
     if (await this.stack.lookup(path)) throw new FsError('EEXIST', 'symlink', path);
     await this.stack.ensureUpperDir(parentOf(path));
-    await fsp.symlink(target, this.stack.upperPath(path));
+    fs.symlinkSync(target, this.stack.upperPath(path));
     await this.stack.afterCreate(path, false);
     this.inodes.forget(path, false);
   }
@@ -355,7 +357,7 @@ export class OverlayOps implements FsOps {
     const before = this.attrOf(existing, src).ino;
     const upper = await this.copyUp(existing);
     await this.stack.ensureUpperDir(parentOf(path));
-    await fsp.link(this.stack.upperPath(existing), this.stack.upperPath(path));
+    fs.linkSync(this.stack.upperPath(existing), this.stack.upperPath(path));
     await this.stack.afterCreate(path, false);
     // Both names keep the number the existing one had.
     this.inodes.forget(path, false);
@@ -386,7 +388,7 @@ export class OverlayOps implements FsOps {
     else await this.copyUp(from);
     await this.stack.ensureUpperDir(parentOf(to));
     if (dst?.upper && srcIsDir) await this.stack.clearMarkers(to); // rename(2) needs the target empty
-    await fsp.rename(this.stack.upperPath(from), this.stack.upperPath(to));
+    fs.renameSync(this.stack.upperPath(from), this.stack.upperPath(to));
     if (srcIsDir) {
       this.stack.forgetDir(from);
       this.stack.forgetDir(to);
@@ -415,13 +417,13 @@ export class OverlayOps implements FsOps {
   async chmod(path: string, mode: number): Promise<void> {
     const { real, st } = await this.modify(path);
     if (entryType(st.mode) === 'symlink') throw new FsError('EOPNOTSUPP', 'chmod', path);
-    await fsp.chmod(real, mode & 0o7777);
+    fs.chmodSync(real, mode & 0o7777);
   }
 
   async chown(path: string, uid: number, gid: number): Promise<void> {
     const { real } = await this.modify(path);
     // -1 (as unsigned 32-bit) means "leave unchanged".
-    await fsp.lchown(real, uid === 0xffffffff ? -1 : uid, gid === 0xffffffff ? -1 : gid);
+    fs.lchownSync(real, uid === 0xffffffff ? -1 : uid, gid === 0xffffffff ? -1 : gid);
   }
 
   /** A time at or past 2^63 ms is the binding's "leave unchanged" (UTIME_OMIT). */
@@ -430,7 +432,7 @@ export class OverlayOps implements FsOps {
     const omit = 2 ** 63;
     const atime = atimeMs >= omit ? st.atimeMs : atimeMs;
     const mtime = mtimeMs >= omit ? st.mtimeMs : mtimeMs;
-    await fsp.lutimes(real, atime / 1000, mtime / 1000);
+    fs.lutimesSync(real, atime / 1000, mtime / 1000);
   }
 
   /** The upper copy to change an xattr on. fs-xattr follows symlinks, so links are refused
