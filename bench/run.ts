@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [--out FILE] [--reps N] [--only w1,w2,...]`: every variant on
+ * `npm run bench [-- --quick] [--out FILE] [--reps N] [--only w1,w2,...,launch,build,scale]`: every variant on
  * the same data in the same run, repetitions interleaved, medians and ratios to the native
  * directory and to fuse-overlayfs, as a table and as JSON. Needs root (kernel overlayfs,
  * dropping caches). Workloads run as child processes; nothing here touches a mount served by
@@ -9,15 +9,21 @@ import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_pr
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { formatTable, unmountUnder, type BenchContext, type Section } from './common.js';
+import { launchSection } from './launch.js';
+import { buildSection } from './build-time.js';
+import { scaleSection } from './scale.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = path.join(ROOT, 'dist', 'builder', 'cli.js');
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
-const reps = Number(args[args.indexOf('--reps') + 1]) || (quick ? 3 : 5);
+const repsArg = args.includes('--reps') ? Number(args[args.indexOf('--reps') + 1]) || null : null;
+const reps = repsArg ?? (quick ? 3 : 5);
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1]!.split(',') : null;
 const outFile = args.includes('--out') ? args[args.indexOf('--out') + 1]! : path.join(ROOT, 'bench', 'results', `${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-const DATA = '/var/tmp/overpack-bench';
+// OVERPACK_BENCH_DATA: somewhere else for the data (e.g. two checkouts benchmarking at once).
+const DATA = process.env.OVERPACK_BENCH_DATA || '/var/tmp/overpack-bench';
 const BIG_MIB = quick ? 256 : 1024;
 
 function sh(cmd: string, cwd?: string): string {
@@ -174,6 +180,14 @@ function variants(data: ReturnType<typeof prepareData>, bundles: Record<'tree' |
       },
     },
     {
+      name: 'overpack-dir-fuse-native',
+      missing: () => (fs.existsSync(CLI) ? null : 'run npm install first'),
+      mount: async (lower, work) => {
+        const [u, m] = fresh(work, 'u', 'm');
+        return serverMount([process.execPath, CLI, 'mount', lower, '--upper', u!, '--mountpoint', m!, '--on-exit', 'discard'], { ...process.env, OVERPACK_FUSE_BINDING: 'fuse-native' });
+      },
+    },
+    {
       name: 'overpack-image',
       missing: () => (fs.existsSync(bundles.tree) ? null : 'bundle build failed'),
       mount: async (_lower, work, which) => {
@@ -242,7 +256,9 @@ async function main(): Promise<void> {
     const app = path.join(DATA, `app-${which}`);
     // A bundle needs a manifest: a tiny app dir whose tree is the data (bind-free: symlinks are
     // stored as links, so copy the manifest beside a reflinked/hard-linked copy of the data).
-    if (!fs.existsSync(bundles[which])) {
+    // Rebuilt every run (the runtime executable is cached, so this is quick): a bundle left by
+    // an older checkout would measure an older runtime.
+    {
       log(`building the overpack-image bundle of the ${which} data`);
       fs.rmSync(app, { recursive: true, force: true });
       sh(`cp -al ${lower} ${app}`);
@@ -303,6 +319,22 @@ async function main(): Promise<void> {
     }
     fs.rmSync(work, { recursive: true, force: true });
   }
+  // Launch, build and scale (bench/launch.ts, build-time.ts, scale.ts): own tables and JSON.
+  const SECTIONS: Array<[string, (ctx: BenchContext) => Promise<Section>]> = [['launch', launchSection], ['build', buildSection], ['scale', scaleSection]];
+  const sections: Section[] = [];
+  const sectionWork = fs.mkdtempSync(path.join(DATA, 'run-'));
+  const ctx: BenchContext = { root: ROOT, cli: CLI, data: DATA, tree: data.tree, treeBundle: fs.existsSync(bundles.tree) ? bundles.tree : null, work: sectionWork, quick, reps: repsArg, log };
+  try {
+    for (const [id, run] of SECTIONS.filter(([id]) => !only || only.includes(id))) {
+      log(`${id} section`);
+      const t = Date.now();
+      sections.push(await run(ctx));
+      log(`${id} section done in ${((Date.now() - t) / 1000).toFixed(0)} s`);
+    }
+  } finally {
+    unmountUnder(sectionWork);
+    fs.rmSync(sectionWork, { recursive: true, force: true });
+  }
   // report
   const names = all.map((v) => v.name);
   const rows: string[] = [];
@@ -321,9 +353,10 @@ async function main(): Promise<void> {
     });
     rows.push([w.title, ...cells].join(' | '));
   }
-  process.stdout.write(`\n${rows.join('\n')}\n\nmedians of ${reps} runs, interleaved; ${quick ? 'quick mode' : 'full mode'}\n`);
+  if (rows.length > 1) process.stdout.write(`\n${rows.join('\n')}\n\nmedians of ${reps} runs, interleaved; ${quick ? 'quick mode' : 'full mode'}\n`);
+  for (const sec of sections) for (const t of sec.tables) process.stdout.write(`\n${formatTable(t)}\n`);
   fs.mkdirSync(path.dirname(outFile), { recursive: true });
-  fs.writeFileSync(outFile, JSON.stringify({ date: new Date().toISOString(), quick, reps, bigMiB: BIG_MIB, results: json }, null, 2));
+  fs.writeFileSync(outFile, JSON.stringify({ date: new Date().toISOString(), quick, reps, bigMiB: BIG_MIB, results: json, ...Object.fromEntries(sections.map((sec) => [sec.id, sec.json])) }, null, 2));
   log(`wrote ${outFile}`);
 }
 

@@ -18,6 +18,7 @@ import * as esbuild from 'esbuild';
 import { appendImage, BuildError, type ImageStats } from '../runtime/image/writer.js';
 import { validateManifest, type Manifest } from '../runtime/launcher/manifest.js';
 import { FUSE_ADDON, LIBFUSE, nativeDir } from '../runtime/fuse/native.js';
+import { FUSE3_ADDON, LIBFUSE3 } from '../runtime/fuse/fuse3.js';
 import { fingerprint, parsePublicKeyText, rawPublicKey, readPrivateKeyFile, signBundleFile, SignatureError } from '../runtime/image/signature.js';
 
 const require = createRequire(import.meta.url);
@@ -80,6 +81,11 @@ function addonFiles(): Array<{ name: string; file: string }> {
     { name: 'xattr.node', file: path.join(xattrDir, 'build', 'Release', 'xattr.node') },
     { name: 'blake.node', file: path.join(blakeDir, `blake.${process.platform}-${process.arch}-gnu.node`) },
   ];
+  // The libfuse 3 binding is optional at build time (it needs libfuse3-dev); without it the
+  // bundle serves its mount with fuse-native.
+  if (fs.existsSync(path.join(dir, FUSE3_ADDON))) {
+    files.push({ name: FUSE3_ADDON, file: path.join(dir, FUSE3_ADDON) }, { name: LIBFUSE3, file: path.join(dir, LIBFUSE3) });
+  }
   for (const f of files) {
     if (!fs.existsSync(f.file)) throw new BuildError(f.file, 'addons', `native addon ${f.file} is missing; run \`npm install\` (or \`npm run build\`) in the overpack checkout`);
   }
@@ -94,7 +100,7 @@ function addonFiles(): Array<{ name: string; file: string }> {
 async function bundleRuntime(): Promise<string> {
   const lazyAddon = (name: string) => `new Proxy({}, { get: (_, k) => globalThis.__overpackLoadAddon(${JSON.stringify(name)})[k] })`;
   const result = await esbuild.build({
-    entryPoints: [path.join(ROOT, 'runtime', 'launcher', 'main.ts')],
+    entryPoints: [path.join(ROOT, 'runtime', 'launcher', 'entry.cts')],
     bundle: true,
     platform: 'node',
     target: 'node20',

@@ -35,7 +35,7 @@ export const mountCommand: CommandModule<object, MountArgs> = {
     if (args.mountpoint) fs.setMountpoint(args.mountpoint);
     if (args.home) fs.mountpointAsHome();
     await fs.mount();
-    const { mountPoint, upper } = fs.handle();
+    const { mountPoint, upper, binding } = fs.handle();
     await fs.overlayAction(args['on-exit']);
     // Signal handlers go in before the mountpoint is announced: a caller may stop us at once.
     const stopped = new Promise<void>((resolve) => {
@@ -60,7 +60,7 @@ export const mountCommand: CommandModule<object, MountArgs> = {
     });
     // stdout carries only the mountpoint, so scripts can capture it.
     process.stdout.write(`${mountPoint}\n`);
-    say(`mounted ${path.resolve(args.lower)} (upper ${upper}) at ${mountPoint}; Ctrl-C or \`overpack umount ${mountPoint}\` to stop`);
+    say(`mounted ${path.resolve(args.lower)} (upper ${upper}) at ${mountPoint} with ${binding}; Ctrl-C or \`overpack umount ${mountPoint}\` to stop`);
     await stopped;
     try {
       const result = await fs.umount();

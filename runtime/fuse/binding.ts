@@ -1,7 +1,7 @@
 /**
  * The contract between a filesystem and a FUSE binding. A filesystem (the overlay engine)
  * implements `FsOps`: path-based, promise-returning, throwing `FsError` for POSIX errors. A
- * binding (fuse-native today, our own libfuse 3 addon next) serves those operations on a
+ * binding (our libfuse 3 addon, `fuse3.ts`, or fuse-native, `fuse-native.ts`) serves those operations on a
  * mountpoint. Neither side knows the other's internals.
  */
 import type { EntryStat } from '../overlay/layer.js';
@@ -46,6 +46,12 @@ export interface FsOps {
   flush(path: string, fh: number): Promise<void>;
   fsync(path: string, fh: number, datasync: boolean): Promise<void>;
   release(path: string, fh: number): Promise<void>;
+  /**
+   * Whether another name can change this file's content through the mount (a hard link the
+   * filesystem writes through). A binding keeps a file's pages cached across opens only when
+   * not; without this method it falls back to `nlink > 1`.
+   */
+  sharesContent?(path: string): Promise<boolean>;
   truncate(path: string, size: number): Promise<void>;
   ftruncate(path: string, fh: number, size: number): Promise<void>;
   mknod(path: string, mode: number, rdev: number): Promise<void>;
@@ -84,5 +90,7 @@ export interface MountedFs {
 
 export interface FuseBinding {
   readonly name: string;
+  /** Whether this binding's native part can be loaded here (without mounting anything). */
+  available(): boolean;
   mount(mountPoint: string, ops: FsOps, options: MountOptions): Promise<MountedFs>;
 }

@@ -3,7 +3,7 @@
  * callback API. Every request crosses from a libfuse thread to the JS main thread and back
  * (~100-150 µs), so the mount options below are chosen to make the kernel ask less often.
  */
-import { toErrno } from '../overlay/errors.js';
+import { failureErrno } from './failure.js';
 import type { Attr, FsOps, FuseBinding, MountedFs, MountOptions, StatFs } from './binding.js';
 import { loadFuseNative, type FuseNativeClass } from './native.js';
 import { unmountPath } from './unmount.js';
@@ -41,14 +41,8 @@ function wireStat(a: Attr): Record<string, number> {
   };
 }
 
-/** Reports errors that are not plain POSIX answers (bugs, I/O trouble) once on stderr. */
 function failed(op: string, err: unknown): number {
-  const errno = toErrno(err);
-  const e = err as { name?: string; code?: string };
-  if (e?.name !== 'FsError' && (errno === 5 || !e?.code)) {
-    process.stderr.write(`overpack: ${op} failed: ${(err as Error)?.stack ?? String(err)}\n`);
-  }
-  return -errno;
+  return -failureErrno(op, err);
 }
 
 /** Turns FsOps into fuse-native's ops object: (args..., cb) with negative errno on failure. */
@@ -169,6 +163,14 @@ function patchUnmount(Fuse: FuseNativeClass): void {
 
 export const fuseNativeBinding: FuseBinding = {
   name: 'fuse-native',
+  available(): boolean {
+    try {
+      loadFuseNative();
+      return true;
+    } catch {
+      return false;
+    }
+  },
   async mount(mountPoint: string, ops: FsOps, options: MountOptions): Promise<MountedFs> {
     const Fuse = loadFuseNative();
     patchUnmount(Fuse);

@@ -1,6 +1,7 @@
 /**
- * Checks that a FUSE mount can work here before anything is created on disk, and makes
- * `fusermount` resolvable for libfuse 2 on machines that only have fuse3's `fusermount3`.
+ * Checks that a FUSE mount can work here before anything is created on disk, and makes both
+ * mount helpers resolvable: libfuse 2 (fuse-native) runs `fusermount`, libfuse 3 (our addon)
+ * runs `fusermount3`, and a machine may have only one of them.
  */
 import { accessSync, constants, existsSync, mkdirSync, symlinkSync, readlinkSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,13 +28,13 @@ function findOnPath(name: string): string | null {
 }
 
 /**
- * libfuse 2 runs `fusermount` (its fixed path, then PATH) to mount as a user. When only
- * `fusermount3` exists, a private directory with `fusermount -> fusermount3` is put at the
- * front of this process's PATH. The protocol between libfuse and the helper is the same.
+ * libfuse runs its helper (its fixed path, then PATH) to mount as a user. When only the other
+ * version's helper exists, a private directory with a link named `name` pointing to it is put
+ * at the front of this process's PATH. The protocol between libfuse and the helper is the same.
  */
-function provideFusermount(fusermount3: string): void {
+function provideHelper(name: string, target: string): void {
   const dir = path.join(tmpdir(), `overpack-fusermount-${process.getuid?.() ?? 0}`);
-  const link = path.join(dir, 'fusermount');
+  const link = path.join(dir, name);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   let current: string | null = null;
   try {
@@ -41,9 +42,9 @@ function provideFusermount(fusermount3: string): void {
   } catch {
     /* not there yet */
   }
-  if (current !== fusermount3) {
-    if (current !== null) throw new Error(`${link} points to ${current}, expected ${fusermount3}`);
-    symlinkSync(fusermount3, link);
+  if (current !== target) {
+    if (current !== null) throw new Error(`${link} points to ${current}, expected ${target}`);
+    symlinkSync(target, link);
   }
   const parts = (process.env.PATH ?? '').split(':');
   if (!parts.includes(dir)) process.env.PATH = [dir, ...parts].join(':');
@@ -67,14 +68,15 @@ export function checkFuse(): FuseProblem | null {
     };
   }
   if (process.getuid?.() === 0) return null; // libfuse mounts directly as root
-  if (findOnPath('fusermount')) return null;
+  const fm2 = findOnPath('fusermount');
   const fm3 = findOnPath('fusermount3');
-  if (fm3) {
+  if (fm2 || fm3) {
     try {
-      provideFusermount(fm3);
+      if (!fm2) provideHelper('fusermount', fm3!);
+      if (!fm3) provideHelper('fusermount3', fm2!);
       return null;
     } catch (err) {
-      return { code: 'NO_FUSERMOUNT', message: `cannot provide fusermount via ${fm3}: ${(err as Error).message}` };
+      return { code: 'NO_FUSERMOUNT', message: `cannot provide a fusermount helper via ${fm2 ?? fm3}: ${(err as Error).message}` };
     }
   }
   return {

@@ -1,7 +1,10 @@
 /**
- * Build step (run by `npm run build`, hence by `npm install`): prepares the FUSE addon in
- * `dist/native/<platform>/` beside its libfuse, with rpath `$ORIGIN`, so neither the development
- * tree nor a bundle depends on the host's libfuse2.
+ * Build step (run by `npm run build`, hence by `npm install`): prepares the FUSE addons in
+ * `dist/native/<platform>/` beside their libfuse, with rpath `$ORIGIN`, so neither the
+ * development tree nor a bundle depends on the host's libfuse2 or libfuse3:
+ * - fuse-native (libfuse 2), compiled from its own source with one fix (below);
+ * - our libfuse 3 addon (`lowlevel/`), compiled with node-gyp against libfuse3-dev, shipped
+ *   with the host's `libfuse3.so.3`.
  *
  * The addon is compiled from fuse-native's own C source with one fix: fuse-native 2.2.6 passes
  * the access time twice to `utimens` (the modification time is lost) and does not translate
@@ -14,6 +17,7 @@ import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { FUSE_ADDON, LIBFUSE, nativeDir, packageRoot, platformTag } from './native.js';
+import { FUSE3_ADDON, LIBFUSE3 } from './fuse3.js';
 
 const require = createRequire(import.meta.url);
 
@@ -78,11 +82,54 @@ function buildPatchedAddon(pkgDir: string): string {
     ],
   };
   writeFileSync(path.join(buildDir, 'binding.gyp'), JSON.stringify(gyp, null, 2));
+  gypRebuild(buildDir);
+  return path.join(buildDir, 'build', 'Release', 'fuse.node');
+}
+
+function gypRebuild(buildDir: string): void {
   const args = [nodeGyp(), 'rebuild', '--silent'];
   // Offline machines build against the installed Node headers instead of downloading them.
   if (!process.env.npm_config_nodedir && existsSync('/usr/include/node/common.gypi')) args.push('--nodedir=/usr');
   execFileSync(process.execPath, args, { cwd: buildDir, stdio: ['ignore', 'ignore', 'inherit'] });
-  return path.join(buildDir, 'build', 'Release', 'fuse.node');
+}
+
+/** Sets `$ORIGIN` as the addon's rpath, so it finds the libfuse shipped beside it. */
+function setOriginRpath(file: string): void {
+  try {
+    execFileSync('patchelf', ['--set-rpath', '$ORIGIN', file], { stdio: 'inherit' });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === 'ENOENT' ? 'patchelf is not installed (Debian: apt-get install patchelf)' : e.message;
+    console.error(`overpack: cannot set the rpath of ${file}: ${why}`);
+    process.exit(1);
+  }
+}
+
+/**
+ * Our libfuse 3 addon. Without libfuse3-dev it is skipped with a warning: the engine then
+ * serves mounts with fuse-native only.
+ */
+function prepareFuse3(dest: string): void {
+  const sources = path.join(packageRoot(), 'runtime', 'fuse', 'lowlevel');
+  if (!existsSync('/usr/include/fuse3/fuse_lowlevel.h')) {
+    console.error('overpack: warning: libfuse3-dev is not installed (Debian: apt-get install libfuse3-dev); the libfuse 3 binding is not built, mounts will use fuse-native');
+    rmSync(path.join(dest, FUSE3_ADDON), { force: true });
+    return;
+  }
+  const buildDir = path.join(packageRoot(), 'dist', 'native-build', 'fuse3');
+  rmSync(buildDir, { recursive: true, force: true });
+  mkdirSync(buildDir, { recursive: true });
+  for (const f of ['overpack_fuse3.c', 'binding.gyp']) copyFileSync(path.join(sources, f), path.join(buildDir, f));
+  gypRebuild(buildDir);
+  const built = path.join(buildDir, 'build', 'Release', 'overpack_fuse3.node');
+  // The libfuse3 the addon was linked against, as the dynamic loader finds it.
+  const ldd = execFileSync('ldd', [built], { encoding: 'utf8' });
+  const lib = /libfuse3\.so\.3 => (\S+)/.exec(ldd)?.[1];
+  if (!lib) throw new Error(`cannot find the libfuse3.so.3 that ${built} links against:\n${ldd}`);
+  copyFileSync(built, path.join(dest, FUSE3_ADDON));
+  copyFileSync(lib, path.join(dest, LIBFUSE3));
+  chmodSync(path.join(dest, FUSE3_ADDON), 0o755);
+  setOriginRpath(path.join(dest, FUSE3_ADDON));
 }
 
 function main(): void {
@@ -104,14 +151,8 @@ function main(): void {
   copyFileSync(addon, path.join(dest, FUSE_ADDON));
   copyFileSync(path.join(prebuilt, 'libfuse.so'), path.join(dest, LIBFUSE));
   chmodSync(path.join(dest, FUSE_ADDON), 0o755);
-  try {
-    execFileSync('patchelf', ['--set-rpath', '$ORIGIN', path.join(dest, FUSE_ADDON)], { stdio: 'inherit' });
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    const why = e.code === 'ENOENT' ? 'patchelf is not installed (Debian: apt-get install patchelf)' : e.message;
-    console.error(`overpack: cannot set the FUSE addon's rpath: ${why}`);
-    process.exit(1);
-  }
+  setOriginRpath(path.join(dest, FUSE_ADDON));
+  prepareFuse3(dest);
 }
 
 main();

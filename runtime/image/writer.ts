@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as xattr from 'fs-xattr';
-import { blake3File } from '../hash/blake3.js';
+import { Blake3 } from '../hash/blake3.js';
 import { alignUp, encodeFooter, FLAG_SIGNED, IMAGE_VERSION, sha256, type ImageAddon, type ImageEntry, type ImageIndex } from './format.js';
 
 export interface ImageSource {
@@ -111,7 +111,7 @@ export async function appendImage(bundle: string, src: ImageSource): Promise<Ima
     const stored = new Map<string, number>(); // hash → offset
     const stats: ImageStats = { files: 0, dirs: 0, symlinks: 0, bytes: 0, storedBytes: 0, dedupSaved: 0 };
     const buf = Buffer.alloc(1 << 20);
-    const copyIn = (real: string, size: number): number => {
+    const copyIn = (real: string, size: number, hasher?: Blake3): number => {
       const offset = alignUp(pos);
       const rfd = fs.openSync(real, 'r');
       try {
@@ -119,6 +119,7 @@ export async function appendImage(bundle: string, src: ImageSource): Promise<Ima
         while (done < size) {
           const n = fs.readSync(rfd, buf, 0, Math.min(buf.length, size - done), done);
           if (n === 0) throw new BuildError(real, 'read', `${real} shrank while being read`);
+          hasher?.update(buf.subarray(0, n));
           fs.writeSync(fd, buf, 0, n, offset + done);
           done += n;
         }
@@ -134,17 +135,26 @@ export async function appendImage(bundle: string, src: ImageSource): Promise<Ima
       if (e.type === 'dir') stats.dirs++;
       if (e.type === 'symlink') stats.symlinks++;
       if (e.type !== 'file') continue;
-      const hash = (await blake3File(e.real)).toString('hex');
+      // One synchronous pass per file: hash while copying it in at the end of the bundle, and
+      // if the content turns out to be stored already, cut the copy off again (the bundle
+      // always ends at `pos`, so truncating restores it exactly). Hashing first with async
+      // reads and copying in a second pass took 4x longer than mksquashfs on node_modules.
+      const before = pos;
+      const h = new Blake3();
+      const offset = copyIn(e.real, e.size, h);
+      const hash = h.digest().toString('hex');
       e.hash = hash;
       stats.files++;
       stats.bytes += e.size;
       const known = stored.get(hash);
       if (known !== undefined) {
+        fs.ftruncateSync(fd, before);
+        pos = before;
         e.offset = known;
         stats.dedupSaved += e.size;
       } else {
-        e.offset = copyIn(e.real, e.size);
-        stored.set(hash, e.offset);
+        e.offset = offset;
+        stored.set(hash, offset);
         stats.storedBytes += e.size;
       }
       src.onProgress?.(++done, files.length);

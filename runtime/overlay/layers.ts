@@ -89,7 +89,7 @@ export class LayerStack {
   private async readUpperMarkers(path: string): Promise<{ opaque: boolean; whiteouts: Set<string> }> {
     const whiteouts = new Set<string>();
     let opaque = false;
-    for (const name of await fsp.readdir(this.upperPath(path))) {
+    for (const name of fs.readdirSync(this.upperPath(path))) {
       if (!isReserved(name)) continue;
       if (name === OPAQUE_MARKER) opaque = true;
       const hidden = whitedOutName(name);
@@ -176,7 +176,7 @@ export class LayerStack {
     const out: Array<{ name: string; type: ReturnType<typeof entryType>; upper: boolean }> = [];
     const seen = new Set<string>();
     if (info.upper) {
-      for (const d of await fsp.readdir(this.upperPath(path), { withFileTypes: true })) {
+      for (const d of fs.readdirSync(this.upperPath(path), { withFileTypes: true })) {
         if (isReserved(d.name)) continue;
         seen.add(d.name);
         const type = d.isDirectory() ? 'dir' : d.isFile() ? 'file' : d.isSymbolicLink() ? 'symlink' : 'other';
@@ -361,9 +361,8 @@ export class LayerStack {
     this.invalidateTree(path);
   }
 
+  /** Synchronous, like the reads and writes through the descriptor (see operations.ts). */
   async openUpper(path: string, flags: number, mode?: number): Promise<number> {
-    return new Promise((resolve, reject) => {
-      fs.open(this.upperPath(path), flags | fsc.O_NOFOLLOW, mode ?? 0o666, (err, fd) => (err ? reject(err) : resolve(fd)));
-    });
+    return fs.openSync(this.upperPath(path), flags | fsc.O_NOFOLLOW, mode ?? 0o666);
   }
 }

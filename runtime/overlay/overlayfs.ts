@@ -32,6 +32,8 @@ export interface OverlayHandle {
   readonly upper: string;
   /** The lower directory, or the lower layer's description when it is not a directory. */
   readonly lower: string;
+  /** The FUSE binding serving the mount (`fuse3` or `fuse-native`); null while unmounted. */
+  readonly binding: string | null;
 }
 
 /**
@@ -52,12 +54,26 @@ function isInside(child: string, parent: string): boolean {
   return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
 }
 
+/** The FUSE bindings by name; OVERPACK_FUSE_BINDING picks one, the default is the fastest. */
+const BINDINGS: Record<string, () => Promise<FuseBinding>> = {
+  fuse3: async () => (await import('../fuse/fuse3.js')).fuse3Binding,
+  'fuse-native': async () => (await import('../fuse/fuse-native.js')).fuseNativeBinding,
+};
+export const DEFAULT_BINDING = 'fuse3';
+
 async function defaultBinding(): Promise<FuseBinding> {
-  const wanted = process.env.OVERPACK_FUSE_BINDING ?? 'fuse-native';
-  if (wanted !== 'fuse-native') {
-    throw new OverlayError('MOUNT_FAILED', 'mount', '', `unknown FUSE binding "${wanted}" in OVERPACK_FUSE_BINDING (known: fuse-native)`);
+  const wanted = process.env.OVERPACK_FUSE_BINDING;
+  if (!wanted) {
+    // The default binding's addon is optional (built only where libfuse3-dev was present).
+    const binding = await BINDINGS[DEFAULT_BINDING]!();
+    if (binding.available()) return binding;
+    return BINDINGS['fuse-native']!();
   }
-  return (await import('../fuse/fuse-native.js')).fuseNativeBinding;
+  const load = BINDINGS[wanted];
+  if (!load) {
+    throw new OverlayError('MOUNT_FAILED', 'mount', '', `unknown FUSE binding "${wanted}" in OVERPACK_FUSE_BINDING (known: ${Object.keys(BINDINGS).join(', ')})`);
+  }
+  return load();
 }
 
 /** Lazily detaches a mount without waiting on its server (safe at exit and for stale mounts). */
@@ -85,6 +101,7 @@ export class OverlayFS {
   private asHome = false;
   private inodeMode: InodeMode = 'virtual';
   private binding: FuseBinding | null = null;
+  private servedBy: string | null = null;
   private tuning: MountTuning = {};
   private pendingAction: OverlayAction | null = null;
   private mounted: MountedFs | null = null;
@@ -162,6 +179,7 @@ export class OverlayFS {
       mountPoint: this.mountPointPath ?? this.generatedMountPoint(),
       upper: this.upper ?? '',
       lower: this.lowerDir ?? this.lowerLayer.description,
+      binding: this.mounted ? this.servedBy : null,
     };
   }
 
@@ -246,6 +264,7 @@ export class OverlayFS {
         debug: this.tuning.debug ?? false,
       });
       this.ops = ops;
+      this.servedBy = binding.name;
     } catch (err) {
       // Leave the disk as it was found.
       if (!upperExisted) await fsp.rm(upper, { recursive: true, force: true }).catch(() => undefined);

@@ -1,0 +1,107 @@
+/**
+ * Launch: a bundled hello-world (Node and shell) against running the same script directly,
+ * warm and right after the bundle cache (`$XDG_CACHE_HOME/overpack`) was cleared; `eslint.run
+ * --version` against `node eslint.js --version`; and the memory of the runtime process while
+ * it serves a small and a large image. Variants are interleaved, medians reported.
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { buildBundle, eslintApp, helloApps, median, mib, ms, processMemory, scratchEnv, serveBundle, timeRun, type BenchContext, type Section, type Table } from './common.js';
+
+interface Case {
+  id: string;
+  argv: string[];
+  /** the direct run it is compared with */
+  ref?: string;
+  env?: NodeJS.ProcessEnv;
+  /** clear `$XDG_CACHE_HOME/overpack` before every run */
+  first?: boolean;
+}
+
+export async function launchSection(ctx: BenchContext): Promise<Section> {
+  const apps = helloApps(ctx);
+  const eslint = eslintApp(ctx);
+  const dir = path.join(ctx.data, 'bundles');
+  fs.mkdirSync(dir, { recursive: true });
+  const bundles = { node: path.join(dir, 'hello-node.run'), shell: path.join(dir, 'hello-shell.run'), eslint: path.join(dir, 'eslint.run') };
+  ctx.log('launch: building the hello and eslint bundles');
+  buildBundle(ctx, apps.node, bundles.node);
+  buildBundle(ctx, apps.shell, bundles.shell);
+  buildBundle(ctx, eslint, bundles.eslint);
+
+  const home = path.join(ctx.work, 'launch-home');
+  const env = scratchEnv(home);
+  const cache = path.join(env.XDG_CACHE_HOME!, 'overpack');
+  const eslintJs = path.join(eslint, 'node_modules', 'eslint', 'bin', 'eslint.js');
+  const cases: Case[] = [
+    { id: 'node hello.js', argv: [process.execPath, path.join(apps.node, 'hello.js')] },
+    { id: 'hello-node.run', argv: [bundles.node], ref: 'node hello.js' },
+    { id: 'hello-node.run, first launch', argv: [bundles.node], ref: 'node hello.js', first: true },
+    { id: 'sh hello.sh', argv: ['/bin/sh', path.join(apps.shell, 'hello.sh')] },
+    { id: 'hello-shell.run', argv: [bundles.shell], ref: 'sh hello.sh' },
+    { id: 'hello-shell.run, first launch', argv: [bundles.shell], ref: 'sh hello.sh', first: true },
+    { id: 'node eslint.js --version', argv: [process.execPath, eslintJs, '--version'] },
+    { id: 'eslint.run --version', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version' },
+    { id: 'eslint.run --version, first launch', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version', first: true },
+  ];
+  // NODE_EXTRA_CA_CERTS makes every Node start parse the whole CA file (about 25 ms here): the
+  // runtime pays it once more than `node hello.js` does. Shown both ways when it is set.
+  if (process.env.NODE_EXTRA_CA_CERTS) {
+    const clean = { ...env };
+    delete clean.NODE_EXTRA_CA_CERTS;
+    cases.push(
+      { id: 'node hello.js, no NODE_EXTRA_CA_CERTS', argv: [process.execPath, path.join(apps.node, 'hello.js')], env: clean },
+      { id: 'hello-node.run, no NODE_EXTRA_CA_CERTS', argv: [bundles.node], env: clean, ref: 'node hello.js, no NODE_EXTRA_CA_CERTS' },
+    );
+  }
+  const reps = ctx.reps ?? (ctx.quick ? 7 : 21);
+  const runs: Record<string, number[]> = {};
+  for (const c of cases) timeRun(c.argv, { env: c.env ?? env }); // warm-up (and the first build of the caches)
+  for (let r = 0; r < reps; r++) {
+    for (const c of cases) {
+      if (c.first) fs.rmSync(cache, { recursive: true, force: true });
+      (runs[c.id] ??= []).push(timeRun(c.argv, { env: c.env ?? env }));
+    }
+  }
+  const med = (id: string) => median(runs[id] ?? []);
+  const launch: Table = {
+    title: `Launch (median of ${reps}, interleaved; first launch: $XDG_CACHE_HOME/overpack removed before each run)`,
+    header: ['command', 'ms', 'vs direct run', 'first / warm'],
+    rows: cases.map((c) => {
+      const m = med(c.id);
+      const warm = c.first ? med(c.id.replace(', first launch', '')) : NaN;
+      return [c.id, ms(m, 1), c.ref ? `+${ms(m - med(c.ref), 1)} ms (${(m / med(c.ref)).toFixed(2)}x)` : '', c.first ? (m / warm).toFixed(2) : ''];
+    }),
+    notes: process.env.NODE_EXTRA_CA_CERTS ? ['NODE_EXTRA_CA_CERTS is set here: each Node start-up reads and parses that file (the runtime too)'] : [],
+  };
+
+  // Memory of the serving runtime: right after mounting, and after walking and reading the tree.
+  const mem: Array<{ image: string; files: number; afterMount: number; afterWork: number; peak: number; readyMs: number }> = [];
+  const images: Array<[string, string, string]> = [['hello-shell.run', bundles.shell, 'find . -type f | wc -l']];
+  images.push(['eslint.run', bundles.eslint, 'find . -type f -printf "%s\\n" | wc -l && tar cf - . | cat > /dev/null']);
+  if (ctx.treeBundle) images.push(['tree.run (bench tree)', ctx.treeBundle, 'find . -type f -printf "%s\\n" | wc -l && tar cf - --exclude=./big.bin . | cat > /dev/null && cat big.bin > /dev/null']);
+  for (const [name, bundle, work] of images) {
+    const served = await serveBundle(bundle, env);
+    try {
+      const afterMount = processMemory(served.pid).rss;
+      const r = spawnSync('sh', ['-c', work], { cwd: served.mountPoint, encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`${work} in ${served.mountPoint} failed: ${r.stderr}`);
+      const after = processMemory(served.pid);
+      mem.push({ image: name, files: Number(r.stdout.split('\n')[0]), afterMount, afterWork: after.rss, peak: after.hwm, readyMs: served.readyMs });
+    } finally {
+      await served.stop();
+    }
+  }
+  const memory: Table = {
+    title: 'Runtime memory while serving (RSS of the bundle process, --overpack-mount)',
+    header: ['image', 'files', 'mounted in ms', 'RSS after mount MiB', 'RSS after find + tar MiB', 'peak MiB'],
+    rows: mem.map((m) => [m.image, String(m.files), ms(m.readyMs), mib(m.afterMount), mib(m.afterWork), mib(m.peak)]),
+  };
+  const json: Record<string, unknown> = {
+    reps,
+    launch: Object.fromEntries(cases.map((c) => [c.id, { median: med(c.id), runs: runs[c.id], ref: c.ref ?? null, overheadMs: c.ref ? med(c.id) - med(c.ref) : null }])),
+    memory: mem,
+  };
+  return { id: 'launch', tables: [launch, memory], json };
+}

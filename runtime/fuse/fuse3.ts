@@ -1,0 +1,751 @@
+/**
+ * The libfuse 3 binding: our own N-API addon (`lowlevel/overpack_fuse3.c`) over libfuse's
+ * low-level, inode-based API, served on Node's main thread (no thread hop per request: the
+ * addon reads requests when libuv reports the device readable and calls `dispatch` below).
+ *
+ * The kernel speaks in node ids; the engine (`FsOps`) speaks in paths. `NodeTable` keeps the
+ * tree of nodes the kernel knows, with their lookup counts, and turns a node id into its path.
+ * The protocol work that makes this binding fast is here:
+ * - READDIRPLUS: a listing carries every entry's attributes, so a walk costs one request per
+ *   directory instead of one LOOKUP per entry;
+ * - no OPENDIR/RELEASEDIR (answered ENOSYS once, see the addon) and so the kernel caches each
+ *   directory's listing until it changes through this mount;
+ * - keep_cache on files that only this node can change (not hard-linked);
+ * - entry, attribute and negative timeouts in every reply; FLUSH and ACCESS never reach JS.
+ * Replies may come later than the request (after asynchronous I/O); meanwhile other requests
+ * keep flowing. Every request is answered exactly once, and unmount waits for the unanswered.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { constants as osc } from 'node:os';
+import type { Attr, FsOps, FuseBinding, MountedFs, MountOptions } from './binding.js';
+import { failureErrno } from './failure.js';
+import { nativeDir, NativeAddonError } from './native.js';
+import { unmountPath } from './unmount.js';
+import { FsError } from '../overlay/errors.js';
+import { childOf, S_IFDIR, S_IFMT } from '../overlay/layer.js';
+
+export const FUSE3_ADDON = 'overpack-fuse3.node';
+export const LIBFUSE3 = 'libfuse3.so.3';
+
+type Req = number;
+interface Session {
+  readonly __session: unique symbol;
+}
+
+/** The addon's functions (see the C file for each one's contract). */
+interface Fuse3Addon {
+  mount(mountPoint: string, args: string[], dispatcher: (op: number, req: Req, ...args: unknown[]) => void, maxWrite: number): Session;
+  close(s: Session): void;
+  replyErr(req: Req, errno: number): number;
+  replyNone(req: Req): void;
+  replyEntry(req: Req, nodeid: number, attr: Float64Array, entryTimeout: number, attrTimeout: number): number;
+  replyCreate(req: Req, nodeid: number, attr: Float64Array, entryTimeout: number, attrTimeout: number, fh: number, openFlags: number): number;
+  replyAttr(req: Req, attr: Float64Array, timeout: number): number;
+  replyOpen(req: Req, fh: number, openFlags: number): number;
+  replyBuf(req: Req, buf: Buffer, length: number): number;
+  replyWrite(req: Req, count: number): number;
+  replyXattrSize(req: Req, size: number): number;
+  replyReadlink(req: Req, target: string): number;
+  replyStatfs(req: Req, values: Float64Array): number;
+  replyDir(req: Req, size: number, start: number, names: string[], attrs: Float64Array, nodeids: Float64Array, plus: boolean, entryTimeout: number, attrTimeout: number): number;
+  invalEntry(s: Session, parent: number, name: string): number;
+  invalInode(s: Session, ino: number): number;
+  libfuseVersion(): number;
+}
+
+declare global {
+  // Set by the bundle's launcher: loads an addon extracted from the bundle.
+  // eslint-disable-next-line no-var
+  var __overpackLoadAddon: ((name: string) => Record<string, unknown>) | undefined;
+}
+
+let addon: Fuse3Addon | undefined;
+
+/** Loads the addon from the bundle (launcher) or from dist/native (development, library use). */
+export function loadFuse3(): Fuse3Addon {
+  if (addon) return addon;
+  if (globalThis.__overpackLoadAddon) {
+    try {
+      addon = globalThis.__overpackLoadAddon(FUSE3_ADDON) as unknown as Fuse3Addon;
+    } catch (err) {
+      throw new NativeAddonError(`this bundle carries no usable libfuse 3 addon: ${(err as Error).message}`, FUSE3_ADDON);
+    }
+    return addon;
+  }
+  const file = path.join(nativeDir(), FUSE3_ADDON);
+  if (!existsSync(file)) {
+    throw new NativeAddonError(
+      `the libfuse 3 addon is not built (${file} is missing). Run \`npm run build\`; it needs the Debian package libfuse3-dev. Or use OVERPACK_FUSE_BINDING=fuse-native.`,
+      file,
+    );
+  }
+  try {
+    addon = createRequire(import.meta.url)(file) as Fuse3Addon;
+  } catch (err) {
+    throw new NativeAddonError(`cannot load the libfuse 3 addon ${file}: ${(err as Error).message}`, file);
+  }
+  return addon;
+}
+
+/** Operation codes, as in the addon. */
+const OP = {
+  EXIT: 0, LOOKUP: 1, FORGET: 2, GETATTR: 3, SETATTR: 4, READLINK: 5, MKNOD: 6, MKDIR: 7, UNLINK: 8,
+  RMDIR: 9, SYMLINK: 10, RENAME: 11, LINK: 12, OPEN: 13, READ: 14, WRITE: 15, RELEASE: 16, FSYNC: 17,
+  READDIR: 18, READDIRPLUS: 19, STATFS: 20, SETXATTR: 21, GETXATTR: 22, LISTXATTR: 23, REMOVEXATTR: 24,
+  CREATE: 25,
+} as const;
+
+/** A request's arguments as the addon passes them (see each op's C handler). */
+type Wire = readonly unknown[];
+const N = (a: Wire, i: number) => a[i] as number;
+const S = (a: Wire, i: number) => a[i] as string;
+const B = (a: Wire, i: number) => a[i] as Buffer;
+const F = (a: Wire, i: number) => a[i] as Float64Array;
+
+const OPEN_KEEP_CACHE = 1;
+const ATTR_FIELDS = 13;
+const ROOT_ID = 1;
+// setattr's to_set bits (fuse_lowlevel.h).
+const SET_MODE = 1, SET_UID = 2, SET_GID = 4, SET_SIZE = 8, SET_ATIME = 16, SET_MTIME = 32, SET_ATIME_NOW = 128, SET_MTIME_NOW = 256;
+const RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2;
+/** The engine's "leave this time unchanged" (see OverlayOps.utimens). */
+const TIME_OMIT = 2 ** 63;
+const { ENOENT, EEXIST, EINVAL, ERANGE, ENOTCONN } = osc.errno;
+
+function packAttr(a: Attr, into: Float64Array, index = 0): void {
+  const o = index * ATTR_FIELDS;
+  into[o] = a.ino;
+  into[o + 1] = a.mode;
+  into[o + 2] = a.nlink;
+  into[o + 3] = a.uid;
+  into[o + 4] = a.gid;
+  into[o + 5] = a.rdev;
+  into[o + 6] = a.size;
+  into[o + 7] = a.blksize;
+  into[o + 8] = a.blocks;
+  into[o + 9] = a.atimeMs;
+  into[o + 10] = a.mtimeMs;
+  into[o + 11] = a.ctimeMs;
+  into[o + 12] = a.dev;
+}
+
+/** One inode the kernel knows (or a directory on the way to one), named by its place in the tree. */
+class FsNode {
+  nlookup = 0;
+  /** The file type bits (S_IFMT) the kernel was told: it refuses a node that changes type (EIO). */
+  type = 0;
+  children: Map<string, FsNode> | null = null;
+  /** The last listing sent for this directory, for READDIR requests that continue it. */
+  listing: Listing | null = null;
+  /** Open file handles, and the attributes when the file lost its name while open (for fstat). */
+  handles: Set<number> | null = null;
+  openedAttr: Attr | null = null;
+  private cachedPath: string | null = null;
+  private cachedAt = -1;
+
+  constructor(readonly id: number, public parent: FsNode | null, public name: string) {}
+
+  /** The path, recomputed only after a rename moved something (`generation` changed). */
+  path(generation: number): string {
+    if (this.cachedAt === generation && this.cachedPath !== null) return this.cachedPath;
+    const p = this.parent === null ? (this.id === ROOT_ID ? '/' : `/.overpack-unlinked-${this.id}`) : childOf(this.parent.path(generation), this.name);
+    this.cachedPath = p;
+    this.cachedAt = generation;
+    return p;
+  }
+}
+
+/** A directory's names as listed at offset 0, with the inode number and type READDIR needs. */
+interface Listing {
+  names: string[];
+  attrs: Float64Array;
+}
+
+/** Smallest READDIRPLUS entry: fuse_direntplus header (152 bytes) plus a name, 8-aligned. */
+const MIN_DIRENTPLUS = 160;
+
+/**
+ * The kernel's view of the tree: node id → node, each node under its parent by name. A node
+ * lives while the kernel holds lookups on it (LOOKUP, CREATE, MKDIR, ... and READDIRPLUS
+ * entries count one each; FORGET gives them back) or while it has living children.
+ * Unlinked nodes are detached: reachable by id (open files keep working through their
+ * handles) but no longer by path.
+ */
+class NodeTable {
+  private readonly byId = new Map<number, FsNode>();
+  private nextId = 2;
+  /** Bumped by every rename, so cached paths are recomputed. */
+  generation = 0;
+  readonly root = new FsNode(ROOT_ID, null, '');
+
+  constructor() {
+    this.root.nlookup = 1;
+    this.root.type = S_IFDIR;
+    this.byId.set(ROOT_ID, this.root);
+  }
+
+  get size(): number {
+    return this.byId.size;
+  }
+
+  get(id: number): FsNode | undefined {
+    return this.byId.get(id);
+  }
+
+  pathOf(id: number): string | null {
+    const n = this.byId.get(id);
+    return n ? n.path(this.generation) : null;
+  }
+
+  peekChild(parent: FsNode, name: string): FsNode | undefined {
+    return parent.children?.get(name);
+  }
+
+  /**
+   * The node for `name` under `parent`, counting one lookup; created when missing. A child
+   * of another type is a node whose entry was replaced meanwhile: it is detached and a new
+   * node stands for the new entry (the kernel would refuse a node that changes type).
+   */
+  looked(parent: FsNode, name: string, type: number): FsNode {
+    let n = parent.children?.get(name);
+    if (n && n.type !== type) {
+      this.detach(parent, name);
+      n = undefined;
+    }
+    if (!n) {
+      n = new FsNode(this.nextId++, parent, name);
+      n.type = type;
+      (parent.children ??= new Map()).set(name, n);
+      this.byId.set(n.id, n);
+    }
+    n.nlookup++;
+    return n;
+  }
+
+  forget(id: number, count: number): void {
+    const n = this.byId.get(id);
+    if (!n || id === ROOT_ID) return;
+    n.nlookup -= count;
+    this.maybeDrop(n);
+  }
+
+  private maybeDrop(n: FsNode): void {
+    if (n.nlookup > 0 || n.id === ROOT_ID || (n.children !== null && n.children.size > 0)) return;
+    this.byId.delete(n.id);
+    const parent = n.parent;
+    if (parent && parent.children?.get(n.name) === n) {
+      parent.children.delete(n.name);
+      this.maybeDrop(parent);
+    }
+  }
+
+  /** `name` under `parent` was removed: its node stays reachable by id until forgotten. */
+  detach(parent: FsNode, name: string): void {
+    const n = parent.children?.get(name);
+    if (!n) return;
+    parent.children!.delete(name);
+    n.parent = null;
+    this.generation++;
+    this.maybeDrop(n);
+    this.maybeDrop(parent);
+  }
+
+  move(parent: FsNode, name: string, newParent: FsNode, newName: string): void {
+    const n = parent.children?.get(name);
+    this.detach(newParent, newName);
+    if (!n) return;
+    parent.children!.delete(name);
+    n.parent = newParent;
+    n.name = newName;
+    (newParent.children ??= new Map()).set(newName, n);
+    this.generation++;
+    this.maybeDrop(parent);
+  }
+}
+
+class Fuse3Server {
+  private readonly nodes = new NodeTable();
+  private session: Session | null = null;
+  private readonly scratch = new Float64Array(ATTR_FIELDS);
+  private pending = 0;
+  private drained: (() => void) | null = null;
+  private endedResolve!: () => void;
+  /** Resolves when the kernel side is gone (unmounted from outside, or by us). */
+  readonly ended = new Promise<void>((resolve) => (this.endedResolve = resolve));
+  private readonly entryT: number;
+  private readonly attrT: number;
+  private readonly negT: number;
+
+  constructor(private readonly fuse: Fuse3Addon, private readonly ops: FsOps, options: MountOptions) {
+    this.entryT = options.entryTimeout;
+    this.attrT = options.attrTimeout;
+    this.negT = options.negativeTimeout;
+  }
+
+  /** Keeps the process alive while mounted, even after the kernel side went away, until close(). */
+  private keepAlive: NodeJS.Timeout | null = null;
+
+  start(mountPoint: string, args: string[]): void {
+    this.session = this.fuse.mount(mountPoint, args, (op: number, req: Req, ...a: unknown[]) => this.dispatch(op, req, a), 1 << 20);
+    this.keepAlive = setInterval(() => undefined, 1 << 30);
+  }
+
+  /** Stops serving: waits (bounded) for unanswered requests, then closes the session. */
+  async close(): Promise<void> {
+    if (!this.session) return;
+    if (this.pending > 0) {
+      await Promise.race([
+        new Promise<void>((resolve) => (this.drained = resolve)),
+        new Promise<void>((resolve) => setTimeout(resolve, 10_000).unref()),
+      ]);
+    }
+    const s = this.session;
+    this.session = null;
+    this.fuse.close(s);
+    if (this.keepAlive) clearInterval(this.keepAlive);
+    this.printStats();
+    this.endedResolve();
+  }
+
+  private node(id: number): FsNode {
+    const n = this.nodes.get(id);
+    if (!n) throw new FsError('ESTALE', 'node', `#${id}`, 'the kernel asked for a node it had forgotten');
+    return n;
+  }
+
+  /** The path of a node that still has a name; an unlinked one answers ENOENT. */
+  private pathOf(id: number): string {
+    const n = this.node(id);
+    if (n.parent === null && n.id !== ROOT_ID) throw new FsError('ENOENT', 'path', `#${id}`, 'unlinked');
+    return n.path(this.nodes.generation);
+  }
+
+  /** For requests that carry a file handle: they work on unlinked files too (by handle). */
+  private handlePath(id: number): string {
+    return this.node(id).path(this.nodes.generation);
+  }
+
+  /** OVERPACK_FUSE_STATS=1: per-operation request counts and time to answer, printed at close. */
+  private readonly stats = process.env.OVERPACK_FUSE_STATS === '1' ? new Map<number, { n: number; ns: bigint }>() : null;
+
+  private record(op: number, t0: bigint): void {
+    const e = this.stats!.get(op) ?? { n: 0, ns: 0n };
+    e.n++;
+    e.ns += process.hrtime.bigint() - t0;
+    this.stats!.set(op, e);
+  }
+
+  private printStats(): void {
+    if (!this.stats) return;
+    const rows = [...this.stats].sort((x, y) => y[1].n - x[1].n);
+    const total = rows.reduce((sum, [, e]) => sum + e.n, 0);
+    const lines = rows.map(([op, e]) => `  ${(OP_NAMES[op] ?? String(op)).padEnd(12)} ${String(e.n).padStart(9)}  ${(Number(e.ns / BigInt(e.n)) / 1000).toFixed(1).padStart(8)} µs`);
+    process.stderr.write(`overpack: FUSE requests (fuse3): ${total}\n  op               count  mean time to answer\n${lines.join('\n')}\n`);
+  }
+
+  private dispatch(op: number, req: Req, a: Wire): void {
+    if (this.stats && op !== OP.EXIT) {
+      const t0 = process.hrtime.bigint();
+      this.dispatchOne(op, req, a, t0);
+    } else {
+      this.dispatchOne(op, req, a, 0n);
+    }
+  }
+
+  private dispatchOne(op: number, req: Req, a: Wire, t0: bigint): void {
+    if (op === OP.FORGET) {
+      if (t0) this.record(op, t0);
+      this.nodes.forget(N(a, 0), N(a, 1));
+      return;
+    }
+    if (op === OP.EXIT) {
+      this.endedResolve();
+      return;
+    }
+    this.pending++;
+    let work: Promise<void>;
+    try {
+      work = this.handle(op, req, a);
+    } catch (err) {
+      work = Promise.reject(err);
+    }
+    work.then(
+      () => {
+        if (t0) this.record(op, t0);
+        this.settled();
+      },
+      (err: unknown) => {
+        this.fuse.replyErr(req, failureErrno(OP_NAMES[op] ?? `op ${op}`, err));
+        if (t0) this.record(op, t0);
+        this.settled();
+      },
+    );
+  }
+
+  private settled(): void {
+    if (--this.pending === 0 && this.drained) {
+      this.drained();
+      this.drained = null;
+    }
+  }
+
+  /** Each case answers its request as its last step; a throw before that becomes an errno. */
+  private async handle(op: number, req: Req, a: Wire): Promise<void> {
+    const f = this.fuse;
+    const ops = this.ops;
+    switch (op) {
+      case OP.LOOKUP: {
+        const parent = this.node(N(a, 0));
+        const name = S(a, 1);
+        let attr: Attr;
+        try {
+          attr = await this.stable(parent, (p) => ops.getattr(childOf(p, name)));
+        } catch (err) {
+          if ((err as { errno?: number }).errno !== ENOENT) throw err;
+          // A cached miss: the kernel will not ask again for negative_timeout seconds.
+          f.replyEntry(req, 0, this.scratch, this.negT, 0);
+          return;
+        }
+        this.replyNewEntry(req, parent, name, attr);
+        return;
+      }
+      case OP.GETATTR: {
+        const node = this.node(N(a, 0));
+        const fh = N(a, 1);
+        const attr = await this.stable(node, (p) =>
+          fh >= 0 ? ops.fgetattr(p, fh) : node.parent === null && node.id !== ROOT_ID ? this.unlinkedAttr(node, p) : ops.getattr(p),
+        );
+        this.checkType(node, attr);
+        packAttr(attr, this.scratch);
+        f.replyAttr(req, this.scratch, this.attrTimeout(attr));
+        return;
+      }
+      case OP.SETATTR:
+        return this.setattr(req, N(a, 0), N(a, 1), F(a, 2), N(a, 3));
+      case OP.READLINK:
+        f.replyReadlink(req, await ops.readlink(this.pathOf(N(a, 0))));
+        return;
+      case OP.MKNOD:
+      case OP.MKDIR:
+      case OP.SYMLINK: {
+        const parent = this.node(N(a, 0));
+        const name = S(a, 1);
+        const p = childOf(parent.path(this.nodes.generation), name);
+        if (op === OP.MKNOD) await ops.mknod(p, N(a, 2), N(a, 3));
+        else if (op === OP.MKDIR) await ops.mkdir(p, N(a, 2));
+        else await ops.symlink(S(a, 2), p);
+        this.replyNewEntry(req, parent, name, await ops.getattr(p));
+        return;
+      }
+      case OP.UNLINK:
+      case OP.RMDIR: {
+        const parent = this.node(N(a, 0));
+        const name = S(a, 1);
+        const p = childOf(parent.path(this.nodes.generation), name);
+        await this.rememberIfOpen(parent, name, p);
+        if (op === OP.UNLINK) await ops.unlink(p);
+        else await ops.rmdir(p);
+        this.nodes.detach(parent, name);
+        f.replyErr(req, 0);
+        return;
+      }
+      case OP.RENAME: {
+        const parent = this.node(N(a, 0));
+        const name = S(a, 1);
+        const newParent = this.node(N(a, 2));
+        const newName = S(a, 3);
+        const flags = N(a, 4);
+        const from = childOf(parent.path(this.nodes.generation), name);
+        const to = childOf(newParent.path(this.nodes.generation), newName);
+        if (flags & RENAME_EXCHANGE) {
+          f.replyErr(req, EINVAL);
+          return;
+        }
+        if (flags & RENAME_NOREPLACE) {
+          const exists = await ops.getattr(to).then(() => true, () => false);
+          if (exists) {
+            f.replyErr(req, EEXIST);
+            return;
+          }
+        }
+        await this.rememberIfOpen(newParent, newName, to);
+        await ops.rename(from, to);
+        this.nodes.move(parent, name, newParent, newName);
+        f.replyErr(req, 0);
+        return;
+      }
+      case OP.LINK: {
+        const existing = this.pathOf(N(a, 0));
+        const newParent = this.node(N(a, 1));
+        const newName = S(a, 2);
+        const p = childOf(newParent.path(this.nodes.generation), newName);
+        await ops.link(existing, p);
+        this.replyNewEntry(req, newParent, newName, await ops.getattr(p));
+        return;
+      }
+      case OP.OPEN: {
+        const node = this.node(N(a, 0));
+        const p = node.path(this.nodes.generation);
+        const fh = await ops.open(p, N(a, 1));
+        // Pages may stay cached across opens when only this node can change the file.
+        let flags = 0;
+        try {
+          const shared = ops.sharesContent ? await ops.sharesContent(p) : (await ops.getattr(p)).nlink > 1;
+          if (!shared) flags = OPEN_KEEP_CACHE;
+        } catch {
+          /* unlinked meanwhile: no caching */
+        }
+        if (f.replyOpen(req, fh, flags) !== 0) await ops.release(p, fh).catch(() => undefined); // the opener was interrupted
+        else (node.handles ??= new Set()).add(fh);
+        return;
+      }
+      case OP.CREATE: {
+        const parent = this.node(N(a, 0));
+        const name = S(a, 1);
+        const p = childOf(parent.path(this.nodes.generation), name);
+        const fh = await ops.create(p, N(a, 2), N(a, 3));
+        const attr = await ops.getattr(p);
+        const n = this.nodes.looked(parent, name, attr.mode & S_IFMT);
+        packAttr(attr, this.scratch);
+        if (f.replyCreate(req, n.id, this.scratch, this.entryT, this.attrTimeout(attr), fh, 0) !== 0) {
+          this.nodes.forget(n.id, 1);
+          await ops.release(p, fh).catch(() => undefined);
+        } else {
+          n.openedAttr = attr;
+          (n.handles ??= new Set()).add(fh);
+        }
+        return;
+      }
+      case OP.READ: {
+        const size = N(a, 1);
+        const buf = Buffer.allocUnsafe(size);
+        const n = await ops.read(this.handlePath(N(a, 0)), N(a, 3), buf, size, N(a, 2));
+        f.replyBuf(req, buf, n);
+        return;
+      }
+      case OP.WRITE: {
+        const data = B(a, 1);
+        f.replyWrite(req, await ops.write(this.handlePath(N(a, 0)), N(a, 3), data, data.length, N(a, 2)));
+        return;
+      }
+      case OP.RELEASE: {
+        const node = this.node(N(a, 0));
+        node.handles?.delete(N(a, 1));
+        if (node.handles?.size === 0) {
+          node.handles = null;
+          node.openedAttr = null;
+        }
+        await ops.release(node.path(this.nodes.generation), N(a, 1));
+        f.replyErr(req, 0);
+        return;
+      }
+      case OP.FSYNC:
+        await ops.fsync(this.handlePath(N(a, 0)), N(a, 2), N(a, 1) !== 0);
+        f.replyErr(req, 0);
+        return;
+      case OP.READDIR:
+      case OP.READDIRPLUS:
+        return this.readdir(req, N(a, 0), N(a, 1), N(a, 2), op === OP.READDIRPLUS);
+      case OP.STATFS: {
+        const s = await ops.statfs(this.pathOf(N(a, 0)));
+        const v = new Float64Array([s.bsize, s.frsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.favail, s.fsid, s.flag, s.namemax]);
+        f.replyStatfs(req, v);
+        return;
+      }
+      case OP.SETXATTR:
+        await ops.setxattr(this.pathOf(N(a, 0)), S(a, 1), B(a, 2), N(a, 3));
+        f.replyErr(req, 0);
+        return;
+      case OP.GETXATTR:
+        return this.replySized(req, await ops.getxattr(this.pathOf(N(a, 0)), S(a, 1)), N(a, 2));
+      case OP.LISTXATTR: {
+        const names = await ops.listxattr(this.pathOf(N(a, 0)));
+        return this.replySized(req, Buffer.from(names.map((n) => `${n}\0`).join(''), 'utf8'), N(a, 1));
+      }
+      case OP.REMOVEXATTR:
+        await ops.removexattr(this.pathOf(N(a, 0)), S(a, 1));
+        f.replyErr(req, 0);
+        return;
+      default:
+        f.replyErr(req, osc.errno.ENOSYS);
+    }
+  }
+
+  /** Attributes of another type than the node's belong to whatever replaced it: not this node's. */
+  private checkType(node: FsNode, attr: Attr): void {
+    if ((attr.mode & S_IFMT) !== node.type) throw new FsError('ESTALE', 'getattr', node.path(this.nodes.generation), 'the entry was replaced');
+  }
+
+  /** A file about to lose its name while open keeps its attributes for fstat (see unlinkedAttr). */
+  private async rememberIfOpen(parent: FsNode, name: string, p: string): Promise<void> {
+    const child = this.nodes.peekChild(parent, name);
+    if (child?.handles) child.openedAttr = await this.ops.getattr(p).catch(() => null);
+  }
+
+  /**
+   * fstat of a file whose name is gone: the kernel asks without a file handle (GETATTR_FH is
+   * only set for its own internal refreshes), so answer through one of the node's open handles,
+   * or with what the file looked like when it lost its name.
+   */
+  private async unlinkedAttr(node: FsNode, p: string): Promise<Attr> {
+    for (const fh of node.handles ?? []) {
+      try {
+        return { ...(await this.ops.fgetattr(p, fh)), nlink: 0 };
+      } catch {
+        /* a lower file's handle cannot stat itself; fall through */
+      }
+    }
+    if (node.openedAttr) return { ...node.openedAttr, nlink: 0 };
+    throw new FsError('ENOENT', 'getattr', p, 'unlinked and no longer open');
+  }
+
+  private replyNewEntry(req: Req, parent: FsNode, name: string, attr: Attr): void {
+    const n = this.nodes.looked(parent, name, attr.mode & S_IFMT);
+    packAttr(attr, this.scratch);
+    // An interrupted caller never received the entry: give the lookup back.
+    if (this.fuse.replyEntry(req, n.id, this.scratch, this.entryT, this.attrTimeout(attr)) !== 0) this.nodes.forget(n.id, 1);
+  }
+
+  /**
+   * Each name of a hard-linked file is its own node, so a change through one name is not seen
+   * in the kernel's cached attributes of the others: those are never cached.
+   */
+  private attrTimeout(attr: Attr): number {
+    return attr.nlink > 1 && (attr.mode & S_IFMT) !== S_IFDIR ? 0 : this.attrT;
+  }
+
+  /** getxattr/listxattr: size 0 asks for the length only; a too small buffer is ERANGE. */
+  private replySized(req: Req, value: Buffer, size: number): void {
+    if (size === 0) this.fuse.replyXattrSize(req, value.length);
+    else if (value.length > size) this.fuse.replyErr(req, ERANGE);
+    else this.fuse.replyBuf(req, value, value.length);
+  }
+
+  private async setattr(req: Req, id: number, toSet: number, v: Float64Array, fh: number): Promise<void> {
+    const ops = this.ops;
+    const p = fh >= 0 ? this.handlePath(id) : this.pathOf(id);
+    if (toSet & SET_MODE) await ops.chmod(p, v[0]!);
+    if (toSet & (SET_UID | SET_GID)) await ops.chown(p, toSet & SET_UID ? v[1]! : 0xffffffff, toSet & SET_GID ? v[2]! : 0xffffffff);
+    if (toSet & SET_SIZE) await (fh >= 0 ? ops.ftruncate(p, fh, v[3]!) : ops.truncate(p, v[3]!));
+    if (toSet & (SET_ATIME | SET_MTIME | SET_ATIME_NOW | SET_MTIME_NOW)) {
+      const now = Date.now();
+      const atime = toSet & SET_ATIME_NOW ? now : toSet & SET_ATIME ? v[4]! : TIME_OMIT;
+      const mtime = toSet & SET_MTIME_NOW ? now : toSet & SET_MTIME ? v[5]! : TIME_OMIT;
+      await ops.utimens(p, atime, mtime);
+    }
+    const attr = fh >= 0 ? await ops.fgetattr(p, fh) : await ops.getattr(p);
+    this.checkType(this.node(id), attr);
+    packAttr(attr, this.scratch);
+    this.fuse.replyAttr(req, this.scratch, this.attrTimeout(attr));
+  }
+
+  /**
+   * Names are listed at offset 0 and kept on the node until the next offset 0, so a listing
+   * read in several requests keeps its offsets while the directory changes (a removed name
+   * may still be listed, as POSIX allows; a name is never skipped). READDIRPLUS attributes are not kept: each request stats the entries it
+   * can hold, fresh, and gives each a node id (counting one lookup) only after the last await,
+   * so no concurrent change can slip between the attributes and the node they describe.
+   */
+  private async readdir(req: Req, id: number, size: number, offset: number, plus: boolean): Promise<void> {
+    const dir = this.node(id);
+    if (offset === 0 || !dir.listing) dir.listing = await this.stable(dir, (p) => this.list(p));
+    const { names, attrs } = dir.listing;
+    let window = attrs;
+    let ids = new Float64Array(0);
+    let nodes: Array<FsNode | null> = [];
+    if (plus) {
+      const count = Math.min(names.length - offset, Math.floor(size / MIN_DIRENTPLUS) + 1);
+      const fresh = await this.stable(dir, (p) =>
+        Promise.all(
+          names.slice(offset, offset + Math.max(0, count)).map((name) =>
+            name === '.' || name === '..' ? null : this.ops.getattr(childOf(p, name)).catch(() => null),
+          ),
+        ),
+      );
+      // From here on nothing awaits: ids, attributes and the reply go out together.
+      window = new Float64Array(names.length * ATTR_FIELDS);
+      window.set(attrs);
+      ids = new Float64Array(names.length);
+      nodes = fresh.map((attr, k) => {
+        const i = offset + k;
+        // Hard links are left to LOOKUP, whose reply does not let the kernel cache them.
+        if (!attr || this.attrTimeout(attr) === 0) return null;
+        packAttr(attr, window, i);
+        const n = this.nodes.looked(dir, names[i]!, attr.mode & S_IFMT);
+        ids[i] = n.id;
+        return n;
+      });
+    }
+    const added = this.fuse.replyDir(req, size, offset, names, window, ids, plus, this.entryT, this.attrT);
+    // Entries that did not fit were not seen by the kernel: give their lookups back.
+    for (let k = added; k < nodes.length; k++) if (nodes[k]) this.nodes.forget(nodes[k]!.id, 1);
+    if (offset + added >= names.length) dir.listing = null;
+  }
+
+  /** Runs `fn` on the node's path until the node was not moved or unlinked meanwhile. */
+  private async stable<T>(node: FsNode, fn: (path: string) => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const p = node.path(this.nodes.generation);
+      const r = await fn(p);
+      if (node.path(this.nodes.generation) === p || attempt === 4) return r;
+    }
+  }
+
+  private async list(dirPath: string): Promise<Listing> {
+    const { names, attrs } = await this.ops.readdir(dirPath);
+    const packed = new Float64Array(names.length * ATTR_FIELDS);
+    for (let i = 0; i < names.length; i++) {
+      packed[i * ATTR_FIELDS] = attrs[i]!.ino;
+      packed[i * ATTR_FIELDS + 1] = attrs[i]!.mode;
+    }
+    return { names, attrs: packed };
+  }
+}
+
+const OP_NAMES: Record<number, string> = Object.fromEntries(Object.entries(OP).map(([k, v]) => [v, k.toLowerCase()]));
+
+/** libfuse 3 mount options: each for a reason (see the module comment and the README). */
+function mountArgs(o: MountOptions): string[] {
+  // default_permissions first: the kernel's permission checks must survive any fsname.
+  const opts = ['default_permissions', 'subtype=overpack', `fsname=${o.fsName.replace(/[,\s\\]/g, '_').slice(0, 1024)}`];
+  const args = ['overpack', '-o', opts.join(',')];
+  if (o.debug) args.push('-d');
+  return args;
+}
+
+export const fuse3Binding: FuseBinding = {
+  name: 'fuse3',
+  available(): boolean {
+    try {
+      loadFuse3();
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  async mount(mountPoint: string, ops: FsOps, options: MountOptions): Promise<MountedFs> {
+    const server = new Fuse3Server(loadFuse3(), ops, options);
+    server.start(mountPoint, mountArgs(options));
+    let unmounting: Promise<void> | undefined;
+    let gone = false;
+    void server.ended.then(() => (gone = true));
+    return {
+      mountPoint,
+      unmount(): Promise<void> {
+        unmounting ??= (async () => {
+          if (!gone) {
+            // Detach from a child process, so this loop keeps answering while the kernel
+            // finishes; lazily if something still has files open inside.
+            let r = await unmountPath(mountPoint, false);
+            if (!r.ok) r = await unmountPath(mountPoint, true);
+            if (!r.ok) throw Object.assign(new Error(r.message), { errno: ENOTCONN });
+          }
+          await server.close();
+        })();
+        return unmounting;
+      },
+    };
+  },
+};
