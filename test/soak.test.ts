@@ -5,7 +5,9 @@
  *
  * Known and open (issue 6): the 600 s run grows the server's RSS by ~1.1 KB per iteration
  * (104 -> 214 MB over 98k iterations) while the JS heap (6-7 MB), external memory and thread
- * count stay flat and MALLOC_ARENA_MAX=2 does not change it: native memory below fuse-native.
+ * count stay flat and MALLOC_ARENA_MAX=2 does not change it. The libfuse 3 binding grows the
+ * same way (2026-12-01, `npm run test:stress`: 114 -> 209 MB over 88k iterations), so it is not
+ * fuse-native's: native memory common to both bindings (the engine's backing-file calls, Node).
  * The 60 s bound here catches anything worse than that; the 600 s run fails on it today.
  */
 import { describe, it, after } from 'node:test';
