@@ -227,6 +227,7 @@ as() { setpriv --reuid=${uid} --regid=${gid} --clear-groups env -i PATH=/usr/bin
 as ${bundle} one > ${out}/run1 2>&1; echo $? > ${out}/run1.rc
 setpriv --reuid=${uid} --regid=${gid} --clear-groups env -i PATH=/usr/bin:/bin HOME=${uhome} TMPDIR=${utmp} NO_COLOR=1 ${bundle} --overpack-mount > ${out}/mp 2> ${out}/mount.err &
 pid=$!
+echo $pid > ${out}/pid
 i=0; while [ ! -s ${out}/mp ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
 mp=$(cat ${out}/mp)
 grep -F " $mp " /proc/self/mountinfo > ${out}/mountinfo
@@ -237,7 +238,22 @@ kill -TERM $pid; wait $pid; echo $? > ${out}/mount.rc
 grep -cF " $mp " /proc/self/mountinfo > ${out}/left; true
 `;
     fs.chmodSync('/dev/fuse', 0o666); // as distributions ship it; restored in after()
-    const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script], { encoding: 'utf8', timeout: 120000 });
+    let r: SpawnSyncReturns<string>;
+    try {
+      r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script], { encoding: 'utf8', timeout: 120000 });
+    } finally {
+      // If the script was cut short, its --overpack-mount server would keep the namespace (and
+      // its mount) alive: stop it by its pid. Its mount dies with the namespace.
+      const pidFile = path.join(out, 'pid');
+      const pid = fs.existsSync(pidFile) ? Number(fs.readFileSync(pidFile, 'utf8')) : 0;
+      let cmdline = '';
+      try {
+        cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      } catch {
+        /* already gone: the normal case */
+      }
+      if (pid > 0 && cmdline.startsWith(`${bundle}\0`)) process.kill(pid, 'SIGKILL'); // still ours, not a reused pid
+    }
     const read = (f: string) => fs.readFileSync(path.join(out, f), 'utf8').trim();
     assert.equal(r.status, 0, `${r.stderr}${r.stdout}`);
     assert.equal(read('run1.rc'), '0', read('run1'));

@@ -141,8 +141,10 @@ describe('signing', () => {
     r = cli(['verify', signed, '--key', `${key}.key`]);
     assert.equal(r.status, 1);
     assert.match(r.stderr, /this is a private key/);
-    const inspect = JSON.parse(cli(['inspect', signed]).stdout) as { signature: { publicKey: string } };
+    const inspect = JSON.parse(cli(['inspect', signed]).stdout) as { signature: { publicKey: string; checked: string } };
     assert.equal(inspect.signature.publicKey, publicB64);
+    assert.match(inspect.signature.checked, /^no/, 'inspect does not claim to have checked it');
+    assert.equal((JSON.parse(cli(['inspect', unsigned]).stdout) as { signature: null }).signature, null);
   });
 
   it('--overpack-verify-signature: runs a bundle signed by that key, refuses everything else with exit 65', () => {
@@ -172,6 +174,7 @@ describe('signing', () => {
     const missing = run(signed, ['--overpack-verify-signature', path.join(base, 'nope.pub')]);
     assert.equal(missing.status, 2);
     assert.match(missing.stderr, /cannot read the public key/);
+    assert.match(run(signed, ['--overpack-help']).stdout, /--overpack-verify-signature PUB\.pem/);
     const ok = run(signed, ['--overpack-verify-signature', pub, 'y']);
     assert.equal(ok.status, 0, ok.stderr);
     assert.match(ok.stdout, /args: y$/m, 'the flag is not passed to the app');

@@ -3,7 +3,7 @@
  * mount helpers resolvable: libfuse 2 (fuse-native) runs `fusermount`, libfuse 3 (our addon)
  * runs `fusermount3`, and a machine may have only one of them.
  */
-import { accessSync, constants, existsSync, mkdirSync, symlinkSync, readlinkSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdtempSync, rmSync, symlinkSync, readlinkSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -32,10 +32,18 @@ function findOnPath(name: string): string | null {
  * version's helper exists, a private directory with a link named `name` pointing to it is put
  * at the front of this process's PATH. The protocol between libfuse and the helper is the same.
  */
+let helperDir: string | null = null;
+
 function provideHelper(name: string, target: string): void {
-  const dir = path.join(tmpdir(), `overpack-fusermount-${process.getuid?.() ?? 0}`);
+  // A fresh private directory per process (mkdtemp, 0700): a fixed name in the shared temporary
+  // directory could be made first by another user, with a link of their choosing.
+  if (helperDir === null) {
+    const made = mkdtempSync(path.join(tmpdir(), 'overpack-fusermount-'));
+    process.on('exit', () => rmSync(made, { recursive: true, force: true }));
+    helperDir = made;
+  }
+  const dir = helperDir;
   const link = path.join(dir, name);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
   let current: string | null = null;
   try {
     current = readlinkSync(link);

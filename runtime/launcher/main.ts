@@ -108,10 +108,11 @@ const HELP = `Runtime options of this overpack bundle (never passed to the app):
 `;
 
 /**
- * libfuse 2 mounts as a user through `fusermount` (fixed path, then PATH). Where only fuse3's
- * `fusermount3` exists, a `fusermount` link to it goes in this run's private directory
- * (mkdtemp, 0700) at the front of our PATH, so the FUSE preflight finds it and never has to make
- * one under a predictable name in the shared temporary directory.
+ * libfuse mounts as a user through its setuid helper (fixed path, then PATH): `fusermount` for
+ * libfuse 2, `fusermount3` for libfuse 3. Where only one of them exists, a link with the other
+ * name goes in this run's private directory (mkdtemp, 0700) at the front of our PATH, so the
+ * FUSE preflight finds both and never has to make one under a predictable name in the shared
+ * temporary directory.
  */
 function providePrivateFusermount(runDir: string): void {
   if (process.getuid?.() === 0) return; // root mounts directly
@@ -125,12 +126,12 @@ function providePrivateFusermount(runDir: string): void {
         return false;
       }
     });
-  if (find('fusermount')) return;
+  const fm2 = find('fusermount');
   const fm3 = find('fusermount3');
-  if (!fm3) return; // the preflight explains what to install
+  if ((fm2 && fm3) || (!fm2 && !fm3)) return; // both there, or none: the preflight explains what to install
   const dir = path.join(runDir, 'fusermount');
   fs.mkdirSync(dir, { mode: 0o700 });
-  fs.symlinkSync(fm3, path.join(dir, 'fusermount'));
+  fs.symlinkSync((fm2 ?? fm3)!, path.join(dir, fm2 ? 'fusermount3' : 'fusermount'));
   process.env.PATH = `${dir}:${process.env.PATH ?? ''}`;
 }
 
