@@ -7,17 +7,11 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CLI, ROOT, mountsUnder, forceUnmount, snapshot, comparable, tempDir } from './helpers.js';
+import { CLI, ROOT, mountsUnder, forceUnmount, snapshot, comparable, tempDir, isolatedEnv } from './helpers.js';
 
 const base = tempDir('bundle');
 const home = path.join(base, 'home');
-const env: NodeJS.ProcessEnv = {
-  ...process.env,
-  HOME: home,
-  XDG_CACHE_HOME: path.join(home, '.cache'),
-  XDG_DATA_HOME: path.join(home, '.local', 'share'),
-  NO_COLOR: '1',
-};
+const env = isolatedEnv(home);
 // Builds share the runtime executable cache of the real user: it only depends on node and the runtime.
 const buildEnv = { ...process.env, NO_COLOR: '1' };
 

@@ -18,6 +18,17 @@ export function tempDir(tag = 'test'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `overpack-${tag}-`));
 }
 
+/** The environment for running bundles with their home, cache and data dirs under `home`. */
+export function isolatedEnv(home: string): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    HOME: home,
+    XDG_CACHE_HOME: path.join(home, '.cache'),
+    XDG_DATA_HOME: path.join(home, '.local', 'share'),
+    NO_COLOR: '1',
+  };
+}
+
 export function sh(cmd: string, opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): string {
   return execFileSync('sh', ['-c', cmd], { encoding: 'utf8', cwd: opts.cwd, env: opts.env ?? process.env });
 }

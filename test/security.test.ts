@@ -10,18 +10,12 @@ import assert from 'node:assert/strict';
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CLI, ROOT, forceUnmount, mountsUnder, tempDir } from './helpers.js';
+import { CLI, ROOT, forceUnmount, isolatedEnv, mountsUnder, tempDir } from './helpers.js';
 import { encodeFooter, FOOTER_SIZE, sha256, type ImageIndex } from '../runtime/image/format.js';
 
 const base = tempDir('security');
 const home = path.join(base, 'home');
-const env: NodeJS.ProcessEnv = {
-  ...process.env,
-  HOME: home,
-  XDG_CACHE_HOME: path.join(home, '.cache'),
-  XDG_DATA_HOME: path.join(home, '.local', 'share'),
-  NO_COLOR: '1',
-};
+const env = isolatedEnv(home);
 delete env.NODE_OPTIONS;
 const buildEnv = { ...process.env, NO_COLOR: '1' };
 

@@ -8,19 +8,13 @@ import assert from 'node:assert/strict';
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CLI, ROOT, forceUnmount, mountsUnder, tempDir } from './helpers.js';
+import { CLI, ROOT, forceUnmount, mountsUnder, tempDir, isolatedEnv } from './helpers.js';
 import { FOOTER_SIZE } from '../runtime/image/format.js';
 import { TRAILER_SIZE } from '../runtime/image/signature.js';
 
 const base = tempDir('signing');
 const home = path.join(base, 'home');
-const env: NodeJS.ProcessEnv = {
-  ...process.env,
-  HOME: home,
-  XDG_CACHE_HOME: path.join(home, '.cache'),
-  XDG_DATA_HOME: path.join(home, '.local', 'share'),
-  NO_COLOR: '1',
-};
+const env = isolatedEnv(home);
 delete env.OVERPACK_VERIFY_SIGNATURE;
 const dataDir = path.join(home, '.local', 'share', 'overpack', 'hello-shell');
 
