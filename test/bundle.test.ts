@@ -293,6 +293,33 @@ describe('more apps', () => {
     assert.match(r.stdout, /arg: a/);
   });
 
+  it('stores, serves and verifies a file past 4 GiB (offsets beyond 32 bits)', { timeout: 240000 }, () => {
+    const app = path.join(dir, 'huge');
+    fs.mkdirSync(app, { recursive: true });
+    fs.writeFileSync(path.join(app, 'overpack.json'), JSON.stringify({ name: 'huge', version: '1.0.0', entrypoint: 'read.sh', overlay: { onExit: 'discard' } }));
+    // Prints the 8 bytes at 4 GiB + 3 and the last 8 bytes of the file.
+    fs.writeFileSync(path.join(app, 'read.sh'), '#!/bin/sh\ndd if="$APPDIR/big.bin" bs=1 skip=4294967299 count=8 2>/dev/null; echo; tail -c 8 "$APPDIR/big.bin"; echo\n', { mode: 0o755 });
+    const size = 4 * 1024 ** 3 + 64 * 1024;
+    const fd = fs.openSync(path.join(app, 'big.bin'), 'w');
+    fs.writeSync(fd, 'PAST-4G!', 4294967299);
+    fs.writeSync(fd, 'THE-END!', size - 8);
+    fs.closeSync(fd);
+    const bundle = path.join(dir, 'huge.run');
+    try {
+      const b = build(app, bundle);
+      assert.equal(b.status, 0, b.stderr);
+      assert.ok(fs.statSync(bundle).size > size);
+      const r = run(bundle);
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(r.stdout.split('\n').slice(0, 2), ['PAST-4G!', 'THE-END!']);
+      const v = spawnSync(process.execPath, [CLI, 'verify', bundle], { encoding: 'utf8', env: buildEnv, timeout: 120000 });
+      assert.equal(v.status, 0, v.stderr);
+    } finally {
+      fs.rmSync(bundle, { force: true });
+      fs.rmSync(app, { recursive: true, force: true });
+    }
+  });
+
   it('runs a real npm package with many files: eslint linting a sample file, and fork() on the bundled node', () => {
     const app = path.join(dir, 'lint');
     fs.mkdirSync(app, { recursive: true });

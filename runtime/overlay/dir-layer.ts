@@ -49,6 +49,9 @@ export async function getXattrAt(real: string, name: string): Promise<Buffer | n
   }
 }
 
+/** Files below this size are copied up without leaving the main thread. */
+const SYNC_COPY_BYTES = 1024 * 1024;
+
 export class DirLayer implements Layer {
   readonly description: string;
   constructor(readonly root: string) {
@@ -108,6 +111,11 @@ export class DirLayer implements Layer {
 
   async copyFileTo(path: string, dest: string): Promise<void> {
     // COPYFILE_FICLONE: reflink where the filesystem can, else copy_file_range in the kernel.
-    await fsp.copyFile(this.real(path), dest, fsc.COPYFILE_EXCL | fsc.COPYFILE_FICLONE);
+    // Small files are copied synchronously (cheaper than the hop to a thread); a large one
+    // goes to the threadpool, so the mount keeps answering other requests meanwhile.
+    const real = this.real(path);
+    const flags = fsc.COPYFILE_EXCL | fsc.COPYFILE_FICLONE;
+    if (fs.lstatSync(real).size < SYNC_COPY_BYTES) fs.copyFileSync(real, dest, flags);
+    else await fsp.copyFile(real, dest, flags);
   }
 }

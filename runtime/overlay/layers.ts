@@ -198,17 +198,20 @@ export class LayerStack {
 
   // ---- upper-side mutations -------------------------------------------------------------
 
-  /** Gives the new upper entry at `dest` the lower entry's owner, mode, xattrs and times. */
+  /**
+   * Gives the new upper entry at `dest` the lower entry's owner, mode, xattrs and times
+   * (synchronously: small local calls, see operations.ts).
+   */
   private async copyMetadata(src: EntryStat, lowerPath: string, dest: string): Promise<void> {
     const type = entryType(src.mode);
     try {
-      await fsp.lchown(dest, src.uid, src.gid);
+      fs.lchownSync(dest, src.uid, src.gid);
     } catch (err) {
       // An unprivileged user cannot give files away; the copy is then owned by them.
       if (code(err) !== 'EPERM') throw err;
     }
     if (type !== 'symlink') {
-      await fsp.chmod(dest, src.mode & 0o7777);
+      fs.chmodSync(dest, src.mode & 0o7777);
       for (const name of await this.lower.listXattrs(lowerPath)) {
         const value = await this.lower.getXattr(lowerPath, name);
         if (value === null) continue;
@@ -220,7 +223,7 @@ export class LayerStack {
         }
       }
     }
-    await fsp.lutimes(dest, src.atimeMs / 1000, src.mtimeMs / 1000);
+    fs.lutimesSync(dest, src.atimeMs / 1000, src.mtimeMs / 1000);
   }
 
   /** Makes sure directory `path` exists in the upper (copying its metadata from the lower). */
@@ -234,12 +237,12 @@ export class LayerStack {
       if (!st) throw new FsError('ENOENT', 'copy-up', path);
       // Assembled in the scratch dir and renamed into place, so it appears complete or not at all.
       const tmp = this.tmpName();
-      await fsp.mkdir(tmp, { mode: 0o700 });
+      fs.mkdirSync(tmp, { mode: 0o700 });
       await this.copyMetadata(st, path, tmp);
       try {
-        await fsp.rename(tmp, this.upperPath(path));
+        fs.renameSync(tmp, this.upperPath(path));
       } catch (err) {
-        await fsp.rmdir(tmp).catch(() => undefined);
+        fs.rmSync(tmp, { recursive: true, force: true });
         if (code(err) !== 'EEXIST' && code(err) !== 'ENOTEMPTY') throw err;
       }
       info.upper = true;
@@ -272,7 +275,7 @@ export class LayerStack {
         const tmp = this.tmpName();
         const type = entryType(lower.mode);
         if (type === 'symlink') {
-          await fsp.symlink(await this.lower.readlink(path), tmp);
+          fs.symlinkSync(await this.lower.readlink(path), tmp);
         } else if (type === 'file') {
           await this.lower.copyFileTo(path, tmp);
         } else {
@@ -280,9 +283,9 @@ export class LayerStack {
         }
         try {
           await this.copyMetadata(lower, path, tmp);
-          await fsp.rename(tmp, this.upperPath(path));
+          fs.renameSync(tmp, this.upperPath(path));
         } catch (err) {
-          await fsp.rm(tmp, { force: true });
+          fs.rmSync(tmp, { force: true });
           throw err;
         }
       });
