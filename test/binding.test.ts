@@ -5,10 +5,11 @@
  */
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CLI, forceUnmount, sh, startMount, tempDir } from './helpers.js';
+import type { FsOps } from '../runtime/fuse/binding.js';
 
 describe('FUSE bindings', () => {
   const base = tempDir('binding');
@@ -75,6 +76,50 @@ describe('FUSE bindings', () => {
       assert.match(out, /05\.123456/);
     } finally {
       assert.equal(await m.stop(), 0);
+    }
+  });
+});
+
+describe('fuse3 binding on its own', () => {
+  it('an operation that throws a bug answers EIO, is reported once, and the mount keeps serving', async () => {
+    const { fuse3Binding } = await import('../runtime/fuse/fuse3.js');
+    const { FsError } = await import('../runtime/overlay/errors.js');
+    const base = tempDir('throw');
+    const mp = path.join(base, 'mnt');
+    fs.mkdirSync(mp);
+    const now = Date.now();
+    const attr = (ino: number, mode: number) => ({ ino, mode, nlink: 1, uid: 0, gid: 0, rdev: 0, size: 0, blksize: 4096, blocks: 0, atimeMs: now, mtimeMs: now, ctimeMs: now, dev: 0 });
+    const known: Partial<FsOps> = {
+      async getattr(p: string) {
+        if (p === '/') return attr(1, 0o40755);
+        if (p === '/ok') return attr(2, 0o100644);
+        if (p === '/boom') throw new TypeError('a bug in the filesystem');
+        throw new FsError('ENOENT', 'getattr', p);
+      },
+    };
+    // Everything else answers ENOSYS, like a filesystem that implements nothing more.
+    const ops = new Proxy(known, {
+      get: (target, name: string) => target[name as keyof FsOps] ?? (async () => { throw new FsError('ENOSYS', name, ''); }),
+    }) as FsOps;
+    const reported: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((chunk: string | Uint8Array) => (reported.push(String(chunk)), true)) as typeof process.stderr.write;
+    const mounted = await fuse3Binding.mount(mp, ops, { fsName: 'throw-test', attrTimeout: 0, entryTimeout: 0, negativeTimeout: 0 });
+    try {
+      // This process serves the mount: drive it from a child, asynchronously.
+      const out = await new Promise<string>((resolve) => {
+        const p = spawn('sh', ['-c', `stat -c %s ${mp}/boom 2>&1; stat -c %s ${mp}/ok; stat ${mp}/missing 2>&1 | grep -c 'No such file'`]);
+        let o = '';
+        p.stdout.on('data', (d) => (o += d));
+        p.on('exit', () => resolve(o));
+      });
+      assert.deepEqual(out.trim().split('\n'), [`stat: cannot statx '${mp}/boom': Input/output error`, '0', '1']);
+      assert.equal(reported.filter((l) => /(lookup|getattr) failed: TypeError: a bug in the filesystem/.test(l)).length, 1, reported.join(""));
+      assert.ok(!reported.some((l) => /ENOENT/.test(l)), 'POSIX answers are not reported');
+    } finally {
+      process.stderr.write = write;
+      await mounted.unmount();
+      fs.rmSync(base, { recursive: true, force: true });
     }
   });
 });
