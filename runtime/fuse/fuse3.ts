@@ -105,7 +105,6 @@ const S = (a: Wire, i: number) => a[i] as string;
 const B = (a: Wire, i: number) => a[i] as Buffer;
 const F = (a: Wire, i: number) => a[i] as Float64Array;
 
-const OPEN_KEEP_CACHE = 1;
 const ATTR_FIELDS = 13;
 const ROOT_ID = 1;
 // setattr's to_set bits (fuse_lowlevel.h).
