@@ -50,7 +50,7 @@ interface Fuse3Addon {
   replyXattrSize(req: Req, size: number): number;
   replyReadlink(req: Req, target: string): number;
   replyStatfs(req: Req, values: Float64Array): number;
-  replyDir(req: Req, size: number, start: number, names: string[], attrs: Float64Array, nodeids: Float64Array, plus: boolean, entryTimeout: number, attrTimeout: number): number;
+  replyDir(req: Req, size: number, base: number, names: string[], attrs: Float64Array, nodeids: Float64Array, plus: boolean, entryTimeout: number, attrTimeout: number): number;
   invalEntry(s: Session, parent: number, name: string): number;
   invalInode(s: Session, ino: number): number;
   libfuseVersion(): number;
@@ -164,7 +164,8 @@ interface Listing {
   attrs: Float64Array;
 }
 
-/** Smallest READDIRPLUS entry: fuse_direntplus header (152 bytes) plus a name, 8-aligned. */
+/** Smallest directory entries in a reply: header (24 bytes; 152 with attributes) plus a name, 8-aligned. */
+const MIN_DIRENT = 32;
 const MIN_DIRENTPLUS = 160;
 
 /**
@@ -658,33 +659,29 @@ class Fuse3Server {
     const dir = this.node(id);
     if (offset === 0 || !dir.listing) dir.listing = await this.stable(dir, (p) => this.list(p));
     const { names, attrs } = dir.listing;
-    let window = attrs;
-    let ids = new Float64Array(0);
+    // Only the entries one reply can hold are sent (and, for READDIRPLUS, stat'ed): a reply
+    // costs the same in a directory of ten entries or of a hundred thousand.
+    const count = Math.max(0, Math.min(names.length - offset, Math.floor(size / (plus ? MIN_DIRENTPLUS : MIN_DIRENT)) + 1));
+    const windowNames = names.slice(offset, offset + count);
+    let window = attrs.subarray(offset * ATTR_FIELDS, (offset + count) * ATTR_FIELDS);
+    const ids = new Float64Array(plus ? count : 0);
     let nodes: Array<FsNode | null> = [];
     if (plus) {
-      const count = Math.min(names.length - offset, Math.floor(size / MIN_DIRENTPLUS) + 1);
       const fresh = await this.stable(dir, (p) =>
-        Promise.all(
-          names.slice(offset, offset + Math.max(0, count)).map((name) =>
-            name === '.' || name === '..' ? null : this.ops.getattr(childOf(p, name)).catch(() => null),
-          ),
-        ),
+        Promise.all(windowNames.map((name) => (name === '.' || name === '..' ? null : this.ops.getattr(childOf(p, name)).catch(() => null)))),
       );
       // From here on nothing awaits: ids, attributes and the reply go out together.
-      window = new Float64Array(names.length * ATTR_FIELDS);
-      window.set(attrs);
-      ids = new Float64Array(names.length);
+      window = window.slice();
       nodes = fresh.map((attr, k) => {
-        const i = offset + k;
         // Hard links are left to LOOKUP, whose reply does not let the kernel cache them.
         if (!attr || this.attrTimeout(attr) === 0) return null;
-        packAttr(attr, window, i);
-        const n = this.nodes.looked(dir, names[i]!, attr.mode & S_IFMT);
-        ids[i] = n.id;
+        packAttr(attr, window, k);
+        const n = this.nodes.looked(dir, windowNames[k]!, attr.mode & S_IFMT);
+        ids[k] = n.id;
         return n;
       });
     }
-    const added = this.fuse.replyDir(req, size, offset, names, window, ids, plus, this.entryT, this.attrT);
+    const added = this.fuse.replyDir(req, size, offset, windowNames, window, ids, plus, this.entryT, this.attrT);
     // Entries that did not fit were not seen by the kernel: give their lookups back.
     for (let k = added; k < nodes.length; k++) if (nodes[k]) this.nodes.forget(nodes[k]!.id, 1);
     if (offset + added >= names.length) dir.listing = null;

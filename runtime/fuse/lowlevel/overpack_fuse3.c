@@ -684,10 +684,11 @@ static napi_value js_reply_statfs(napi_env env, napi_callback_info info) {
 }
 
 /*
- * replyDir(req, size, start, names, attrs, nodeids, plus, entryTimeout, attrTimeout) -> count
- * Packs entries start.. into one reply of at most `size` bytes; entry i gets offset i + 1 (the
- * offset the kernel sends back to continue after it). Returns how many entries went in, so JS
- * can count a lookup for each readdirplus entry with a nodeid.
+ * replyDir(req, size, base, names, attrs, nodeids, plus, entryTimeout, attrTimeout) -> count
+ * Packs the given entries (a window of the listing that starts at listing position `base`)
+ * into one reply of at most `size` bytes; window entry i gets offset base + i + 1 (the offset
+ * the kernel sends back to continue after it). Returns how many entries went in, so JS can
+ * count a lookup for each readdirplus entry with a nodeid.
  */
 static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
   size_t argc = 9;
@@ -695,7 +696,7 @@ static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   fuse_req_t req = get_req(env, argv[0]);
   size_t size = (size_t)get_double(env, argv[1]);
-  uint32_t start = (uint32_t)get_double(env, argv[2]);
+  double base = get_double(env, argv[2]);
   uint32_t count;
   CHECK(napi_get_array_length(env, argv[3], &count));
   void *ids_data;
@@ -709,7 +710,7 @@ static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
   size_t used = 0;
   uint32_t added = 0;
   char name[4096]; /* FUSE names are at most 1024 bytes */
-  for (uint32_t i = start; i < count; i++) {
+  for (uint32_t i = 0; i < count; i++) {
     napi_value item;
     size_t nlen;
     napi_get_element(env, argv[3], i, &item);
@@ -724,9 +725,9 @@ static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
       e.attr = st;
       e.entry_timeout = entry_timeout;
       e.attr_timeout = attr_timeout;
-      need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, i + 1);
+      need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)base + i + 1);
     } else {
-      need = fuse_add_direntry(req, buf + used, size - used, name, &st, i + 1);
+      need = fuse_add_direntry(req, buf + used, size - used, name, &st, (off_t)base + i + 1);
     }
     if (need > size - used) break;
     used += need;
