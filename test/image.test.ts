@@ -1,7 +1,8 @@
 /**
- * The image reader against hostile and broken images: each is rejected with a clear message
- * before anything could be mounted. The index is re-signed after tampering, so only the
- * reader's own checks stand between the bytes and the user.
+ * The image reader against hostile and broken images: each is rejected with a clear message,
+ * before anything is mounted (footer, index, tree location and root) or when the damaged part
+ * is first read (tree pages and records: EIO for the app, never wrong data). Hashes are redone
+ * after tampering, so only the reader's own checks stand between the bytes and the user.
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,7 +10,9 @@ import fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { appendImage } from '../runtime/image/writer.js';
-import { encodeFooter, FOOTER_SIZE, readImage, sha256, ImageError, type ImageIndex } from '../runtime/image/format.js';
+import { encodeFooter, FOOTER_SIZE, IMAGE_VERSION, readImage, sha256, ImageError, type ImageIndex } from '../runtime/image/format.js';
+import { encodeTree, PAGE_SIZE, RECORD_SIZE, TreeError, type TreeEntry } from '../runtime/image/tree.js';
+import { FsError } from '../runtime/overlay/errors.js';
 import { ImageLayer } from '../runtime/image/image-layer.js';
 import { tempDir } from './helpers.js';
 
@@ -17,28 +20,102 @@ const base = tempDir('image');
 const app = path.join(base, 'app');
 const good = path.join(base, 'good.img');
 
-/** Rewrites the index of a copy of the good image with `edit`, re-signing it. */
-function tampered(name: string, edit: (index: ImageIndex) => void, footerVersion?: number): string {
-  const file = path.join(base, name);
+interface Parts {
+  data: Buffer;
+  imageStart: number;
+  index: ImageIndex;
+  /** Where the tree is laid out, whatever the (edited) index says. */
+  treeAt: number;
+  tree: Buffer;
+}
+
+/** The good image cut into its parts. */
+function parts(): Parts {
   const data = fs.readFileSync(good);
   const footer = data.subarray(data.length - FOOTER_SIZE);
-  const imageStart = Number(footer.readBigUInt64LE(16));
   const indexOffset = Number(footer.readBigUInt64LE(24));
   const indexLength = Number(footer.readBigUInt64LE(32));
   const index = JSON.parse(data.subarray(indexOffset, indexOffset + indexLength).toString('utf8')) as ImageIndex;
-  edit(index);
-  const bytes = Buffer.from(JSON.stringify(index));
-  const out = Buffer.concat([
-    data.subarray(0, indexOffset),
-    bytes,
-    encodeFooter({ version: footerVersion ?? 1, imageStart, indexOffset, indexLength: bytes.length, indexHash: sha256(bytes) }),
-  ]);
-  fs.writeFileSync(file, out);
+  return { data, imageStart: Number(footer.readBigUInt64LE(16)), index, treeAt: index.tree.offset, tree: Buffer.from(data.subarray(index.tree.offset, index.tree.offset + index.tree.length)) };
+}
+
+/** Reassembles a bundle from (edited) parts; the page hashes and the index hash are redone. */
+function assemble(name: string, p: Parts, opts: { rehash?: boolean; footerVersion?: number } = {}): string {
+  const file = path.join(base, name);
+  const offset = p.treeAt;
+  if (opts.rehash !== false) {
+    const hashes: Buffer[] = [];
+    for (let at = 0; at < p.tree.length; at += PAGE_SIZE) hashes.push(sha256(p.tree.subarray(at, at + PAGE_SIZE)));
+    p.index.tree.pageHashes = Buffer.concat(hashes).toString('base64');
+  }
+  const bytes = Buffer.from(JSON.stringify(p.index));
+  fs.writeFileSync(
+    file,
+    Buffer.concat([
+      p.data.subarray(0, offset),
+      p.tree,
+      bytes,
+      encodeFooter({ version: opts.footerVersion ?? IMAGE_VERSION, imageStart: p.imageStart, indexOffset: offset + p.tree.length, indexLength: bytes.length, indexHash: sha256(bytes) }),
+    ]),
+  );
   return file;
+}
+
+/** A copy of the good image whose JSON index is edited, re-signed. */
+function tamperedIndex(name: string, edit: (index: ImageIndex) => void): string {
+  const p = parts();
+  edit(p.index);
+  return assemble(name, p, { rehash: false });
+}
+
+/** A copy of the good image with the tree re-encoded from edited entries. */
+function tamperedEntries(name: string, edit: (entries: TreeEntry[]) => void): string {
+  const p = parts();
+  const { fd, tree } = readImage(good);
+  const entries = [...tree.walk()];
+  fs.closeSync(fd);
+  edit(entries);
+  const t = encodeTree(entries);
+  p.tree = t.bytes;
+  p.index.tree = { offset: p.index.tree.offset, ...t.location };
+  return assemble(name, p);
+}
+
+/** A copy of the good image with raw bytes of record `i` edited (pages re-hashed). */
+function tamperedRecord(name: string, i: number, edit: (record: Buffer) => void): string {
+  const p = parts();
+  edit(p.tree.subarray(i * RECORD_SIZE, (i + 1) * RECORD_SIZE));
+  return assemble(name, p);
 }
 
 function rejects(file: string, why: RegExp): void {
   assert.throws(() => readImage(file), (err: unknown) => err instanceof ImageError && why.test(err.message));
+}
+
+/** The image opens (only its root is checked up front), but reading the tree fails, clearly. */
+async function rejectsWhenRead(file: string, why: RegExp): Promise<void> {
+  const { fd, tree } = readImage(file);
+  try {
+    assert.throws(() => [...tree.walk()], (err: unknown) => err instanceof TreeError && why.test(err.message), `walk of ${file}`);
+    // Through the layer, the app gets EIO and the damage is reported with the path.
+    const reported: string[] = [];
+    const layer = new ImageLayer(file, fd, tree, (p) => reported.push(p));
+    const probe = async () => {
+      for (const dir of ['/', '/dir']) {
+        await layer.readdir(dir);
+        for (const e of await layer.readdir(dir)) {
+          const p = dir === '/' ? `/${e.name}` : `${dir}/${e.name}`;
+          await layer.lstat(p);
+          if (e.type === 'file') await layer.open(p);
+          if (e.type === 'symlink') await layer.readlink(p);
+        }
+      }
+    };
+    await assert.rejects(probe(), (err: unknown) => err instanceof FsError && err.code === 'EIO' && why.test(err.message));
+    assert.ok(reported.length > 0, 'the damaged path is reported');
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 describe('image reader', () => {
@@ -56,8 +133,8 @@ describe('image reader', () => {
   after(() => fs.rmSync(base, { recursive: true, force: true }));
 
   it('reads a good image lazily, as a Layer', async () => {
-    const { index, fd } = readImage(good);
-    const layer = new ImageLayer(good, fd, index);
+    const { tree, fd } = readImage(good);
+    const layer = new ImageLayer(good, fd, tree);
     assert.deepEqual((await layer.readdir('/dir')).map((e) => e.name).sort(), ['b.txt', 'link', 'same.txt']);
     assert.equal(await layer.readlink('/dir/link'), '../a.txt');
     const f = await layer.open('/dir/b.txt');
@@ -75,9 +152,9 @@ describe('image reader', () => {
     data[at] = 'X'.charCodeAt(0);
     const bad = path.join(base, 'flipped.img');
     fs.writeFileSync(bad, data);
-    const { index, fd } = readImage(bad); // the index is intact
+    const { tree, fd } = readImage(bad); // the index is intact
     const reported: string[] = [];
-    const layer = new ImageLayer(bad, fd, index, (p) => reported.push(p));
+    const layer = new ImageLayer(bad, fd, tree, (p) => reported.push(p));
     await assert.rejects(layer.open('/dir/b.txt'), /EIO/);
     await assert.rejects(layer.open('/dir/b.txt'), /EIO/);
     assert.deepEqual(reported, ['/dir/b.txt', '/dir/b.txt']);
@@ -85,30 +162,80 @@ describe('image reader', () => {
     fs.closeSync(fd);
   });
 
-  const cases: Array<[string, (i: ImageIndex) => void, RegExp]> = [
-    ['dotdot', (i) => (i.entries[1]!.path = '/../etc'), /bad path/],
-    ['dot-inside', (i) => (i.entries[2]!.path = '/dir/../a.txt'), /bad path/],
-    ['relative', (i) => (i.entries[1]!.path = 'a.txt'), /bad path/],
-    ['trailing-slash', (i) => (i.entries[1]!.path = '/a.txt/'), /bad path/],
-    ['duplicate', (i) => i.entries.push({ ...i.entries[1]! }), /duplicate path/],
-    ['file-and-symlink', (i) => i.entries.push({ path: '/a.txt', type: 'symlink', target: 'x', mode: 0o777, uid: 0, gid: 0, mtimeMs: 0, size: 1 }), /duplicate path/],
-    ['orphan', (i) => i.entries.push({ ...i.entries[1]!, path: '/nowhere/x' }), /parent is not a directory/],
-    ['child-of-file', (i) => i.entries.push({ ...i.entries[1]!, path: '/a.txt/x' }), /parent is not a directory/],
-    ['no-root', (i) => i.entries.shift(), /first entry must be the root/],
-    ['offset-outside', (i) => (i.entries.find((e) => e.type === 'file')!.offset = 10), /outside the image/],
-    ['size-outside', (i) => (i.entries.find((e) => e.type === 'file')!.size = 1e12), /outside the image/],
-    ['negative-size', (i) => (i.entries.find((e) => e.type === 'file')!.size = -1), /bad size/],
-    ['bad-hash', (i) => (i.entries.find((e) => e.type === 'file')!.hash = 'zz'), /bad hash/],
-    ['bad-type', (i) => ((i.entries[1] as { type: string }).type = 'device'), /unknown type/],
-    ['symlink-no-target', (i) => delete i.entries.find((e) => e.type === 'symlink')!.target, /symlink without target/],
-    ['addon-name', (i) => i.addons.push({ name: '../../evil.so', hash: 'a'.repeat(64), offset: 4096, size: 1 }), /bad name/],
+  const f64 = (at: number, v: number) => (r: Buffer) => r.writeDoubleLE(v, at);
+  const u32at = (at: number, v: number) => (r: Buffer) => r.writeUInt32LE(v, at);
+  // Records, breadth first: 0 '/', 1 'a.txt', 2 'dir', 3 'dir/b.txt', 4 'dir/link', 5 'dir/same.txt'.
+  const lazyCases: Array<[string, () => string, RegExp]> = [
+    ['a name ..', () => tamperedEntries('dotdot.img', (es) => (es.find((e) => e.path === '/a.txt')!.path = '/..')), /bad name/],
+    ['a name .', () => tamperedEntries('dot.img', (es) => (es.find((e) => e.path === '/a.txt')!.path = '/.')), /bad name/],
+    ['a name with a slash', () => { const p = parts(); const link = p.tree.subarray(4 * RECORD_SIZE); p.tree.writeUInt32LE(link.readUInt32LE(40), RECORD_SIZE + 32); p.tree.writeUInt32LE(link.readUInt32LE(44), RECORD_SIZE + 36); return assemble('slash.img', p); }, /bad name "\.\.\/a\.txt"/],
+    ['a repeated name', () => tamperedEntries('dup.img', (es) => es.push({ ...es.find((e) => e.path === '/a.txt')! })), /out of order or repeated/],
+    ['a child claimed by two directories', () => tamperedRecord('shared-child.img', 2, (r) => { r.writeUInt32LE(1, 40); r.writeUInt32LE(1, 44); }), /children lie outside/],
+    ['a wrong parent', () => tamperedRecord('parent.img', 3, u32at(12, 1)), /its parent is 1/],
+    ['a parent after the child', () => tamperedRecord('parent-after.img', 2, u32at(12, 4)), /parent does not come before it/],
+    ['children outside the tree', () => tamperedRecord('children.img', 2, u32at(44, 1000)), /children lie outside/],
+    ['data before the image', () => tamperedRecord('offset.img', 1, f64(40, 10)), /data lies outside the image/],
+    ['data past the image', () => tamperedRecord('size.img', 1, f64(24, 1e12)), /data lies outside the image/],
+    ['a negative size', () => tamperedRecord('negative.img', 1, f64(24, -1)), /bad size/],
+    ['an unknown type', () => tamperedRecord('type.img', 1, (r) => r.writeUInt8(9, 0)), /unknown type 9/],
+    ['a symlink without target', () => tamperedRecord('no-target.img', 4, u32at(44, 0)), /bad symlink target/],
   ];
-  for (const [name, edit, why] of cases) {
-    it(`rejects an index with ${name}`, () => rejects(tampered(`${name}.img`, edit), why));
+  for (const [name, make, why] of lazyCases) {
+    it(`rejects a tree with ${name} when it is read`, () => rejectsWhenRead(make(), why));
   }
 
+  const cases: Array<[string, (i: ImageIndex) => void, RegExp]> = [
+    ['tree-outside', (i) => (i.tree.offset -= 1), /tree lies outside the image/],
+    ['tree-short', (i) => (i.tree.length -= 1), /tree lies outside the image|sections do not add up/],
+    ['no-tree', (i) => delete (i as { tree?: unknown }).tree, /tree location missing/],
+    ['sections', (i) => (i.tree.strings[1] += 1), /sections do not add up/],
+    ['page-hashes', (i) => (i.tree.pageHashes = ''), /page hashes do not cover/],
+    ['addon-name', (i) => i.addons.push({ name: '../../evil.so', hash: 'a'.repeat(64), offset: 4096, size: 1 }), /bad name/],
+    ['addon-outside', (i) => i.addons.push({ name: 'x.node', hash: 'a'.repeat(64), offset: 1, size: 1 }), /outside the image/],
+  ];
+  for (const [name, edit, why] of cases) {
+    it(`rejects an index with ${name} before mounting`, () => rejects(tamperedIndex(`${name}.img`, edit), why));
+  }
+
+  it('checks the root page before mounting, and every other page when it is first read', async () => {
+    const p = parts();
+    p.tree[RECORD_SIZE + 3]! ^= 1;
+    rejects(assemble('page0.img', p, { rehash: false }), /page 0 does not match its hash/);
+    // A tree of several pages: 3,000 records of 64 bytes.
+    const bigApp = path.join(base, 'big-app');
+    fs.mkdirSync(path.join(bigApp, 'many'), { recursive: true });
+    for (let i = 0; i < 3000; i++) fs.writeFileSync(path.join(bigApp, 'many', `f${String(i).padStart(4, '0')}`), `file ${i}`);
+    const big = path.join(base, 'big.img');
+    fs.writeFileSync(big, Buffer.alloc(100));
+    await appendImage(big, { appDir: bigApp, manifest: {}, addons: [] });
+    const ok = readImage(big);
+    assert.equal(ok.tree.files, 3000);
+    const layer = new ImageLayer(big, ok.fd, ok.tree);
+    assert.equal((await layer.readdir('/many')).length, 3000);
+    const f = await layer.open('/many/f2999');
+    const buf = Buffer.alloc(20);
+    assert.equal(buf.subarray(0, await f.read(buf, 0, 20, 0)).toString(), 'file 2999');
+    fs.closeSync(ok.fd);
+    const data = fs.readFileSync(big);
+    const index = readImage(big);
+    fs.closeSync(index.fd);
+    data[index.index.tree.offset + 2 * PAGE_SIZE + 100]! ^= 1; // a record on the third page
+    fs.writeFileSync(big, data);
+    const damaged = readImage(big); // only the root page is read up front
+    const reported: string[] = [];
+    const dl = new ImageLayer(big, damaged.fd, damaged.tree, (p) => reported.push(p));
+    assert.ok(await dl.lstat('/many/f0000'), 'entries on good pages still serve');
+    await assert.rejects(dl.readdir('/many'), (err: unknown) => err instanceof FsError && err.code === 'EIO' && /page 2 does not match its hash/.test(err.message));
+    assert.deepEqual(reported, ['/many']);
+    fs.closeSync(damaged.fd);
+  });
+
+  it('rejects a tree whose root is not a directory before mounting', () => {
+    rejects(tamperedRecord('root.img', 0, (r) => r.writeUInt8(1, 0)), /first entry must be the root|data lies outside/);
+  });
+
   it('rejects an unknown format version, truncation, a bad footer and a wrong index hash', () => {
-    rejects(tampered('v2.img', () => undefined, 2), /format version 2 is not supported/);
+    rejects(assemble('v1.img', parts(), { footerVersion: 1 }), /format version 1 is not supported/);
     const data = fs.readFileSync(good);
     const cut = path.join(base, 'cut.img');
     fs.writeFileSync(cut, data.subarray(0, data.length - 10));
@@ -141,9 +268,10 @@ describe('builder input', () => {
     await appendImage(out, { appDir: src, manifest: {}, addons: [], onWarning: (w) => warnings.push(w) });
     assert.ok(warnings.some((w) => /\/fifo: skipped/.test(w)));
     assert.ok(warnings.some((w) => /\/outside: symlink points outside the app/.test(w)));
-    const { index, fd } = readImage(out);
+    const { tree, fd } = readImage(out);
+    const paths = [...tree.walk()].map((e) => e.path);
     fs.closeSync(fd);
-    assert.deepEqual(index.entries.map((e) => e.path).sort(), ['/', '/outside', '/two\nlines', '/ünïcödé']);
+    assert.deepEqual(paths.sort(), ['/', '/outside', '/two\nlines', '/ünïcödé']);
     fs.writeFileSync(Buffer.concat([Buffer.from(src + '/'), Buffer.from([0x66, 0xff, 0x67])]), 'bad');
     await assert.rejects(appendImage(out, { appDir: src, manifest: {}, addons: [] }), /not valid UTF-8 \(bytes 66ff67\)/);
   });

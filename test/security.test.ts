@@ -11,7 +11,7 @@ import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CLI, ROOT, forceUnmount, isolatedEnv, mountsUnder, tempDir } from './helpers.js';
-import { encodeFooter, FOOTER_SIZE, sha256, type ImageIndex } from '../runtime/image/format.js';
+import { encodeFooter, FOOTER_SIZE, IMAGE_VERSION, sha256, type ImageIndex } from '../runtime/image/format.js';
 
 const base = tempDir('security');
 const home = path.join(base, 'home');
@@ -99,7 +99,7 @@ esac
     (index.manifest as { env: Record<string, string> }).env = { APPDIR: '/etc', OVERPACK_NODE_DISPATCH: '1', PATH: '/evil' };
     const bytes = Buffer.from(JSON.stringify(index));
     const forged = path.join(base, 'forged.run');
-    fs.writeFileSync(forged, Buffer.concat([data.subarray(0, indexOffset), bytes, encodeFooter({ version: 1, imageStart, indexOffset, indexLength: bytes.length, indexHash: sha256(bytes) })]), { mode: 0o755 });
+    fs.writeFileSync(forged, Buffer.concat([data.subarray(0, indexOffset), bytes, encodeFooter({ version: IMAGE_VERSION, imageStart, indexOffset, indexLength: bytes.length, indexHash: sha256(bytes) })]), { mode: 0o755 });
     const r = run(forged);
     assert.equal(r.status, 65, r.stderr);
     assert.match(r.stderr, /manifest inside this bundle is invalid:\n\s+env\.APPDIR: reserved/);

@@ -4,7 +4,8 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Argv, CommandModule } from 'yargs';
-import { readImage, ImageError } from '../../runtime/image/format.js';
+import { readImage, ImageError, type ImageEntry, type OpenedImage } from '../../runtime/image/format.js';
+import { TreeError } from '../../runtime/image/tree.js';
 import { Blake3 } from '../../runtime/hash/blake3.js';
 import { BuildError } from '../../runtime/image/writer.js';
 import { digestPrefix, fingerprint, readPublicKeyFile, signatureMatches, SignatureError } from '../../runtime/image/signature.js';
@@ -62,20 +63,30 @@ export const initCommand: CommandModule<object, { dir: string; template: string 
   },
 };
 
+/** The files of an image's tree; an inconsistent tree is an ImageError naming it. */
+function treeFiles(img: OpenedImage): ImageEntry[] {
+  try {
+    return [...img.tree.walk()].filter((e) => e.type === 'file');
+  } catch (err) {
+    if (err instanceof TreeError) throw new ImageError(img.bundle, 'read-index', err.message);
+    throw err;
+  }
+}
+
 export const inspectCommand: CommandModule<object, { bundle: string }> = {
   command: 'inspect <bundle>',
   describe: 'Print a bundle\'s manifest, image version, hash, file count and sizes',
   builder: (y: Argv) => y.positional('bundle', { type: 'string', demandOption: true }) as unknown as Argv<{ bundle: string }>,
   handler: async (args) => {
     const img = await guard(async () => readImage(path.resolve(args.bundle)));
+    const files = await guard(async () => treeFiles(img));
     fs.closeSync(img.fd);
-    const files = img.index.entries.filter((e) => e.type === 'file');
     const distinct = new Map(files.map((f) => [f.hash, f.size]));
     const info = {
       manifest: img.index.manifest,
       imageFormat: img.footer.version,
       indexHash: img.footer.indexHash.toString('hex'),
-      entries: img.index.entries.length,
+      entries: img.tree.entries,
       files: files.length,
       fileBytes: files.reduce((n, f) => n + f.size, 0),
       storedBytes: [...distinct.values()].reduce((n, s) => n + s, 0),
@@ -118,7 +129,7 @@ export const verifyCommand: CommandModule<object, { bundle: string; key?: string
     }
     const bad: string[] = [];
     const items = [
-      ...img.index.entries.filter((e) => e.type === 'file').map((e) => ({ what: e.path, offset: e.offset!, size: e.size, hash: e.hash!, algo: 'blake3' })),
+      ...(await guard(async () => treeFiles(img))).map((e) => ({ what: e.path, offset: e.offset!, size: e.size, hash: e.hash!, algo: 'blake3' })),
       ...img.index.addons.map((a) => ({ what: `addon ${a.name}`, offset: a.offset, size: a.size, hash: a.hash, algo: 'sha256' })),
     ];
     const buf = Buffer.allocUnsafe(1 << 20);

@@ -1,54 +1,48 @@
 /**
  * The image: an app directory stored read-only at the end of a bundle, served lazily.
  *
- * Bundle layout:  [executable][data blocks][index JSON][footer]
- * - data blocks: each distinct file content once (deduplicated by BLAKE3), each starting on a
- *   4 KiB boundary of the bundle so positioned reads stay page-aligned;
- * - index: UTF-8 JSON (`ImageIndex`), entries sorted by path, so the same app dir always gives
- *   the same bytes;
+ * Bundle layout:  [executable][data][tree][index JSON][footer]
+ * - data: each distinct file content once (deduplicated by BLAKE3), back to back (like
+ *   squashfs, no padding: reads go through FUSE, never mmap, so alignment buys nothing), then
+ *   the native addons;
+ * - tree: every entry's metadata in a binary table read in 64 KiB pages on demand (tree.ts);
+ * - index: UTF-8 JSON (`ImageIndex`): the manifest, the addons, and where the tree is with the
+ *   SHA-256 of each of its pages. Small whatever the app's size. Same app dir, same bytes;
  * - footer: the last FOOTER_SIZE bytes, fixed layout (little-endian):
  *     0  magic "OVPKIMG\0" (8)     8  format version u32      12 flags u32 (bit 0: SIGNED)
  *    16  image start u64           24 index offset u64        32 index length u64
  *    40  SHA-256 of the index (32)
  *   All offsets are absolute positions in the bundle file.
  * - optionally, a signature trailer after the footer (signature.ts); then the footer's SIGNED
- *   flag is set. Bundles without it (flags 0) are the original version-1 layout.
+ *   flag is set.
+ * Version 1 (up to overpack 0.1) kept every entry in the JSON index and padded contents to
+ * 4 KiB; a bundle carries its own runtime, so old bundles keep running, and this reader asks
+ * for a rebuild when handed one.
  *
- * File contents are identified by BLAKE3 (fast, native). The index and the native addons use
- * SHA-256 instead, from Node's built-in crypto: the BLAKE3 implementation is itself one of the
- * addons, so it cannot vouch for the bytes it is loaded from.
+ * File contents are identified by BLAKE3 (fast, native). The index, the tree pages and the
+ * native addons use SHA-256 instead, from Node's built-in crypto: the BLAKE3 implementation is
+ * itself one of the addons, so it cannot vouch for the bytes it is loaded from.
  *
- * The reader trusts nothing until checked: footer bounds, the index's hash, then every entry
- * (normalised unique paths, parents that are directories, data ranges inside the data region).
+ * The reader trusts nothing until checked: footer bounds, the index's hash, the tree's
+ * location and root here; every tree page's hash and every record as it is read (tree.ts).
  */
 import fs from 'node:fs';
 import { createHash } from 'node:crypto';
+import { ImageTree, TreeError, type TreeEntry, type TreeLocation } from './tree.js';
 import { decodeTrailer, isTrailer, SignatureError, TRAILER_SIZE, type SignatureTrailer } from './signature.js';
 
 export const IMAGE_MAGIC = Buffer.from('OVPKIMG\0', 'latin1');
-export const IMAGE_VERSION = 1;
+export const IMAGE_VERSION = 2;
 export const FOOTER_SIZE = 72;
+/** The image starts on a page boundary after the executable (one pad per bundle). */
 export const BLOCK_ALIGN = 4096;
 /** Footer flag: a signature trailer follows the footer. */
 export const FLAG_SIGNED = 1;
 const KNOWN_FLAGS = FLAG_SIGNED;
-const MAX_INDEX_BYTES = 256 * 1024 * 1024;
+const MAX_INDEX_BYTES = 64 * 1024 * 1024;
 
-export type ImageEntryType = 'file' | 'dir' | 'symlink';
-
-export interface ImageEntry {
-  path: string; // '/a/b'; the root '/' is always the first entry
-  type: ImageEntryType;
-  mode: number; // permission bits only (0o7777)
-  uid: number;
-  gid: number;
-  mtimeMs: number;
-  size: number; // files: bytes; symlinks: target length; dirs: 0
-  target?: string; // symlinks
-  hash?: string; // files: BLAKE3 hex of the content
-  offset?: number; // files: absolute position of the content in the bundle
-  xattrs?: Record<string, string>; // name → base64 value
-}
+export type ImageEntryType = TreeEntry['type'];
+export type ImageEntry = TreeEntry;
 
 /** A native addon shipped in the bundle, extracted once to the user's cache at launch. */
 export interface ImageAddon {
@@ -62,8 +56,8 @@ export interface ImageIndex {
   format: 'overpack-image';
   version: number;
   manifest: unknown; // the app's overpack.json, validated by the builder
-  entries: ImageEntry[];
   addons: ImageAddon[];
+  tree: TreeLocation;
 }
 
 export interface Footer {
@@ -136,56 +130,45 @@ export function decodeFooter(b: Buffer, fileSize: number, bundle: string): Foote
   return f;
 }
 
-function validPath(p: string): boolean {
-  if (p === '/') return true;
-  if (!p.startsWith('/') || p.endsWith('/') || p.includes('\0')) return false;
-  return p
-    .slice(1)
-    .split('/')
-    .every((c) => c !== '' && c !== '.' && c !== '..');
-}
-
-/** Checks an index read from a bundle; throws ImageError naming the first problem. */
-export function validateIndex(index: ImageIndex, footer: Footer, bundle: string): void {
+/**
+ * Checks an index read from a bundle and opens its tree (whose root is checked here, every
+ * other record as it is read); throws ImageError naming the first problem.
+ */
+export function openTree(index: ImageIndex, footer: Footer, fd: number, bundle: string): ImageTree {
   const bad = (msg: string): never => {
     throw new ImageError(bundle, 'read-index', `invalid image index: ${msg}`);
   };
-  if (index.format !== 'overpack-image' || index.version !== IMAGE_VERSION) bad('not an overpack image index');
-  if (!Array.isArray(index.entries) || !Array.isArray(index.addons)) bad('entries missing');
-  const types = new Map<string, ImageEntryType>();
+  if (index === null || typeof index !== 'object' || index.format !== 'overpack-image' || index.version !== IMAGE_VERSION) bad('not an overpack image index');
+  if (!Array.isArray(index.addons)) bad('addons missing');
+  const t = index.tree;
+  const isCount = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+  const isRange = (v: unknown) => Array.isArray(v) && v.length === 2 && v.every(isCount);
+  if (!t || typeof t !== 'object' || ![t.offset, t.length, t.entries, t.files].every(isCount) || !isRange(t.strings) || !isRange(t.xattrs) || typeof t.pageHashes !== 'string') bad('tree location missing');
+  // The tree sits right before the index, after all data: contents must lie below it.
+  if (t.offset < footer.imageStart || t.offset + t.length !== footer.indexOffset) bad('the tree lies outside the image');
   const inData = (offset: unknown, size: unknown, what: string) => {
-    if (typeof offset !== 'number' || typeof size !== 'number' || !Number.isSafeInteger(offset) || !Number.isSafeInteger(size) || size < 0) bad(`${what}: bad offset or size`);
-    if ((offset as number) < footer.imageStart || (offset as number) + (size as number) > footer.indexOffset) bad(`${what}: data lies outside the image`);
+    if (!isCount(offset) || !isCount(size)) bad(`${what}: bad offset or size`);
+    if ((offset as number) < footer.imageStart || (offset as number) + (size as number) > t.offset) bad(`${what}: data lies outside the image`);
   };
-  index.entries.forEach((e, i) => {
-    if (!e || typeof e.path !== 'string' || !validPath(e.path)) bad(`entry ${i}: bad path ${JSON.stringify(e?.path)}`);
-    if (i === 0 && (e.path !== '/' || e.type !== 'dir')) bad('the first entry must be the root directory');
-    if (types.has(e.path)) bad(`duplicate path ${e.path}`);
-    if (e.path !== '/') {
-      const parent = e.path.slice(0, e.path.lastIndexOf('/')) || '/';
-      if (types.get(parent) !== 'dir') bad(`${e.path}: its parent is not a directory listed before it`);
-    }
-    if (!['file', 'dir', 'symlink'].includes(e.type)) bad(`${e.path}: unknown type ${String(e.type)}`);
-    for (const k of ['mode', 'uid', 'gid', 'mtimeMs', 'size'] as const) {
-      if (typeof e[k] !== 'number' || !Number.isFinite(e[k]) || e[k] < 0) bad(`${e.path}: bad ${k}`);
-    }
-    if (e.type === 'file') {
-      if (typeof e.hash !== 'string' || !/^[0-9a-f]{64}$/.test(e.hash)) bad(`${e.path}: bad hash`);
-      inData(e.offset, e.size, e.path);
-    }
-    if (e.type === 'symlink' && (typeof e.target !== 'string' || e.target.length === 0)) bad(`${e.path}: symlink without target`);
-    types.set(e.path, e.type);
-  });
   for (const a of index.addons) {
-    if (typeof a.name !== 'string' || !/^[A-Za-z0-9._-]+$/.test(a.name)) bad(`addon ${JSON.stringify(a?.name)}: bad name`);
+    if (!a || typeof a.name !== 'string' || !/^[A-Za-z0-9._-]+$/.test(a.name)) bad(`addon ${JSON.stringify(a?.name)}: bad name`);
     if (typeof a.hash !== 'string' || !/^[0-9a-f]{64}$/.test(a.hash)) bad(`addon ${a.name}: bad hash`);
     inData(a.offset, a.size, `addon ${a.name}`);
+  }
+  try {
+    return new ImageTree(fd, t, footer.imageStart, t.offset);
+  } catch (err) {
+    if (err instanceof TreeError) bad(err.detail);
+    throw err;
   }
 }
 
 export interface OpenedImage {
+  bundle: string;
   footer: Footer;
   index: ImageIndex;
+  /** Entries' metadata, read on demand (tree.ts). */
+  tree: ImageTree;
   fd: number;
   size: number;
   /** The signature trailer, when the bundle is signed (read, not yet verified: see signature.ts). */
@@ -244,8 +227,8 @@ export function readImage(bundle: string): OpenedImage {
     } catch {
       throw new ImageError(bundle, 'read-index', 'the image index is not valid JSON');
     }
-    validateIndex(index, footer, bundle);
-    return { footer, index, fd, size, signature };
+    const tree = openTree(index, footer, fd, bundle);
+    return { bundle, footer, index, tree, fd, size, signature };
   } catch (err) {
     fs.closeSync(fd);
     throw err;

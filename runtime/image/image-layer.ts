@@ -1,13 +1,14 @@
 /**
  * The image as a read-only Layer: the lower of a bundle's overlay. Metadata comes from the
- * index held in memory; file data is read on demand with positioned reads from the bundle, and
- * each file's BLAKE3 is checked the first time it is opened: wrong bytes are never served.
+ * tree (tree.ts), read in pages on demand; file data is read with positioned reads from the
+ * bundle, and each file's BLAKE3 is checked the first time it is opened: wrong bytes are
+ * never served. A damaged index or content is EIO for the app and reported once per path.
  */
 import fs from 'node:fs';
 import { Blake3 } from '../hash/blake3.js';
 import { FsError } from '../overlay/errors.js';
 import { S_IFDIR, S_IFLNK, S_IFREG, type DirEntry, type EntryStat, type Layer, type LayerFile } from '../overlay/layer.js';
-import type { ImageEntry, ImageIndex } from './format.js';
+import { TreeError, type ImageTree, type TreeEntry, type TreeRecord } from './tree.js';
 
 const TYPE_BITS = { file: S_IFREG, dir: S_IFDIR, symlink: S_IFLNK } as const;
 
@@ -17,10 +18,9 @@ function pread(fd: number, buf: Buffer, offset: number, length: number, position
 
 export class ImageLayer implements Layer {
   readonly description: string;
-  private readonly byPath = new Map<string, { entry: ImageEntry; ino: number }>();
-  private readonly children = new Map<string, DirEntry[]>();
-  private readonly verified = new Set<string>();
-  private readonly verifying = new Map<string, Promise<void>>();
+  /** One bit per record: content checked against its hash. */
+  private readonly verified: Uint8Array;
+  private readonly verifying = new Map<number, Promise<void>>();
   private readonly uid = process.getuid?.() ?? 0;
   private readonly gid = process.getgid?.() ?? 0;
 
@@ -29,80 +29,87 @@ export class ImageLayer implements Layer {
    * owned by the user running the bundle (as files they unpacked would be), so the app can
    * change its own files through the overlay.
    */
-  constructor(readonly bundle: string, private readonly fd: number, index: ImageIndex, private readonly onCorrupt?: (path: string) => void) {
+  constructor(readonly bundle: string, private readonly fd: number, private readonly tree: ImageTree, private readonly onCorrupt?: (path: string) => void) {
     this.description = `image ${bundle}`;
-    index.entries.forEach((entry, i) => {
-      this.byPath.set(entry.path, { entry, ino: i + 1 });
-      this.children.set(entry.path, []);
-      if (entry.path !== '/') {
-        const parent = entry.path.slice(0, entry.path.lastIndexOf('/')) || '/';
-        this.children.get(parent)!.push({ name: entry.path.slice(entry.path.lastIndexOf('/') + 1), type: entry.type });
-      }
-    });
+    this.verified = new Uint8Array(Math.ceil(tree.entries / 8));
   }
 
-  entries(): IterableIterator<ImageEntry> {
-    return [...this.byPath.values()].map((v) => v.entry)[Symbol.iterator]();
+  /** Every entry, parents first (extraction and verification read the whole tree). */
+  entries(): Generator<TreeEntry> {
+    return this.tree.walk();
+  }
+
+  /** Runs a tree read; an inconsistent index is EIO for the caller, reported once. */
+  private read<T>(path: string, op: string, f: () => T): T {
+    try {
+      return f();
+    } catch (err) {
+      if (!(err instanceof TreeError)) throw err;
+      this.onCorrupt?.(path);
+      throw new FsError('EIO', op, path, err.message);
+    }
   }
 
   async lstat(path: string): Promise<EntryStat | null> {
-    const hit = this.byPath.get(path);
-    if (!hit) return null;
-    const e = hit.entry;
+    const r = this.read(path, 'lstat', () => this.tree.lookup(path));
+    if (!r) return null;
     return {
-      mode: TYPE_BITS[e.type] | e.mode,
+      mode: TYPE_BITS[r.type] | r.mode,
       uid: this.uid,
       gid: this.gid,
-      size: e.size,
-      nlink: e.type === 'dir' ? 2 : 1,
-      ino: hit.ino,
+      size: r.size,
+      nlink: r.type === 'dir' ? 2 : 1,
+      ino: r.index + 1,
       dev: 0,
       rdev: 0,
-      blocks: Math.ceil(e.size / 512),
+      blocks: Math.ceil(r.size / 512),
       blksize: 4096,
-      atimeMs: e.mtimeMs,
-      mtimeMs: e.mtimeMs,
-      ctimeMs: e.mtimeMs,
+      atimeMs: r.mtimeMs,
+      mtimeMs: r.mtimeMs,
+      ctimeMs: r.mtimeMs,
     };
   }
 
-  private need(path: string, type: ImageEntry['type']): ImageEntry {
-    const hit = this.byPath.get(path);
-    if (!hit) throw new FsError('ENOENT', 'image', path);
-    if (hit.entry.type !== type) throw new FsError(type === 'dir' ? 'ENOTDIR' : 'EINVAL', 'image', path);
-    return hit.entry;
+  private need(path: string, type: TreeRecord['type']): TreeRecord {
+    const r = this.read(path, 'lookup', () => this.tree.lookup(path));
+    if (!r) throw new FsError('ENOENT', 'image', path);
+    if (r.type !== type) throw new FsError(type === 'dir' ? 'ENOTDIR' : 'EINVAL', 'image', path);
+    return r;
   }
 
   async readdir(path: string): Promise<DirEntry[]> {
-    this.need(path, 'dir');
-    return this.children.get(path) ?? [];
+    const dir = this.need(path, 'dir');
+    return this.read(path, 'readdir', () => this.tree.children(dir).map((c) => ({ name: c.name, type: c.record.type })));
   }
 
   async readlink(path: string): Promise<string> {
-    return this.need(path, 'symlink').target!;
+    const r = this.need(path, 'symlink');
+    return this.read(path, 'readlink', () => this.tree.target(r));
   }
 
   /** Hashes the stored bytes of `path` once; a mismatch is EIO now and on every later open. */
-  private verify(path: string, e: ImageEntry): Promise<void> {
-    if (this.verified.has(path)) return Promise.resolve();
-    let p = this.verifying.get(path);
+  private verify(path: string, e: TreeRecord): Promise<void> {
+    const bit = 1 << (e.index & 7);
+    if (this.verified[e.index >> 3]! & bit) return Promise.resolve();
+    let p = this.verifying.get(e.index);
     if (!p) {
+      const expected = this.read(path, 'verify', () => this.tree.hash(e));
       p = (async () => {
         const h = new Blake3();
         const buf = Buffer.allocUnsafe(Math.min(1 << 20, Math.max(e.size, 1)));
         for (let done = 0; done < e.size; ) {
-          const n = await pread(this.fd, buf, 0, Math.min(buf.length, e.size - done), e.offset! + done);
+          const n = await pread(this.fd, buf, 0, Math.min(buf.length, e.size - done), e.a + done);
           if (n === 0) break;
           h.update(buf.subarray(0, n));
           done += n;
         }
-        if (h.digest().toString('hex') !== e.hash) {
+        if (h.digest().toString('hex') !== expected) {
           this.onCorrupt?.(path);
           throw new FsError('EIO', 'verify', path, 'content does not match the image index');
         }
-        this.verified.add(path);
-      })().finally(() => this.verifying.delete(path));
-      this.verifying.set(path, p);
+        this.verified[e.index >> 3]! |= bit;
+      })().finally(() => this.verifying.delete(e.index));
+      this.verifying.set(e.index, p);
     }
     return p;
   }
@@ -113,20 +120,20 @@ export class ImageLayer implements Layer {
     return {
       read: async (buf, offset, length, position) => {
         const n = Math.max(0, Math.min(length, e.size - position));
-        return n === 0 ? 0 : pread(this.fd, buf, offset, n, e.offset! + position);
+        return n === 0 ? 0 : pread(this.fd, buf, offset, n, e.a + position);
       },
       close: async () => undefined,
     };
   }
 
   async listXattrs(path: string): Promise<string[]> {
-    const hit = this.byPath.get(path);
-    return hit?.entry.xattrs ? Object.keys(hit.entry.xattrs) : [];
+    const r = this.read(path, 'listxattr', () => this.tree.lookup(path));
+    return r ? [...this.read(path, 'listxattr', () => this.tree.xattrs(r)).keys()] : [];
   }
 
   async getXattr(path: string, name: string): Promise<Buffer | null> {
-    const v = this.byPath.get(path)?.entry.xattrs?.[name];
-    return v === undefined ? null : Buffer.from(v, 'base64');
+    const r = this.read(path, 'getxattr', () => this.tree.lookup(path));
+    return r ? (this.read(path, 'getxattr', () => this.tree.xattrs(r)).get(name) ?? null) : null;
   }
 
   async copyFileTo(path: string, dest: string): Promise<void> {

@@ -1,13 +1,14 @@
 /**
  * Writes an image (format.ts) after the bytes already in a bundle file: walks the app
- * directory in sorted order, stores each distinct content once on a 4 KiB boundary, then the
- * index and the footer. Same directory in, same bytes out.
+ * directory in sorted order, stores each distinct content once, back to back, then the tree
+ * (tree.ts), the index and the footer. Same directory in, same bytes out.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import * as xattr from 'fs-xattr';
 import { Blake3 } from '../hash/blake3.js';
 import { alignUp, encodeFooter, FLAG_SIGNED, IMAGE_VERSION, sha256, type ImageAddon, type ImageEntry, type ImageIndex } from './format.js';
+import { encodeTree } from './tree.js';
 
 export interface ImageSource {
   appDir: string;
@@ -69,7 +70,9 @@ function walk(src: ImageSource): Array<ImageEntry & { real: string }> {
       } catch (err) {
         throw new BuildError(real, 'readdir', `cannot list ${real}: ${(err as Error).message}`);
       }
-      const names = raw.map((b) => {
+      // Byte order, the order the tree keeps siblings in (JS string order differs for some
+      // characters outside the BMP).
+      const names = raw.sort(Buffer.compare).map((b) => {
         const name = b.toString('utf8');
         // The index is JSON text: a name that is not valid UTF-8 cannot be stored faithfully.
         if (!Buffer.from(name, 'utf8').equals(b)) {
@@ -77,7 +80,7 @@ function walk(src: ImageSource): Array<ImageEntry & { real: string }> {
         }
         return name;
       });
-      for (const name of names.sort()) visit(rel === '/' ? `/${name}` : `${rel}/${name}`, path.join(real, name));
+      for (const name of names) visit(rel === '/' ? `/${name}` : `${rel}/${name}`, path.join(real, name));
     } else if (st.isSymbolicLink()) {
       const target = fs.readlinkSync(real);
       const resolved = path.resolve(path.dirname(real), target);
@@ -86,11 +89,6 @@ function walk(src: ImageSource): Array<ImageEntry & { real: string }> {
       }
       out.push({ ...base, type: 'symlink', size: Buffer.byteLength(target), target });
     } else if (st.isFile()) {
-      try {
-        fs.accessSync(real, fs.constants.R_OK);
-      } catch {
-        throw new BuildError(real, 'read', `${real} is not readable; fix its permissions or remove it from the app`);
-      }
       out.push({ ...base, type: 'file', size: st.size, xattrs: readXattrs(real) });
     } else {
       src.onWarning?.(`${rel}: skipped (fifos, sockets and device nodes cannot be stored in an image)`);
@@ -100,56 +98,124 @@ function walk(src: ImageSource): Array<ImageEntry & { real: string }> {
   return out;
 }
 
+/**
+ * Appends file contents at the end of a bundle through a staging buffer: small files (most of
+ * a node_modules) cost no write call of their own, and a duplicate is dropped by rewinding.
+ */
+class DataWriter {
+  private readonly stage = Buffer.allocUnsafe(4 << 20);
+  private staged = 0;
+  private readonly chunk = Buffer.allocUnsafe(1 << 20);
+
+  /** `pos`: where the next byte goes in the bundle. */
+  constructor(private readonly fd: number, public pos: number) {}
+
+  private flush(): void {
+    for (let done = 0; done < this.staged; ) done += fs.writeSync(this.fd, this.stage, done, this.staged - done, this.pos - this.staged + done);
+    this.staged = 0;
+  }
+
+  /**
+   * Appends the `size` bytes of file `real` and returns where they start; `hasher` sees them
+   * on the way. `undo()` right after takes them back (the content was a duplicate).
+   */
+  append(real: string, size: number, hasher?: Blake3): number {
+    let rfd: number;
+    try {
+      rfd = fs.openSync(real, 'r');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new BuildError(real, 'read', code === 'EACCES' ? `${real} is not readable; fix its permissions or remove it from the app` : `cannot read ${real}: ${(err as Error).message}`);
+    }
+    const start = this.pos;
+    this.last = { start, staged: this.staged, size };
+    try {
+      if (size <= this.stage.length / 4) {
+        if (this.staged + size > this.stage.length) this.flush();
+        this.last.staged = this.staged;
+        this.fill(rfd, real, this.stage, this.staged, size, hasher);
+        this.staged += size;
+      } else {
+        this.flush();
+        this.last.staged = -1;
+        for (let done = 0; done < size; ) {
+          const n = this.fill(rfd, real, this.chunk, 0, Math.min(this.chunk.length, size - done), hasher);
+          fs.writeSync(this.fd, this.chunk, 0, n, start + done);
+          done += n;
+        }
+      }
+    } finally {
+      fs.closeSync(rfd);
+    }
+    this.pos = start + size;
+    return start;
+  }
+
+  private last: { start: number; staged: number; size: number } | null = null;
+
+  /** Takes back the last append. */
+  undo(): void {
+    const l = this.last!;
+    if (l.staged >= 0) this.staged = l.staged;
+    else fs.ftruncateSync(this.fd, l.start);
+    this.pos = l.start;
+    this.last = null;
+  }
+
+  /** Reads exactly `size` bytes of `rfd` (from its current position) into `buf` at `at`. */
+  private fill(rfd: number, real: string, buf: Buffer, at: number, size: number, hasher?: Blake3): number {
+    let done = 0;
+    while (done < size) {
+      const n = fs.readSync(rfd, buf, at + done, size - done, null);
+      if (n === 0) throw new BuildError(real, 'read', `${real} shrank while being read`);
+      done += n;
+    }
+    hasher?.update(buf.subarray(at, at + size));
+    return size;
+  }
+
+  /** Writes `bytes` at the end and returns where they start. */
+  appendBytes(bytes: Buffer): number {
+    this.flush();
+    const start = this.pos;
+    for (let done = 0; done < bytes.length; ) done += fs.writeSync(this.fd, bytes, done, bytes.length - done, start + done);
+    this.pos += bytes.length;
+    return start;
+  }
+
+  end(): number {
+    this.flush();
+    return this.pos;
+  }
+}
+
 /** Appends the image to `bundle` (which holds the executable) and returns what was stored. */
 export async function appendImage(bundle: string, src: ImageSource): Promise<ImageStats> {
   const entries = walk(src);
   const fd = fs.openSync(bundle, 'r+');
   try {
-    let pos = fs.fstatSync(fd).size;
-    const imageStart = alignUp(pos);
-    pos = imageStart;
+    const imageStart = alignUp(fs.fstatSync(fd).size);
+    const out = new DataWriter(fd, imageStart);
     const stored = new Map<string, number>(); // hash → offset
     const stats: ImageStats = { files: 0, dirs: 0, symlinks: 0, bytes: 0, storedBytes: 0, dedupSaved: 0 };
-    const buf = Buffer.alloc(1 << 20);
-    const copyIn = (real: string, size: number, hasher?: Blake3): number => {
-      const offset = alignUp(pos);
-      const rfd = fs.openSync(real, 'r');
-      try {
-        let done = 0;
-        while (done < size) {
-          const n = fs.readSync(rfd, buf, 0, Math.min(buf.length, size - done), done);
-          if (n === 0) throw new BuildError(real, 'read', `${real} shrank while being read`);
-          hasher?.update(buf.subarray(0, n));
-          fs.writeSync(fd, buf, 0, n, offset + done);
-          done += n;
-        }
-      } finally {
-        fs.closeSync(rfd);
-      }
-      pos = offset + size;
-      return offset;
-    };
     const files = entries.filter((e) => e.type === 'file');
     let done = 0;
     for (const e of entries) {
       if (e.type === 'dir') stats.dirs++;
       if (e.type === 'symlink') stats.symlinks++;
       if (e.type !== 'file') continue;
-      // One synchronous pass per file: hash while copying it in at the end of the bundle, and
-      // if the content turns out to be stored already, cut the copy off again (the bundle
-      // always ends at `pos`, so truncating restores it exactly). Hashing first with async
-      // reads and copying in a second pass took 4x longer than mksquashfs on node_modules.
-      const before = pos;
+      // One pass per file: hash while copying it in, and if the content turns out to be
+      // stored already, take the copy back. Hashing first and copying in a second pass took
+      // 4x longer than mksquashfs on node_modules.
       const h = new Blake3();
-      const offset = copyIn(e.real, e.size, h);
+      const offset = out.append(e.real, e.size, h);
       const hash = h.digest().toString('hex');
       e.hash = hash;
       stats.files++;
       stats.bytes += e.size;
       const known = stored.get(hash);
       if (known !== undefined) {
-        fs.ftruncateSync(fd, before);
-        pos = before;
+        out.undo();
         e.offset = known;
         stats.dedupSaved += e.size;
       } else {
@@ -157,27 +223,28 @@ export async function appendImage(bundle: string, src: ImageSource): Promise<Ima
         stored.set(hash, offset);
         stats.storedBytes += e.size;
       }
-      src.onProgress?.(++done, files.length);
+      if (++done % 256 === 0 || done === files.length) src.onProgress?.(done, files.length);
     }
     const addons: ImageAddon[] = [];
     for (const a of src.addons) {
       const size = fs.statSync(a.file).size;
       const hash = sha256(fs.readFileSync(a.file)).toString('hex');
-      addons.push({ name: a.name, hash, size, offset: copyIn(a.file, size) });
+      addons.push({ name: a.name, hash, size, offset: out.append(a.file, size) });
     }
+    const tree = encodeTree(entries.map(({ real: _real, ...e }) => e));
+    const treeOffset = out.appendBytes(tree.bytes);
     const index: ImageIndex = {
       format: 'overpack-image',
       version: IMAGE_VERSION,
       manifest: src.manifest,
-      entries: entries.map(({ real: _real, ...e }) => e),
       addons,
+      tree: { offset: treeOffset, ...tree.location },
     };
     const indexBytes = Buffer.from(JSON.stringify(index), 'utf8');
-    const indexOffset = pos;
-    fs.writeSync(fd, indexBytes, 0, indexBytes.length, indexOffset);
+    const indexOffset = out.appendBytes(indexBytes);
     const footer = encodeFooter({ version: IMAGE_VERSION, flags: src.signed ? FLAG_SIGNED : 0, imageStart, indexOffset, indexLength: indexBytes.length, indexHash: sha256(indexBytes) });
-    fs.writeSync(fd, footer, 0, footer.length, indexOffset + indexBytes.length);
-    fs.ftruncateSync(fd, indexOffset + indexBytes.length + footer.length);
+    out.appendBytes(footer);
+    fs.ftruncateSync(fd, out.end());
     return stats;
   } finally {
     fs.closeSync(fd);

@@ -320,7 +320,7 @@ async function main(): Promise<void> {
       bundle,
       imageFormat: image.footer.version,
       indexHash: image.footer.indexHash.toString('hex'),
-      files: image.index.entries.filter((e) => e.type === 'file').length,
+      files: image.tree.files,
       signature,
       upper: upperPreserved,
       mountRoot: path.join(cacheHome(), 'overpack', 'mnt'),
@@ -329,7 +329,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
     return;
   }
-  const layer = new ImageLayer(bundle, image.fd, image.index, (p) => say(`error: ${p} in the bundle is corrupt (its content does not match the image index); the bundle is damaged, download or build it again`));
+  const layer = new ImageLayer(bundle, image.fd, image.tree, (p) => say(`error: ${p} in the bundle is corrupt (its content does not match the image index); the bundle is damaged, download or build it again`));
   if (flags.extract !== undefined) {
     const dest = path.resolve(flags.extract ?? `${name}-${manifest.version}`);
     await extractTree(layer, dest, (done, total) => done % 500 === 0 && say(`extracting ${done}/${total}`));
