@@ -169,6 +169,7 @@ describe('image reader', () => {
     ['a name ..', () => tamperedEntries('dotdot.img', (es) => (es.find((e) => e.path === '/a.txt')!.path = '/..')), /bad name/],
     ['a name .', () => tamperedEntries('dot.img', (es) => (es.find((e) => e.path === '/a.txt')!.path = '/.')), /bad name/],
     ['a name with a slash', () => { const p = parts(); const link = p.tree.subarray(4 * RECORD_SIZE); p.tree.writeUInt32LE(link.readUInt32LE(40), RECORD_SIZE + 32); p.tree.writeUInt32LE(link.readUInt32LE(44), RECORD_SIZE + 36); return assemble('slash.img', p); }, /bad name "\.\.\/a\.txt"/],
+    ['a name prefix that disagrees with the name', () => tamperedRecord('prefix.img', 1, (r) => r.writeUInt8(0x7a, 56)), /name prefix does not match/],
     ['a repeated name', () => tamperedEntries('dup.img', (es) => es.push({ ...es.find((e) => e.path === '/a.txt')! })), /out of order or repeated/],
     ['a child claimed by two directories', () => tamperedRecord('shared-child.img', 2, (r) => { r.writeUInt32LE(1, 40); r.writeUInt32LE(1, 44); }), /children lie outside/],
     ['a wrong parent', () => tamperedRecord('parent.img', 3, u32at(12, 1)), /its parent is 1/],
@@ -201,7 +202,7 @@ describe('image reader', () => {
     const p = parts();
     p.tree[RECORD_SIZE + 3]! ^= 1;
     rejects(assemble('page0.img', p, { rehash: false }), /page 0 does not match its hash/);
-    // A tree of several pages: 3,000 records of 64 bytes.
+    // A tree of several pages: 3,000 records.
     const bigApp = path.join(base, 'big-app');
     fs.mkdirSync(path.join(bigApp, 'many'), { recursive: true });
     for (let i = 0; i < 3000; i++) fs.writeFileSync(path.join(bigApp, 'many', `f${String(i).padStart(4, '0')}`), `file ${i}`);
@@ -219,13 +220,14 @@ describe('image reader', () => {
     const data = fs.readFileSync(big);
     const index = readImage(big);
     fs.closeSync(index.fd);
-    data[index.index.tree.offset + 2 * PAGE_SIZE + 100]! ^= 1; // a record on the third page
+    const page = Math.floor((2990 * RECORD_SIZE) / PAGE_SIZE); // holds the last files' records
+    data[index.index.tree.offset + page * PAGE_SIZE + 100]! ^= 1;
     fs.writeFileSync(big, data);
     const damaged = readImage(big); // only the root page is read up front
     const reported: string[] = [];
     const dl = new ImageLayer(big, damaged.fd, damaged.tree, (p) => reported.push(p));
     assert.ok(await dl.lstat('/many/f0000'), 'entries on good pages still serve');
-    await assert.rejects(dl.readdir('/many'), (err: unknown) => err instanceof FsError && err.code === 'EIO' && /page 2 does not match its hash/.test(err.message));
+    await assert.rejects(dl.readdir('/many'), (err: unknown) => err instanceof FsError && err.code === 'EIO' && new RegExp(`page ${page} does not match its hash`).test(err.message));
     assert.deepEqual(reported, ['/many']);
     fs.closeSync(damaged.fd);
   });

@@ -5,7 +5,7 @@
  * - data: each distinct file content once (deduplicated by BLAKE3), back to back (like
  *   squashfs, no padding: reads go through FUSE, never mmap, so alignment buys nothing), then
  *   the native addons;
- * - tree: every entry's metadata in a binary table read in 64 KiB pages on demand (tree.ts);
+ * - tree: every entry's metadata in a binary table read in 16 KiB pages on demand (tree.ts);
  * - index: UTF-8 JSON (`ImageIndex`): the manifest, the addons, and where the tree is with the
  *   SHA-256 of each of its pages. Small whatever the app's size. Same app dir, same bytes;
  * - footer: the last FOOTER_SIZE bytes, fixed layout (little-endian):
