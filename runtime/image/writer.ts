@@ -3,10 +3,11 @@
  * directory in sorted order, stores each distinct content once, back to back, then the tree
  * (tree.ts), the index and the footer. Same directory in, same bytes out.
  */
+import { isUtf8 } from 'node:buffer';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as xattr from 'fs-xattr';
-import { Blake3 } from '../hash/blake3.js';
+import { Blake3, blake3 } from '../hash/blake3.js';
 import { alignUp, encodeFooter, FLAG_SIGNED, IMAGE_VERSION, sha256, type ImageAddon, type ImageEntry, type ImageIndex } from './format.js';
 import { encodeTree } from './tree.js';
 
@@ -73,14 +74,13 @@ function walk(src: ImageSource): Array<ImageEntry & { real: string }> {
       // Byte order, the order the tree keeps siblings in (JS string order differs for some
       // characters outside the BMP).
       const names = raw.sort(Buffer.compare).map((b) => {
-        const name = b.toString('utf8');
-        // The index is JSON text: a name that is not valid UTF-8 cannot be stored faithfully.
-        if (!Buffer.from(name, 'utf8').equals(b)) {
+        // Paths are JS strings from here to the mount: other bytes would not survive the trip.
+        if (!isUtf8(b)) {
           throw new BuildError(real, 'readdir', `${real} holds a file name that is not valid UTF-8 (bytes ${b.toString('hex')}); rename it before building`);
         }
-        return name;
+        return b.toString('utf8');
       });
-      for (const name of names) visit(rel === '/' ? `/${name}` : `${rel}/${name}`, path.join(real, name));
+      for (const name of names) visit(rel === '/' ? `/${name}` : `${rel}/${name}`, `${real}/${name}`);
     } else if (st.isSymbolicLink()) {
       const target = fs.readlinkSync(real);
       const resolved = path.resolve(path.dirname(real), target);
@@ -116,10 +116,10 @@ class DataWriter {
   }
 
   /**
-   * Appends the `size` bytes of file `real` and returns where they start; `hasher` sees them
-   * on the way. `undo()` right after takes them back (the content was a duplicate).
+   * Appends the `size` bytes of file `real` and returns where they start and their BLAKE3.
+   * `undo()` right after takes them back (the content was a duplicate).
    */
-  append(real: string, size: number, hasher?: Blake3): number {
+  append(real: string, size: number): { offset: number; hash: Buffer } {
     let rfd: number;
     try {
       rfd = fs.openSync(real, 'r');
@@ -129,26 +129,32 @@ class DataWriter {
     }
     const start = this.pos;
     this.last = { start, staged: this.staged, size };
+    let hash: Buffer;
     try {
       if (size <= this.stage.length / 4) {
+        // Small: read into the stage and hash it there in one call.
         if (this.staged + size > this.stage.length) this.flush();
         this.last.staged = this.staged;
-        this.fill(rfd, real, this.stage, this.staged, size, hasher);
+        this.fill(rfd, real, this.stage, this.staged, size);
+        hash = blake3(this.stage.subarray(this.staged, this.staged + size));
         this.staged += size;
       } else {
         this.flush();
         this.last.staged = -1;
+        const hasher = new Blake3();
         for (let done = 0; done < size; ) {
-          const n = this.fill(rfd, real, this.chunk, 0, Math.min(this.chunk.length, size - done), hasher);
+          const n = this.fill(rfd, real, this.chunk, 0, Math.min(this.chunk.length, size - done));
+          hasher.update(this.chunk.subarray(0, n));
           fs.writeSync(this.fd, this.chunk, 0, n, start + done);
           done += n;
         }
+        hash = hasher.digest();
       }
     } finally {
       fs.closeSync(rfd);
     }
     this.pos = start + size;
-    return start;
+    return { offset: start, hash };
   }
 
   private last: { start: number; staged: number; size: number } | null = null;
@@ -163,14 +169,13 @@ class DataWriter {
   }
 
   /** Reads exactly `size` bytes of `rfd` (from its current position) into `buf` at `at`. */
-  private fill(rfd: number, real: string, buf: Buffer, at: number, size: number, hasher?: Blake3): number {
+  private fill(rfd: number, real: string, buf: Buffer, at: number, size: number): number {
     let done = 0;
     while (done < size) {
       const n = fs.readSync(rfd, buf, at + done, size - done, null);
       if (n === 0) throw new BuildError(real, 'read', `${real} shrank while being read`);
       done += n;
     }
-    hasher?.update(buf.subarray(at, at + size));
     return size;
   }
 
@@ -207,9 +212,8 @@ export async function appendImage(bundle: string, src: ImageSource): Promise<Ima
       // One pass per file: hash while copying it in, and if the content turns out to be
       // stored already, take the copy back. Hashing first and copying in a second pass took
       // 4x longer than mksquashfs on node_modules.
-      const h = new Blake3();
-      const offset = out.append(e.real, e.size, h);
-      const hash = h.digest().toString('hex');
+      const { offset, hash: digest } = out.append(e.real, e.size);
+      const hash = digest.toString('hex');
       e.hash = hash;
       stats.files++;
       stats.bytes += e.size;
@@ -229,7 +233,7 @@ export async function appendImage(bundle: string, src: ImageSource): Promise<Ima
     for (const a of src.addons) {
       const size = fs.statSync(a.file).size;
       const hash = sha256(fs.readFileSync(a.file)).toString('hex');
-      addons.push({ name: a.name, hash, size, offset: out.append(a.file, size) });
+      addons.push({ name: a.name, hash, size, offset: out.append(a.file, size).offset });
     }
     const tree = encodeTree(entries.map(({ real: _real, ...e }) => e));
     const treeOffset = out.appendBytes(tree.bytes);
