@@ -159,6 +159,12 @@ describe('image reader', () => {
     await assert.rejects(layer.open('/dir/b.txt'), /EIO/);
     assert.deepEqual(reported, ['/dir/b.txt', '/dir/b.txt']);
     await layer.open('/a.txt'); // other files are fine
+    // Copy-up hashes as it copies: the damaged file leaves no copy behind.
+    const dest = path.join(base, 'copied');
+    await assert.rejects(new ImageLayer(bad, fd, tree).copyFileTo('/dir/b.txt', dest), /EIO/);
+    assert.equal(fs.existsSync(dest), false, 'no half-checked copy is left');
+    await new ImageLayer(bad, fd, tree).copyFileTo('/a.txt', dest);
+    assert.equal(fs.readFileSync(dest, 'utf8'), 'alpha');
     fs.closeSync(fd);
   });
 

@@ -136,20 +136,46 @@ export class ImageLayer implements Layer {
     return r ? (this.read(path, 'getxattr', () => this.tree.xattrs(r)).get(name) ?? null) : null;
   }
 
+  /**
+   * One pass over the stored bytes: hashed on the way when the file was never verified (a
+   * separate verification pass first cost a third of a big copy-up), in 4 MiB chunks with the
+   * next read overlapping the current write. Wrong bytes remove `dest` and are EIO.
+   */
   async copyFileTo(path: string, dest: string): Promise<void> {
-    const file = await this.open(path);
     const e = this.need(path, 'file');
+    const bit = 1 << (e.index & 7);
+    const pending = this.verifying.get(e.index);
+    if (pending) await pending;
+    const hasher = this.verified[e.index >> 3]! & bit ? null : new Blake3();
+    const expected = hasher ? this.read(path, 'verify', () => this.tree.hash(e)) : '';
     const out = fs.openSync(dest, 'wx', 0o600);
+    let ok = false;
     try {
-      const buf = Buffer.allocUnsafe(1 << 20);
-      for (let done = 0; done < e.size; ) {
-        const n = await file.read(buf, 0, buf.length, done);
-        if (n === 0) break;
+      const chunk = Math.min(4 << 20, Math.max(e.size, 1));
+      const bufs = [Buffer.allocUnsafe(chunk), Buffer.allocUnsafe(chunk)];
+      const readAt = (done: number, buf: Buffer) => (done >= e.size ? Promise.resolve(0) : pread(this.fd, buf, 0, Math.min(chunk, e.size - done), e.a + done));
+      let next = readAt(0, bufs[0]!);
+      for (let done = 0, k = 0; done < e.size; k ^= 1) {
+        const n = await next;
+        if (n === 0) throw new FsError('EIO', 'copy-up', path, 'the bundle ends before this file does');
+        const buf = bufs[k]!;
+        next = readAt(done + n, bufs[k ^ 1]!);
+        hasher?.update(buf.subarray(0, n));
         await new Promise<void>((resolve, reject) => fs.write(out, buf, 0, n, done, (err) => (err ? reject(err) : resolve())));
         done += n;
       }
+      await next;
+      if (hasher) {
+        if (hasher.digest().toString('hex') !== expected) {
+          this.onCorrupt?.(path);
+          throw new FsError('EIO', 'verify', path, 'content does not match the image index');
+        }
+        this.verified[e.index >> 3]! |= bit;
+      }
+      ok = true;
     } finally {
       fs.closeSync(out);
+      if (!ok) fs.rmSync(dest, { force: true });
     }
   }
 }
