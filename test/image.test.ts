@@ -11,7 +11,8 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { appendImage } from '../runtime/image/writer.js';
 import { encodeFooter, FOOTER_SIZE, IMAGE_VERSION, readImage, sha256, ImageError, type ImageIndex } from '../runtime/image/format.js';
-import { encodeTree, PAGE_SIZE, RECORD_SIZE, TreeError, type TreeEntry } from '../runtime/image/tree.js';
+import { encodeTree, PAGE_SIZE, pageStarts, RECORD_SIZE, storePages, TreeError, type TreeEntry } from '../runtime/image/tree.js';
+import { inflateRawSync } from 'node:zlib';
 import { FsError } from '../runtime/overlay/errors.js';
 import { ImageLayer } from '../runtime/image/image-layer.js';
 import { tempDir } from './helpers.js';
@@ -26,7 +27,10 @@ interface Parts {
   index: ImageIndex;
   /** Where the tree is laid out, whatever the (edited) index says. */
   treeAt: number;
+  /** The tree inflated: tests edit these bytes. */
   tree: Buffer;
+  /** The tree as stored, used as is when `assemble` is told not to redo the pages. */
+  stored: Buffer;
 }
 
 /** The good image cut into its parts. */
@@ -36,26 +40,35 @@ function parts(): Parts {
   const indexOffset = Number(footer.readBigUInt64LE(24));
   const indexLength = Number(footer.readBigUInt64LE(32));
   const index = JSON.parse(data.subarray(indexOffset, indexOffset + indexLength).toString('utf8')) as ImageIndex;
-  return { data, imageStart: Number(footer.readBigUInt64LE(16)), index, treeAt: index.tree.offset, tree: Buffer.from(data.subarray(index.tree.offset, index.tree.offset + index.tree.length)) };
+  const stored = Buffer.from(data.subarray(index.tree.offset, index.tree.offset + index.tree.length));
+  const table = Buffer.from(index.tree.pages, 'base64');
+  const pages = pageStarts(index.tree.pages).map((at, k) => {
+    const len = table.readUInt32LE(k * 36);
+    const bytes = stored.subarray(at, at + len);
+    const size = Math.min(PAGE_SIZE, index.tree.size - k * PAGE_SIZE);
+    return len === size ? bytes : inflateRawSync(bytes);
+  });
+  return { data, imageStart: Number(footer.readBigUInt64LE(16)), index, treeAt: index.tree.offset, tree: Buffer.concat(pages), stored };
 }
 
-/** Reassembles a bundle from (edited) parts; the page hashes and the index hash are redone. */
+/** Reassembles a bundle from (edited) parts; the pages and the index hash are redone. */
 function assemble(name: string, p: Parts, opts: { rehash?: boolean; footerVersion?: number } = {}): string {
   const file = path.join(base, name);
   const offset = p.treeAt;
+  let stored = p.stored;
   if (opts.rehash !== false) {
-    const hashes: Buffer[] = [];
-    for (let at = 0; at < p.tree.length; at += PAGE_SIZE) hashes.push(sha256(p.tree.subarray(at, at + PAGE_SIZE)));
-    p.index.tree.pageHashes = Buffer.concat(hashes).toString('base64');
+    const paged = storePages(p.tree);
+    stored = paged.bytes;
+    Object.assign(p.index.tree, { pages: paged.pages, length: stored.length, size: p.tree.length });
   }
   const bytes = Buffer.from(JSON.stringify(p.index));
   fs.writeFileSync(
     file,
     Buffer.concat([
       p.data.subarray(0, offset),
-      p.tree,
+      stored,
       bytes,
-      encodeFooter({ version: opts.footerVersion ?? IMAGE_VERSION, imageStart: p.imageStart, indexOffset: offset + p.tree.length, indexLength: bytes.length, indexHash: sha256(bytes) }),
+      encodeFooter({ version: opts.footerVersion ?? IMAGE_VERSION, imageStart: p.imageStart, indexOffset: offset + stored.length, indexLength: bytes.length, indexHash: sha256(bytes) }),
     ]),
   );
   return file;
@@ -76,9 +89,9 @@ function tamperedEntries(name: string, edit: (entries: TreeEntry[]) => void): st
   fs.closeSync(fd);
   edit(entries);
   const t = encodeTree(entries);
-  p.tree = t.bytes;
+  p.stored = t.bytes;
   p.index.tree = { offset: p.index.tree.offset, ...t.location };
-  return assemble(name, p);
+  return assemble(name, p, { rehash: false });
 }
 
 /** A copy of the good image with raw bytes of record `i` edited (pages re-hashed). */
@@ -196,7 +209,8 @@ describe('image reader', () => {
     ['tree-short', (i) => (i.tree.length -= 1), /tree lies outside the image|sections do not add up/],
     ['no-tree', (i) => delete (i as { tree?: unknown }).tree, /tree location missing/],
     ['sections', (i) => (i.tree.strings[1] += 1), /sections do not add up/],
-    ['page-hashes', (i) => (i.tree.pageHashes = ''), /page hashes do not cover/],
+    ['page-table', (i) => (i.tree.pages = ''), /page table does not cover/],
+    ['page-lengths', (i) => { const t = Buffer.from(i.tree.pages, 'base64'); t.writeUInt32LE(t.readUInt32LE(0) + 1, 0); i.tree.pages = t.toString('base64'); }, /does not add up/],
     ['addon-name', (i) => i.addons.push({ name: '../../evil.so', hash: 'a'.repeat(64), offset: 4096, size: 1 }), /bad name/],
     ['addon-outside', (i) => i.addons.push({ name: 'x.node', hash: 'a'.repeat(64), offset: 1, size: 1 }), /outside the image/],
   ];
@@ -206,7 +220,7 @@ describe('image reader', () => {
 
   it('checks the root page before mounting, and every other page when it is first read', async () => {
     const p = parts();
-    p.tree[RECORD_SIZE + 3]! ^= 1;
+    p.stored[3]! ^= 1;
     rejects(assemble('page0.img', p, { rehash: false }), /page 0 does not match its hash/);
     // A tree of several pages: 3,000 records.
     const bigApp = path.join(base, 'big-app');
@@ -227,7 +241,7 @@ describe('image reader', () => {
     const index = readImage(big);
     fs.closeSync(index.fd);
     const page = Math.floor((2990 * RECORD_SIZE) / PAGE_SIZE); // holds the last files' records
-    data[index.index.tree.offset + page * PAGE_SIZE + 100]! ^= 1;
+    data[index.index.tree.offset + pageStarts(index.index.tree.pages)[page]! + 10]! ^= 1;
     fs.writeFileSync(big, data);
     const damaged = readImage(big); // only the root page is read up front
     const reported: string[] = [];
@@ -236,6 +250,17 @@ describe('image reader', () => {
     await assert.rejects(dl.readdir('/many'), (err: unknown) => err instanceof FsError && err.code === 'EIO' && new RegExp(`page ${page} does not match its hash`).test(err.message));
     assert.deepEqual(reported, ['/many']);
     fs.closeSync(damaged.fd);
+  });
+
+  it('rejects a well-hashed page that does not inflate to its size', () => {
+    const p = parts();
+    const garbage = Buffer.from('not deflate data at all, but hashed as if it were');
+    const table = Buffer.alloc(36);
+    table.writeUInt32LE(garbage.length, 0);
+    sha256(garbage).copy(table, 4);
+    p.stored = garbage;
+    Object.assign(p.index.tree, { pages: table.toString('base64'), length: garbage.length });
+    rejects(assemble('inflate.img', p, { rehash: false }), /page 0 does not inflate|inflates to/);
   });
 
   it('rejects a tree whose root is not a directory before mounting', () => {

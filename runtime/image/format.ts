@@ -5,9 +5,10 @@
  * - data: each distinct file content once (deduplicated by BLAKE3), back to back (like
  *   squashfs, no padding: reads go through FUSE, never mmap, so alignment buys nothing), then
  *   the native addons;
- * - tree: every entry's metadata in a binary table read in 16 KiB pages on demand (tree.ts);
+ * - tree: every entry's metadata in a binary table, stored in deflated 16 KiB pages that are
+ *   read on demand (tree.ts);
  * - index: UTF-8 JSON (`ImageIndex`): the manifest, the addons, and where the tree is with the
- *   SHA-256 of each of its pages. Small whatever the app's size. Same app dir, same bytes;
+ *   stored length and SHA-256 of each of its pages. Small whatever the app's size. Same app dir, same bytes;
  * - footer: the last FOOTER_SIZE bytes, fixed layout (little-endian):
  *     0  magic "OVPKIMG\0" (8)     8  format version u32      12 flags u32 (bit 0: SIGNED)
  *    16  image start u64           24 index offset u64        32 index length u64
@@ -143,7 +144,7 @@ export function openTree(index: ImageIndex, footer: Footer, fd: number, bundle: 
   const t = index.tree;
   const isCount = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
   const isRange = (v: unknown) => Array.isArray(v) && v.length === 2 && v.every(isCount);
-  if (!t || typeof t !== 'object' || ![t.offset, t.length, t.entries, t.files].every(isCount) || !isRange(t.strings) || !isRange(t.xattrs) || typeof t.pageHashes !== 'string') bad('tree location missing');
+  if (!t || typeof t !== 'object' || ![t.offset, t.length, t.size, t.entries, t.files].every(isCount) || !isRange(t.strings) || !isRange(t.xattrs) || typeof t.pages !== 'string') bad('tree location missing');
   // The tree sits right before the index, after all data: contents must lie below it.
   if (t.offset < footer.imageStart || t.offset + t.length !== footer.indexOffset) bad('the tree lies outside the image');
   const inData = (offset: unknown, size: unknown, what: string) => {
