@@ -137,7 +137,7 @@ export function storePages(tree: Buffer): { bytes: Buffer; pages: string } {
   const table = Buffer.alloc(Math.ceil(tree.length / PAGE_SIZE) * PAGE_ENTRY);
   for (let p = 0, k = 0; p < tree.length; p += PAGE_SIZE, k++) {
     const page = tree.subarray(p, p + PAGE_SIZE);
-    const deflated = deflateRawSync(page, { level: 9 });
+    const deflated = deflateRawSync(page, { level: 6 });
     const keep = deflated.length < page.length ? deflated : page;
     stored.push(keep);
     table.writeUInt32LE(keep.length, k * PAGE_ENTRY);
