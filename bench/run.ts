@@ -231,12 +231,7 @@ function dropCaches(): void {
     fs.writeFileSync('/proc/sys/vm/drop_caches', '3');
   } catch {
     /* not root: cold runs are then only "fresh mount" */
-    return;
   }
-  // Cold means the data under test, not the tools: without this the native variant (no mount
-  // step, which pulls libc and friends back in) also paid for loading sh, cat and find from
-  // disk, and a cold native W3 read measured 2x kernel overlayfs.
-  spawnSync('sh', ['-c', 'cat </dev/null; find /dev/null -prune >/dev/null; wc -l </dev/null; tar --version >/dev/null'], { stdio: 'ignore' });
 }
 
 function timeCmd(cmd: string, cwd: string): number {
