@@ -12,7 +12,9 @@
  *   directory's listing until it changes through this mount;
  * - no OPEN/RELEASE either (ENOSYS once): files are read and written by path with file
  *   handle 0, kept cached by the kernel across opens;
- * - entry, attribute and negative timeouts in every reply; FLUSH and ACCESS never reach JS.
+ * - entry, attribute and negative timeouts in every reply; FLUSH and ACCESS never reach JS;
+ * - a READ of a file on disk is answered from its descriptor in the addon (spliced into the
+ *   device), so file data never enters JS; other layers fill a reused buffer.
  * Replies may come later than the request (after asynchronous I/O); meanwhile other requests
  * keep flowing. Every request is answered exactly once, and unmount waits for the unanswered.
  */

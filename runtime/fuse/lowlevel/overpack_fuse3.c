@@ -9,7 +9,8 @@
  *
  * Everything about paths, nodes and lookup counts lives in TypeScript (lowlevel.ts). This file
  * only moves requests and replies across, and owns the few protocol decisions that must be made
- * in C: which capabilities to ask for at INIT, and packing directory entries into the reply.
+ * in C: which capabilities to ask for at INIT, packing directory entries into the reply, and
+ * answering a READ straight from a file descriptor (replyFd).
  *
  * Request ids handed to JS are the fuse_req_t pointers as doubles (user-space pointers fit in
  * 53 bits on every Linux ABI we build for).
