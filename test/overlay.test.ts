@@ -93,6 +93,58 @@ describe('copy-on-write', () => {
   });
 });
 
+describe('reads of large files', () => {
+  // Reads of more than a couple of pages are answered by splicing the backing file in C
+  // (replyFd); these check the bytes, short reads at the end and reads after copy-up.
+  const f = fixture('bigread');
+  const lowerData = Buffer.alloc(3 * 1024 * 1024 + 12345);
+  for (let i = 0; i + 4 <= lowerData.length; i += 4) lowerData.writeUInt32LE((i * 2654435761) >>> 0, i);
+  let m: MountProcess;
+  before(async () => {
+    fs.writeFileSync(path.join(f.lower, 'big.bin'), lowerData);
+    m = await startMount(f.lower, ['--upper', f.upper, '--mountpoint', f.mnt]);
+  });
+  after(async () => {
+    await m?.stop();
+    fs.rmSync(f.base, { recursive: true, force: true });
+  });
+
+  function preadAt(p: string, length: number, position: number): Buffer {
+    const fd = fs.openSync(p, 'r');
+    try {
+      const buf = Buffer.alloc(length);
+      return buf.subarray(0, fs.readSync(fd, buf, 0, length, position));
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  it('reads a lower file whole, at odd offsets and short at the end', () => {
+    const p = path.join(f.mnt, 'big.bin');
+    assert.ok(fs.readFileSync(p).equals(lowerData));
+    for (const [len, pos] of [[100000, 4095], [1 << 20, (1 << 20) - 1], [1000, lowerData.length - 100], [10, lowerData.length + 5]] as const) {
+      assert.ok(preadAt(p, len, pos).equals(lowerData.subarray(pos, pos + len)), `${len} at ${pos}`);
+    }
+  });
+
+  it('reads an upper file written through the mount, and a copied-up one', () => {
+    const p = path.join(f.mnt, 'written.bin');
+    const data = Buffer.from(lowerData.subarray(0, 2 * 1024 * 1024 + 7)).reverse();
+    fs.writeFileSync(p, data);
+    assert.ok(fs.readFileSync(p).equals(data));
+    const patch = Buffer.alloc(70000, 0x5a);
+    const fd = fs.openSync(p, 'r+');
+    fs.writeSync(fd, patch, 0, patch.length, 1000000);
+    fs.closeSync(fd);
+    patch.copy(data, 1000000);
+    assert.ok(fs.readFileSync(p).equals(data));
+    const big = path.join(f.mnt, 'big.bin');
+    fs.appendFileSync(big, 'tail');
+    assert.ok(fs.readFileSync(big).equals(Buffer.concat([lowerData, Buffer.from('tail')])));
+    assert.ok(fs.readFileSync(path.join(f.lower, 'big.bin')).equals(lowerData), 'lower unchanged');
+  });
+});
+
 describe('whiteouts and opaque directories', () => {
   const f = fixture('wh');
   let m: MountProcess;

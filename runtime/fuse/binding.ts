@@ -47,6 +47,12 @@ export interface FsOps {
   open(path: string, flags: number): Promise<number>;
   create(path: string, mode: number, flags: number): Promise<number>;
   read(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number>;
+  /**
+   * Optional: a descriptor whose bytes at every offset are the file's (a file on disk), for a
+   * binding that can answer reads in the kernel; null sends the read through `read`. Valid
+   * until the caller's next await.
+   */
+  readFd?(path: string, fh: number): Promise<number | null>;
   write(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number>;
   flush(path: string, fh: number): Promise<void>;
   fsync(path: string, fh: number, datasync: boolean): Promise<void>;

@@ -38,6 +38,8 @@ export interface DirEntry {
 /** An open file of a layer, read with positioned reads. */
 export interface LayerFile {
   read(buf: Buffer, offset: number, length: number, position: number): Promise<number>;
+  /** A plain descriptor of the file, when it is one on disk (reads can then bypass JS). */
+  readonly fd?: number;
   close(): Promise<void>;
 }
 

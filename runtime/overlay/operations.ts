@@ -252,6 +252,11 @@ export class OverlayOps implements FsOps {
     return h.kind === 'upper' ? fdRead(h.fd, buf, length, position) : h.file.read(buf, 0, length, position);
   }
 
+  async readFd(path: string, fh: number): Promise<number | null> {
+    const h = fh === 0 ? await this.pathHandle(path, false) : this.handle('read', path, fh);
+    return h.kind === 'upper' ? h.fd : (h.file.fd ?? null);
+  }
+
   async write(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number> {
     const h = fh === 0 ? await this.pathHandle(path, true) : this.handle('write', path, fh);
     if (h.kind !== 'upper') throw new FsError('EBADF', 'write', path, 'opened read-only');

@@ -9,7 +9,8 @@
  *
  * Everything about paths, nodes and lookup counts lives in TypeScript (lowlevel.ts). This file
  * only moves requests and replies across, and owns the few protocol decisions that must be made
- * in C: which capabilities to ask for at INIT, and packing directory entries into the reply.
+ * in C: which capabilities to ask for at INIT, packing directory entries into the reply, and
+ * answering a READ straight from a file descriptor (replyFd).
  *
  * Request ids handed to JS are the fuse_req_t pointers as doubles (user-space pointers fit in
  * 53 bits on every Linux ABI we build for).
@@ -297,8 +298,13 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   /* Plain READDIRPLUS for every listing (not "auto"): the walk is what we optimise for, and a
    * listing with attributes saves one LOOKUP per entry. */
   conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
-  /* Writes through the session buffer are copied once into JS; splicing gains nothing here. */
-  conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+  /* Incoming writes through the session buffer are copied once into JS; splicing them in
+   * gains nothing. Outgoing: replyFd answers a READ by splicing the backing file's pages
+   * into /dev/fuse through a pipe (libfuse's fuse_reply_data), so the data is copied once, by
+   * the kernel, instead of into a JS buffer and out again. SPLICE_MOVE is left off: the
+   * kernel no longer moves pages, it copies them either way. */
+  conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_MOVE);
+  if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   if (s->max_write && s->max_write < conn->max_write) conn->max_write = s->max_write;
   conn->max_readahead = conn->max_write;
 }
@@ -621,6 +627,22 @@ static napi_value js_reply_buf(napi_env env, napi_callback_info info) {
   REPLY(fuse_reply_buf(req, data, n));
 }
 
+/* replyFd(req, fd, size, offset): the answer to a READ is up to `size` bytes of `fd` from
+ * `offset` (fewer at end of file). libfuse splices them through a pipe when the kernel
+ * allows it, else preads them into a buffer of its own; either way no JS buffer is involved.
+ * An I/O error reading `fd` is sent as the answer's errno. */
+static napi_value js_reply_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  fuse_req_t req = get_req(env, argv[0]);
+  struct fuse_bufvec bv = FUSE_BUFVEC_INIT((size_t)get_double(env, argv[2]));
+  bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
+  bv.buf[0].fd = (int)get_double(env, argv[1]);
+  bv.buf[0].pos = (off_t)get_double(env, argv[3]);
+  REPLY(fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_NONBLOCK));
+}
+
 /* replyWrite(req, count) */
 static napi_value js_reply_write(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -784,7 +806,7 @@ static napi_value init(napi_env env, napi_value exports) {
   const struct { const char *name; napi_callback fn; } fns[] = {
     {"mount", js_mount}, {"close", js_close}, {"replyErr", js_reply_err}, {"replyEntry", js_reply_entry},
     {"replyCreate", js_reply_create}, {"replyAttr", js_reply_attr}, {"replyOpen", js_reply_open},
-    {"replyBuf", js_reply_buf}, {"replyWrite", js_reply_write}, {"replyXattrSize", js_reply_xattr},
+    {"replyBuf", js_reply_buf}, {"replyFd", js_reply_fd}, {"replyWrite", js_reply_write}, {"replyXattrSize", js_reply_xattr},
     {"replyReadlink", js_reply_readlink}, {"replyStatfs", js_reply_statfs}, {"replyDir", js_reply_dir},
     {"replyNone", js_reply_none}, {"invalEntry", js_inval_entry}, {"invalInode", js_inval_inode},
     {"libfuseVersion", js_version},
