@@ -7,7 +7,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { appendImage } from '../runtime/image/writer.js';
 import { encodeFooter, FOOTER_SIZE, IMAGE_VERSION, readImage, sha256, ImageError, type ImageIndex } from '../runtime/image/format.js';
@@ -15,7 +15,7 @@ import { encodeTree, PAGE_SIZE, pageStarts, RECORD_SIZE, storePages, TreeError, 
 import { inflateRawSync } from 'node:zlib';
 import { FsError } from '../runtime/overlay/errors.js';
 import { ImageLayer } from '../runtime/image/image-layer.js';
-import { tempDir } from './helpers.js';
+import { forceUnmount, tempDir } from './helpers.js';
 
 const base = tempDir('image');
 const app = path.join(base, 'app');
@@ -307,5 +307,84 @@ describe('builder input', () => {
     assert.deepEqual(paths.sort(), ['/', '/outside', '/two\nlines', '/ünïcödé']);
     fs.writeFileSync(Buffer.concat([Buffer.from(src + '/'), Buffer.from([0x66, 0xff, 0x67])]), 'bad');
     await assert.rejects(appendImage(out, { appDir: src, manifest: {}, addons: [] }), /not valid UTF-8 \(bytes 66ff67\)/);
+  });
+});
+
+describe('image reads through a mount', () => {
+  const dir = tempDir('image-mount');
+  after(() => {
+    forceUnmount(path.join(dir, 'mnt'));
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a file inside the bundle reads exactly: whole, at odd offsets, short at its end, never its neighbour', async () => {
+    const src = path.join(dir, 'app');
+    fs.mkdirSync(src);
+    // Neighbours in the data region: "big" is followed by "next", whose bytes must never show.
+    const big = Buffer.alloc(3 * 1048576 + 12345);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 7919) % 251;
+    fs.writeFileSync(path.join(src, 'big'), big);
+    fs.writeFileSync(path.join(src, 'next'), Buffer.alloc(300000, 0xee));
+    fs.writeFileSync(path.join(src, 'tiny'), 'abc');
+    const img = path.join(dir, 'app.img');
+    fs.writeFileSync(img, Buffer.alloc(100));
+    await appendImage(img, { appDir: src, manifest: {}, addons: [] });
+    const { OverlayFS } = await import('../runtime/overlay/index.js');
+    const opened = readImage(img);
+    const mp = path.join(dir, 'mnt');
+    fs.mkdirSync(mp);
+    const overlay = new OverlayFS(new ImageLayer(img, opened.fd, opened.tree)).setUpper(path.join(dir, 'upper')).setMountpoint(mp);
+    await overlay.mount();
+    try {
+      // Driven from a child (this process serves the mount); offsets relative to each file.
+      const script = `
+        const fs = require('fs'), crypto = require('crypto');
+        const h = (b) => crypto.createHash('sha256').update(b).digest('hex');
+        const fd = fs.openSync(process.argv[1] + '/big', 'r');
+        const out = { whole: h(fs.readFileSync(process.argv[1] + '/big')), tiny: fs.readFileSync(process.argv[1] + '/tiny', 'utf8') };
+        for (const [pos, len] of [[1, 200000], [131071, 131075], [${big.length - 10}, 65536], [${big.length}, 4096], [${big.length + 5000}, 10]]) {
+          const b = Buffer.alloc(len);
+          const n = fs.readSync(fd, b, 0, len, pos);
+          out[pos + ':' + len] = [n, h(b.subarray(0, n))];
+        }
+        process.stdout.write(JSON.stringify(out));`;
+      // mmap shows the whole last page: past the file's end it must be zeros, not the bytes
+      // of the next file in the bundle (read(2) alone would not tell: the kernel cuts at EOF).
+      const tail = path.join(dir, 'tail');
+      fs.writeFileSync(`${tail}.c`, [
+        '#include <fcntl.h>', '#include <stdio.h>', '#include <sys/mman.h>', '#include <sys/stat.h>',
+        'int main(int c, char **v) { int fd = open(v[1], O_RDONLY); struct stat st; fstat(fd, &st);',
+        '  long page = 4096, start = st.st_size / page * page; unsigned char *m = mmap(0, page, PROT_READ, MAP_SHARED, fd, start);',
+        '  if (m == MAP_FAILED) return 2; long nonzero = 0; for (long i = st.st_size - start; i < page; i++) nonzero += m[i] != 0;',
+        '  printf("%ld", nonzero); return 0; }',
+      ].join('\n'));
+      assert.equal(spawnSync('cc', ['-o', tail, `${tail}.c`]).status, 0, 'cc builds the mmap probe');
+      const out = await new Promise<string>((resolve, reject) => {
+        const p = spawn(process.execPath, ['-e', script, mp]);
+        let o = '';
+        let e = '';
+        p.stdout.on('data', (d) => (o += d));
+        p.stderr.on('data', (d) => (e += d));
+        p.on('exit', (code) => (code === 0 ? resolve(o) : reject(new Error(e))));
+      });
+      const mapped = await new Promise<string>((resolve, reject) => {
+        const p = spawn(tail, [path.join(mp, 'big')]);
+        let o = '';
+        p.stdout.on('data', (d) => (o += d));
+        p.on('exit', (code) => (code === 0 ? resolve(o) : reject(new Error(`mmap probe exited ${code}`))));
+      });
+      assert.equal(mapped, '0', 'bytes past the end of the file, seen through mmap');
+      const got = JSON.parse(out) as Record<string, unknown>;
+      const h = (b: Buffer) => sha256(b).toString('hex');
+      assert.equal(got.whole, h(big));
+      assert.equal(got.tiny, 'abc');
+      for (const [pos, len] of [[1, 200000], [131071, 131075], [big.length - 10, 65536], [big.length, 4096], [big.length + 5000, 10]] as const) {
+        const want = big.subarray(Math.min(pos, big.length), Math.min(pos + len, big.length));
+        assert.deepEqual(got[`${pos}:${len}`], [want.length, h(want)], `read of ${len} at ${pos}`);
+      }
+    } finally {
+      await overlay.umount();
+      fs.closeSync(opened.fd);
+    }
   });
 });

@@ -35,6 +35,16 @@ export interface DirListing {
   attrs: Array<Pick<Attr, 'ino' | 'mode'>>;
 }
 
+/**
+ * A file's bytes inside a descriptor: byte `i` of the file is byte `base + i` of `fd`, for
+ * `i < size` (null: up to the descriptor's own end, a file on disk).
+ */
+export interface FileSpan {
+  fd: number;
+  base: number;
+  size: number | null;
+}
+
 export interface FsOps {
   getattr(path: string): Promise<Attr>;
   /** getattr through an open handle: works after the path was unlinked or renamed. */
@@ -48,11 +58,11 @@ export interface FsOps {
   create(path: string, mode: number, flags: number): Promise<number>;
   read(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number>;
   /**
-   * Optional: a descriptor whose bytes at every offset are the file's (a file on disk), for a
-   * binding that can answer reads in the kernel; null sends the read through `read`. Valid
-   * until the caller's next await.
+   * Optional: where the file's bytes lie in a plain descriptor, for a binding that can answer
+   * reads in the kernel; null sends the read through `read`. Valid until the caller's next
+   * await.
    */
-  readFd?(path: string, fh: number): Promise<number | null>;
+  readFd?(path: string, fh: number): Promise<FileSpan | null>;
   write(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number>;
   flush(path: string, fh: number): Promise<void>;
   fsync(path: string, fh: number, datasync: boolean): Promise<void>;

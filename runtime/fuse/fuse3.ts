@@ -304,6 +304,7 @@ class Fuse3Server {
    * reads can be waiting at once (each awaits its handle), hence a small stack, not one buffer.
    */
   private readonly readBuffers: Buffer[] = [];
+  private readonly emptyRead = Buffer.alloc(0);
 
   private takeReadBuffer(size: number): Buffer {
     if (size > READ_BUFFER_BYTES) return Buffer.allocUnsafe(size);
@@ -545,9 +546,13 @@ class Fuse3Server {
         const fh = this.fhFor(node, N(a, 3));
         // A file on disk is answered from its descriptor in C (spliced, see replyFd): the data
         // never enters JS. Nothing may run between getting the descriptor and replying.
-        const fd = ops.readFd ? await ops.readFd(path, fh) : null;
-        if (fd !== null) {
-          f.replyFd(req, fd, size, N(a, 2));
+        const span = ops.readFd ? await ops.readFd(path, fh) : null;
+        if (span !== null) {
+          const offset = N(a, 2);
+          // A span inside a bigger file (an image) ends where the file does, not at its EOF.
+          const n = span.size === null ? size : Math.max(0, Math.min(size, span.size - offset));
+          if (n === 0) f.replyBuf(req, this.emptyRead, 0);
+          else f.replyFd(req, span.fd, n, span.base + offset);
           return;
         }
         const buf = this.takeReadBuffer(size);

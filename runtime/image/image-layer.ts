@@ -118,6 +118,8 @@ export class ImageLayer implements Layer {
     const e = this.need(path, 'file');
     await this.verify(path, e);
     return {
+      // Verified above: from here the kernel may take the bytes straight from the bundle.
+      span: { fd: this.fd, base: e.a, size: e.size },
       read: async (buf, offset, length, position) => {
         const n = Math.max(0, Math.min(length, e.size - position));
         return n === 0 ? 0 : pread(this.fd, buf, offset, n, e.a + position);

@@ -91,7 +91,7 @@ export class DirLayer implements Layer {
     // overlay's own reads (operations.ts): every file a program reads costs an open and a close.
     const fd = fs.openSync(this.real(path), fsc.O_RDONLY | fsc.O_NOFOLLOW);
     return {
-      fd,
+      span: { fd, base: 0, size: null },
       read: async (buf, offset, length, position) => fs.readSync(fd, buf, offset, length, position),
       close: async () => fs.closeSync(fd),
     };

@@ -35,11 +35,16 @@ export interface DirEntry {
   type: EntryType;
 }
 
+import type { FileSpan } from '../fuse/binding.js';
+
 /** An open file of a layer, read with positioned reads. */
 export interface LayerFile {
   read(buf: Buffer, offset: number, length: number, position: number): Promise<number>;
-  /** A plain descriptor of the file, when it is one on disk (reads can then bypass JS). */
-  readonly fd?: number;
+  /**
+   * Where the file's bytes lie in a plain descriptor, when they do (a file on disk, a verified
+   * file of an image): reads can then be answered in the kernel, bypassing JS.
+   */
+  readonly span?: FileSpan;
   close(): Promise<void>;
 }
 

@@ -6,7 +6,7 @@
  */
 import fs, { promises as fsp, constants as fsc } from 'node:fs';
 import * as xattr from 'fs-xattr';
-import type { Attr, DirListing, FsOps, StatFs } from '../fuse/binding.js';
+import type { Attr, DirListing, FileSpan, FsOps, StatFs } from '../fuse/binding.js';
 import { FsError } from './errors.js';
 import { getXattrAt } from './dir-layer.js';
 import { InodeStore } from './inodes.js';
@@ -252,9 +252,9 @@ export class OverlayOps implements FsOps {
     return h.kind === 'upper' ? fdRead(h.fd, buf, length, position) : h.file.read(buf, 0, length, position);
   }
 
-  async readFd(path: string, fh: number): Promise<number | null> {
+  async readFd(path: string, fh: number): Promise<FileSpan | null> {
     const h = fh === 0 ? await this.pathHandle(path, false) : this.handle('read', path, fh);
-    return h.kind === 'upper' ? h.fd : (h.file.fd ?? null);
+    return h.kind === 'upper' ? { fd: h.fd, base: 0, size: null } : (h.file.span ?? null);
   }
 
   async write(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number> {
