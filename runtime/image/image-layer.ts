@@ -140,8 +140,8 @@ export class ImageLayer implements Layer {
 
   /**
    * One pass over the stored bytes: hashed on the way when the file was never verified (a
-   * separate verification pass first cost a third of a big copy-up), in 4 MiB chunks with the
-   * next read overlapping the current write. Wrong bytes remove `dest` and are EIO.
+   * separate verification pass first cost a third of a big copy-up), in 4 MiB chunks: the next
+   * read, the current write and its hashing overlap. Wrong bytes remove `dest` and are EIO.
    */
   async copyFileTo(path: string, dest: string): Promise<void> {
     const e = this.need(path, 'file');
@@ -162,8 +162,10 @@ export class ImageLayer implements Layer {
         if (n === 0) throw new FsError('EIO', 'copy-up', path, 'the bundle ends before this file does');
         const buf = bufs[k]!;
         next = readAt(done + n, bufs[k ^ 1]!);
+        // The write runs in the threadpool while this thread hashes the same bytes.
+        const written = new Promise<void>((resolve, reject) => fs.write(out, buf, 0, n, done, (err) => (err ? reject(err) : resolve())));
         hasher?.update(buf.subarray(0, n));
-        await new Promise<void>((resolve, reject) => fs.write(out, buf, 0, n, done, (err) => (err ? reject(err) : resolve())));
+        await written;
         done += n;
       }
       await next;
