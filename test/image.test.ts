@@ -11,7 +11,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { appendImage } from '../runtime/image/writer.js';
 import { encodeFooter, FOOTER_SIZE, IMAGE_VERSION, readImage, sha256, ImageError, type ImageIndex } from '../runtime/image/format.js';
-import { encodeTree, PAGE_SIZE, pageStarts, RECORD_SIZE, storePages, TreeError, type TreeEntry } from '../runtime/image/tree.js';
+import { CHUNK_SIZE, encodeTree, PAGE_SIZE, pageStarts, RECORD_SIZE, storePages, TreeError, type TreeEntry } from '../runtime/image/tree.js';
 import { inflateRawSync } from 'node:zlib';
 import { FsError } from '../runtime/overlay/errors.js';
 import { ImageLayer } from '../runtime/image/image-layer.js';
@@ -261,6 +261,74 @@ describe('image reader', () => {
     p.stored = garbage;
     Object.assign(p.index.tree, { pages: table.toString('base64'), length: garbage.length });
     rejects(assemble('inflate.img', p, { rehash: false }), /page 0 does not inflate|inflates to/);
+  });
+
+  it('checks a big file piece by piece: good pieces serve, a damaged one is EIO naming its bytes', async () => {
+    const src = path.join(base, 'chunky');
+    fs.mkdirSync(src);
+    const big = Buffer.alloc(3 * CHUNK_SIZE + 100, 0x41);
+    fs.writeFileSync(path.join(src, 'big'), big);
+    const file = path.join(base, 'chunky.img');
+    fs.writeFileSync(file, Buffer.alloc(100));
+    await appendImage(file, { appDir: src, manifest: {}, addons: [] });
+    const data = fs.readFileSync(file);
+    const pos = data.indexOf(big.subarray(0, 1000));
+    data[pos + 2 * CHUNK_SIZE + 7] = 0x42; // inside the third piece
+    fs.writeFileSync(file, data);
+    const { fd, tree } = readImage(file);
+    try {
+      const reported: string[] = [];
+      const layer = new ImageLayer(file, fd, tree, (p) => reported.push(p));
+      const f = await layer.open('/big'); // no whole-file pass before the first read
+      const buf = Buffer.alloc(4096);
+      assert.equal(await f.read(buf, 0, 4096, CHUNK_SIZE - 100), 4096, 'pieces 0 and 1 are good');
+      assert.equal(buf.toString('latin1'), 'A'.repeat(4096));
+      await assert.rejects(f.read(buf, 0, 10, 2 * CHUNK_SIZE + 1), (err: unknown) => err instanceof FsError && err.code === 'EIO' && new RegExp(`bytes ${2 * CHUNK_SIZE}-${3 * CHUNK_SIZE - 1} do not match`).test(err.message));
+      await assert.rejects(f.prepare!(3 * CHUNK_SIZE - 1, 2), /EIO/, 'a range touching the bad piece is refused before any byte is spliced');
+      assert.equal(await f.read(buf, 0, 100, 3 * CHUNK_SIZE), 100, 'the last, short piece is good');
+      assert.deepEqual(reported, ['/big', '/big']);
+      await assert.rejects(layer.copyFileTo('/big', path.join(base, 'chunky-copy')), /EIO/);
+      assert.equal(fs.existsSync(path.join(base, 'chunky-copy')), false);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('refuses to serve a big file whose piece hashes are missing from the tree', async () => {
+    const src = path.join(base, 'chunkless');
+    fs.mkdirSync(src);
+    fs.writeFileSync(path.join(src, 'big'), Buffer.alloc(CHUNK_SIZE + 1, 1));
+    const file = path.join(base, 'chunkless.img');
+    fs.writeFileSync(file, Buffer.alloc(100));
+    await appendImage(file, { appDir: src, manifest: {}, addons: [] });
+    // Re-encode with the chunk map emptied (sizes adjusted so the sections still add up).
+    const data = fs.readFileSync(file);
+    const footer = data.subarray(data.length - FOOTER_SIZE);
+    const indexOffset = Number(footer.readBigUInt64LE(24));
+    const index = JSON.parse(data.subarray(indexOffset, data.length - FOOTER_SIZE).toString('utf8')) as ImageIndex;
+    const { fd, tree } = readImage(file);
+    const entries = [...tree.walk()];
+    fs.closeSync(fd);
+    const raw = encodeTree(entries);
+    const inflated = Buffer.concat(pageStarts(raw.location.pages).map((at, k, all) => {
+      const end = k + 1 < all.length ? all[k + 1]! : raw.bytes.length;
+      const bytes = raw.bytes.subarray(at, end);
+      return bytes.length === Math.min(PAGE_SIZE, raw.location.size - k * PAGE_SIZE) ? bytes : inflateRawSync(bytes);
+    }));
+    const [mo, ml] = raw.location.chunkMap;
+    const cut = Buffer.concat([inflated.subarray(0, mo), inflated.subarray(mo + ml)]);
+    const paged = storePages(cut);
+    index.tree = { ...raw.location, offset: index.tree.offset, chunkMap: [mo, 0], chunks: [mo, raw.location.chunks[1]], size: cut.length, length: paged.bytes.length, pages: paged.pages };
+    const bytes = Buffer.from(JSON.stringify(index));
+    const out = path.join(base, 'chunkless-cut.img');
+    fs.writeFileSync(out, Buffer.concat([data.subarray(0, index.tree.offset), paged.bytes, bytes, encodeFooter({ version: IMAGE_VERSION, imageStart: Number(footer.readBigUInt64LE(16)), indexOffset: index.tree.offset + paged.bytes.length, indexLength: bytes.length, indexHash: sha256(bytes) })]));
+    const opened = readImage(out);
+    try {
+      const f = await new ImageLayer(out, opened.fd, opened.tree).open('/big');
+      await assert.rejects(f.read(Buffer.alloc(10), 0, 10, 0), (err: unknown) => err instanceof FsError && err.code === 'EIO' && /without chunk hashes/.test(err.message));
+    } finally {
+      fs.closeSync(opened.fd);
+    }
   });
 
   it('rejects a tree whose root is not a directory before mounting', () => {

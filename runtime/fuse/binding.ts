@@ -59,10 +59,10 @@ export interface FsOps {
   read(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number>;
   /**
    * Optional: where the file's bytes lie in a plain descriptor, for a binding that can answer
-   * reads in the kernel; null sends the read through `read`. Valid until the caller's next
-   * await.
+   * a read of `length` bytes at `position` in the kernel; null sends it through `read`. Valid
+   * for that read, until the caller's next await.
    */
-  readFd?(path: string, fh: number): Promise<FileSpan | null>;
+  readFd?(path: string, fh: number, position: number, length: number): Promise<FileSpan | null>;
   write(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number>;
   flush(path: string, fh: number): Promise<void>;
   fsync(path: string, fh: number, datasync: boolean): Promise<void>;

@@ -546,9 +546,9 @@ class Fuse3Server {
         const fh = this.fhFor(node, N(a, 3));
         // A file on disk is answered from its descriptor in C (spliced, see replyFd): the data
         // never enters JS. Nothing may run between getting the descriptor and replying.
-        const span = ops.readFd ? await ops.readFd(path, fh) : null;
+        const offset = N(a, 2);
+        const span = ops.readFd ? await ops.readFd(path, fh, offset, size) : null;
         if (span !== null) {
-          const offset = N(a, 2);
           // A span inside a bigger file (an image) ends where the file does, not at its EOF.
           const n = span.size === null ? size : Math.max(0, Math.min(size, span.size - offset));
           if (n === 0) f.replyBuf(req, this.emptyRead, 0);

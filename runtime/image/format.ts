@@ -144,7 +144,7 @@ export function openTree(index: ImageIndex, footer: Footer, fd: number, bundle: 
   const t = index.tree;
   const isCount = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
   const isRange = (v: unknown) => Array.isArray(v) && v.length === 2 && v.every(isCount);
-  if (!t || typeof t !== 'object' || ![t.offset, t.length, t.size, t.entries, t.files].every(isCount) || !isRange(t.strings) || !isRange(t.xattrs) || typeof t.pages !== 'string') bad('tree location missing');
+  if (!t || typeof t !== 'object' || ![t.offset, t.length, t.size, t.entries, t.files].every(isCount) || !isRange(t.strings) || !isRange(t.xattrs) || !isRange(t.chunkMap) || !isRange(t.chunks) || typeof t.pages !== 'string') bad('tree location missing');
   // The tree sits right before the index, after all data: contents must lie below it.
   if (t.offset < footer.imageStart || t.offset + t.length !== footer.indexOffset) bad('the tree lies outside the image');
   const inData = (offset: unknown, size: unknown, what: string) => {

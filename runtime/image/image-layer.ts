@@ -5,10 +5,10 @@
  * never served. A damaged index or content is EIO for the app and reported once per path.
  */
 import fs from 'node:fs';
-import { Blake3 } from '../hash/blake3.js';
+import { Blake3, blake3 } from '../hash/blake3.js';
 import { FsError } from '../overlay/errors.js';
 import { S_IFDIR, S_IFLNK, S_IFREG, type DirEntry, type EntryStat, type Layer, type LayerFile } from '../overlay/layer.js';
-import { TreeError, type ImageTree, type TreeEntry, type TreeRecord } from './tree.js';
+import { CHUNK_SIZE, TreeError, type ImageTree, type TreeEntry, type TreeRecord } from './tree.js';
 
 const TYPE_BITS = { file: S_IFREG, dir: S_IFDIR, symlink: S_IFLNK } as const;
 
@@ -114,18 +114,63 @@ export class ImageLayer implements Layer {
     return p;
   }
 
+  /**
+   * Small files are checked whole when opened. A file bigger than CHUNK_SIZE is checked piece
+   * by piece as its bytes are asked for (`prepare`), so the first read of a big file costs
+   * what it reads, not a pass over all of it.
+   */
   async open(path: string): Promise<LayerFile> {
     const e = this.need(path, 'file');
-    await this.verify(path, e);
+    const chunked = e.size > CHUNK_SIZE;
+    if (!chunked) await this.verify(path, e);
+    const prepare = async (position: number, length: number): Promise<void> => {
+      if (!chunked || this.verified[e.index >> 3]! & (1 << (e.index & 7))) return;
+      const end = Math.min(e.size, position + length);
+      for (let k = Math.floor(position / CHUNK_SIZE); k * CHUNK_SIZE < end; k++) await this.verifyChunk(path, e, k);
+    };
     return {
-      // Verified above: from here the kernel may take the bytes straight from the bundle.
+      // Checked (above, or by prepare) before the kernel may take bytes straight from the bundle.
       span: { fd: this.fd, base: e.a, size: e.size },
+      prepare,
       read: async (buf, offset, length, position) => {
         const n = Math.max(0, Math.min(length, e.size - position));
-        return n === 0 ? 0 : pread(this.fd, buf, offset, n, e.a + position);
+        if (n === 0) return 0;
+        await prepare(position, n);
+        return pread(this.fd, buf, offset, n, e.a + position);
       },
       close: async () => undefined,
     };
+  }
+
+  /** Pieces of big files checked so far: record index → one bit per piece. */
+  private readonly chunksVerified = new Map<number, Uint8Array>();
+  private readonly chunksVerifying = new Map<string, Promise<void>>();
+
+  private verifyChunk(path: string, e: TreeRecord, k: number): Promise<void> {
+    let bits = this.chunksVerified.get(e.index);
+    if (!bits) this.chunksVerified.set(e.index, (bits = new Uint8Array(Math.ceil(Math.ceil(e.size / CHUNK_SIZE) / 8))));
+    if (bits[k >> 3]! & (1 << (k & 7))) return Promise.resolve();
+    const key = `${e.index}:${k}`;
+    let p = this.chunksVerifying.get(key);
+    if (!p) {
+      const expected = this.read(path, 'verify', () => this.tree.chunkHash(e, k));
+      p = (async () => {
+        const len = Math.min(CHUNK_SIZE, e.size - k * CHUNK_SIZE);
+        const buf = Buffer.allocUnsafe(len);
+        for (let done = 0; done < len; ) {
+          const n = await pread(this.fd, buf, done, len - done, e.a + k * CHUNK_SIZE + done);
+          if (n === 0) throw new FsError('EIO', 'verify', path, 'the bundle ends before this file does');
+          done += n;
+        }
+        if (blake3(buf).toString('hex') !== expected) {
+          this.onCorrupt?.(path);
+          throw new FsError('EIO', 'verify', path, `bytes ${k * CHUNK_SIZE}-${k * CHUNK_SIZE + len - 1} do not match the image index`);
+        }
+        bits![k >> 3]! |= 1 << (k & 7);
+      })().finally(() => this.chunksVerifying.delete(key));
+      this.chunksVerifying.set(key, p);
+    }
+    return p;
   }
 
   async listXattrs(path: string): Promise<string[]> {

@@ -15,6 +15,10 @@
  *   strings  names and symlink targets, UTF-8, back to back
  *   xattrs   per entry that has any: u32 count, then count x (u32 name length, name,
  *            u32 value length, value)
+ *   chunkmap per file bigger than CHUNK_SIZE, by record index: u32 record, u32 first chunk
+ *   chunks   BLAKE3 of each CHUNK_SIZE piece of those files (the last one shorter), 32 B each;
+ *            a big file is checked piece by piece as it is read, so opening a 1 GiB file to
+ *            read its header does not hash the whole of it first (identical contents share)
  * A record:
  *    0 u8 type (1 file, 2 dir, 3 symlink)   1 u8 zero   2 u16 mode (permission bits)
  *    4 u32 uid    8 u32 gid    12 u32 parent record
@@ -44,6 +48,9 @@ import { deflateRawSync, inflateRawSync } from 'node:zlib';
 export const PAGE_SIZE = 16384;
 export const RECORD_SIZE = 64;
 export const HASH_SIZE = 32;
+/** Files bigger than this are verified piece by piece (see `chunks`). */
+export const CHUNK_SIZE = 1 << 20;
+const CHUNK_MAP_ENTRY = 8;
 /** Pages kept in memory: 8 MiB whatever the image's size. */
 const CACHE_PAGES = 512;
 const PREFIX_AT = 56;
@@ -66,6 +73,8 @@ export interface TreeEntry {
   size: number;
   target?: string; // symlinks
   hash?: string; // files: BLAKE3 hex
+  /** files bigger than CHUNK_SIZE: BLAKE3 of each piece, concatenated */
+  chunks?: Buffer;
   offset?: number; // files: absolute position of the content in the bundle
   xattrs?: Record<string, string>; // name → base64 value
 }
@@ -79,6 +88,8 @@ export interface TreeLocation {
   files: number;
   strings: [number, number]; // [offset, length] in the inflated tree
   xattrs: [number, number];
+  chunkMap: [number, number];
+  chunks: [number, number];
   pages: string; // base64: per page, u32 stored length + SHA-256 of the stored bytes
 }
 
@@ -158,7 +169,7 @@ export function pageStarts(pages: string): number[] {
 }
 
 /** The tree's bytes before paging. */
-function encodeRaw(entries: TreeEntry[]): { bytes: Buffer; location: Pick<TreeLocation, 'entries' | 'files' | 'strings' | 'xattrs'> } {
+function encodeRaw(entries: TreeEntry[]): { bytes: Buffer; location: Pick<TreeLocation, 'entries' | 'files' | 'strings' | 'xattrs' | 'chunkMap' | 'chunks'> } {
   if (entries[0]?.path !== '/' || entries[0].type !== 'dir') throw new Error('encodeTree: the first entry must be the root directory');
   // Breadth first, siblings in byte order of their names.
   const kids = new Map<string, TreeEntry[]>();
@@ -197,6 +208,10 @@ function encodeRaw(entries: TreeEntry[]): { bytes: Buffer; location: Pick<TreeLo
   };
   const xattrParts: Buffer[] = [];
   let xattrsLen = 0;
+  const chunkMap: Buffer[] = [];
+  const chunkParts: Buffer[] = [];
+  const chunkStart = new Map<string, number>(); // content hash → first chunk
+  let chunkCount = 0;
   const records = Buffer.alloc(n * RECORD_SIZE);
   const hashes = Buffer.alloc(n * HASH_SIZE);
   let files = 0;
@@ -217,6 +232,21 @@ function encodeRaw(entries: TreeEntry[]): { bytes: Buffer; location: Pick<TreeLo
       files++;
       records.writeDoubleLE(e.offset!, r + 40);
       Buffer.from(e.hash!, 'hex').copy(hashes, i * HASH_SIZE);
+      if (e.size > CHUNK_SIZE) {
+        const want = Math.ceil(e.size / CHUNK_SIZE);
+        if (e.chunks?.length !== want * HASH_SIZE) throw new Error(`encodeTree: ${e.path} needs ${want} chunk hashes`);
+        let first = chunkStart.get(e.hash!);
+        if (first === undefined) {
+          first = chunkCount;
+          chunkStart.set(e.hash!, first);
+          chunkParts.push(e.chunks);
+          chunkCount += want;
+        }
+        const m = Buffer.alloc(CHUNK_MAP_ENTRY);
+        m.writeUInt32LE(i, 0);
+        m.writeUInt32LE(first, 4);
+        chunkMap.push(m);
+      }
     } else if (e.type === 'dir') {
       records.writeUInt32LE(firstChild[i]!, r + 40);
       records.writeUInt32LE(kids.get(e.path)!.length, r + 44);
@@ -240,10 +270,16 @@ function encodeRaw(entries: TreeEntry[]): { bytes: Buffer; location: Pick<TreeLo
       xattrsLen += blob.length;
     }
   }
-  const bytes = Buffer.concat([records, hashes, ...stringParts, ...xattrParts]);
+  const bytes = Buffer.concat([records, hashes, ...stringParts, ...xattrParts, ...chunkMap, ...chunkParts]);
   if (bytes.length > 0xffffffff) throw new Error('encodeTree: the index is larger than 4 GiB');
   const stringsAt = n * (RECORD_SIZE + HASH_SIZE);
-  return { bytes, location: { entries: n, files, strings: [stringsAt, stringsLen], xattrs: [stringsAt + stringsLen, xattrsLen] } };
+  const xattrsAt = stringsAt + stringsLen;
+  const mapAt = xattrsAt + xattrsLen;
+  const mapLen = chunkMap.length * CHUNK_MAP_ENTRY;
+  return {
+    bytes,
+    location: { entries: n, files, strings: [stringsAt, stringsLen], xattrs: [xattrsAt, xattrsLen], chunkMap: [mapAt, mapLen], chunks: [mapAt + mapLen, chunkCount * HASH_SIZE] },
+  };
 }
 
 /** A name's first bytes as stored in its record: names hold no NUL, so padding sorts first. */
@@ -293,8 +329,12 @@ export class ImageTree {
     const fixed = loc.entries * (RECORD_SIZE + HASH_SIZE);
     const [so, sl] = loc.strings;
     const [xo, xl] = loc.xattrs;
+    const [mo, ml] = loc.chunkMap;
+    const [co, cl] = loc.chunks;
     if (!Number.isSafeInteger(loc.entries) || loc.entries < 1 || loc.entries > 0xffffffff) throw new TreeError('bad entry count');
-    if (so !== fixed || xo !== so + sl || xo + xl !== loc.size) throw new TreeError('sections do not add up to the tree');
+    if (so !== fixed || xo !== so + sl || mo !== xo + xl || co !== mo + ml || co + cl !== loc.size || ml % CHUNK_MAP_ENTRY !== 0 || cl % HASH_SIZE !== 0) {
+      throw new TreeError('sections do not add up to the tree');
+    }
     const root = this.record(0);
     if (root.type !== 'dir' || root.nameLen !== 0) throw new TreeError('the first entry must be the root directory');
   }
@@ -414,6 +454,32 @@ export class ImageTree {
     return this.bytes(this.entries * RECORD_SIZE + r.index * HASH_SIZE, HASH_SIZE).toString('hex');
   }
 
+  /**
+   * The BLAKE3 of piece `k` (CHUNK_SIZE bytes at k * CHUNK_SIZE) of a file bigger than
+   * CHUNK_SIZE, hex. The chunk map is searched by record index; an entry out of order, out of
+   * range or missing is a TreeError.
+   */
+  chunkHash(r: TreeRecord, k: number): string {
+    const count = Math.ceil(r.size / CHUNK_SIZE);
+    if (r.type !== 'file' || r.size <= CHUNK_SIZE || !Number.isInteger(k) || k < 0 || k >= count) throw new TreeError(`record ${r.index}: no chunk ${k}`);
+    const [mo, ml] = this.loc.chunkMap;
+    let lo = 0;
+    let hi = ml / CHUNK_MAP_ENTRY - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const m = this.bytes(mo + mid * CHUNK_MAP_ENTRY, CHUNK_MAP_ENTRY);
+      const rec = m.readUInt32LE(0);
+      if (rec === r.index) {
+        const first = m.readUInt32LE(4);
+        if ((first + count) * HASH_SIZE > this.loc.chunks[1]) throw new TreeError(`record ${r.index}: chunk hashes lie outside the index`);
+        return this.bytes(this.loc.chunks[0] + (first + k) * HASH_SIZE, HASH_SIZE).toString('hex');
+      }
+      if (rec < r.index) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    throw new TreeError(`record ${r.index}: a file of ${r.size} bytes without chunk hashes`);
+  }
+
   xattrs(r: TreeRecord): Map<string, Buffer> {
     const out = new Map<string, Buffer>();
     if (r.xattrLen === 0) return out;
@@ -501,6 +567,7 @@ export class ImageTree {
       if (r.type === 'file') {
         e.offset = r.a;
         e.hash = this.hash(r);
+        if (r.size > CHUNK_SIZE) e.chunks = Buffer.from(Array.from({ length: Math.ceil(r.size / CHUNK_SIZE) }, (_, k) => this.chunkHash(r, k)).join(''), 'hex');
       }
       if (r.type === 'symlink') e.target = this.target(r);
       const xs = this.xattrs(r);

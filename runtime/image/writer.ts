@@ -9,7 +9,7 @@ import path from 'node:path';
 import * as xattr from 'fs-xattr';
 import { Blake3, blake3 } from '../hash/blake3.js';
 import { alignUp, encodeFooter, FLAG_SIGNED, IMAGE_VERSION, sha256, type ImageAddon, type ImageEntry, type ImageIndex } from './format.js';
-import { encodeTree } from './tree.js';
+import { CHUNK_SIZE, encodeTree } from './tree.js';
 
 export interface ImageSource {
   appDir: string;
@@ -105,7 +105,8 @@ function walk(src: ImageSource): Array<ImageEntry & { real: string }> {
 class DataWriter {
   private readonly stage = Buffer.allocUnsafe(4 << 20);
   private staged = 0;
-  private readonly chunk = Buffer.allocUnsafe(1 << 20);
+  /** Big files stream through this, one verification piece (tree.ts) at a time. */
+  private readonly chunk = Buffer.allocUnsafe(CHUNK_SIZE);
 
   /** `pos`: where the next byte goes in the bundle. */
   constructor(private readonly fd: number, public pos: number) {}
@@ -116,10 +117,11 @@ class DataWriter {
   }
 
   /**
-   * Appends the `size` bytes of file `real` and returns where they start and their BLAKE3.
-   * `undo()` right after takes them back (the content was a duplicate).
+   * Appends the `size` bytes of file `real` and returns where they start, their BLAKE3 and,
+   * past CHUNK_SIZE, the BLAKE3 of each piece. `undo()` right after takes them back (the
+   * content was a duplicate).
    */
-  append(real: string, size: number): { offset: number; hash: Buffer } {
+  append(real: string, size: number): { offset: number; hash: Buffer; chunks?: Buffer } {
     let rfd: number;
     try {
       rfd = fs.openSync(real, 'r');
@@ -130,8 +132,9 @@ class DataWriter {
     const start = this.pos;
     this.last = { start, staged: this.staged, size };
     let hash: Buffer;
+    let chunks: Buffer | undefined;
     try {
-      if (size <= this.stage.length / 4) {
+      if (size <= CHUNK_SIZE) {
         // Small: read into the stage and hash it there in one call.
         if (this.staged + size > this.stage.length) this.flush();
         this.last.staged = this.staged;
@@ -142,19 +145,22 @@ class DataWriter {
         this.flush();
         this.last.staged = -1;
         const hasher = new Blake3();
+        const pieces: Buffer[] = [];
         for (let done = 0; done < size; ) {
           const n = this.fill(rfd, real, this.chunk, 0, Math.min(this.chunk.length, size - done));
           hasher.update(this.chunk.subarray(0, n));
+          pieces.push(blake3(this.chunk.subarray(0, n)));
           fs.writeSync(this.fd, this.chunk, 0, n, start + done);
           done += n;
         }
         hash = hasher.digest();
+        chunks = Buffer.concat(pieces);
       }
     } finally {
       fs.closeSync(rfd);
     }
     this.pos = start + size;
-    return { offset: start, hash };
+    return { offset: start, hash, chunks };
   }
 
   private last: { start: number; staged: number; size: number } | null = null;
@@ -201,7 +207,7 @@ export async function appendImage(bundle: string, src: ImageSource): Promise<Ima
   try {
     const imageStart = alignUp(fs.fstatSync(fd).size);
     const out = new DataWriter(fd, imageStart);
-    const stored = new Map<string, number>(); // hash → offset
+    const stored = new Map<string, { offset: number; chunks?: Buffer }>(); // content hash → where
     const stats: ImageStats = { files: 0, dirs: 0, symlinks: 0, bytes: 0, storedBytes: 0, dedupSaved: 0 };
     const files = entries.filter((e) => e.type === 'file');
     let done = 0;
@@ -212,19 +218,20 @@ export async function appendImage(bundle: string, src: ImageSource): Promise<Ima
       // One pass per file: hash while copying it in, and if the content turns out to be
       // stored already, take the copy back. Hashing first and copying in a second pass took
       // 4x longer than mksquashfs on node_modules.
-      const { offset, hash: digest } = out.append(e.real, e.size);
+      const { offset, hash: digest, chunks } = out.append(e.real, e.size);
       const hash = digest.toString('hex');
       e.hash = hash;
+      e.chunks = chunks;
       stats.files++;
       stats.bytes += e.size;
       const known = stored.get(hash);
       if (known !== undefined) {
         out.undo();
-        e.offset = known;
+        e.offset = known.offset;
         stats.dedupSaved += e.size;
       } else {
         e.offset = offset;
-        stored.set(hash, offset);
+        stored.set(hash, { offset, chunks });
         stats.storedBytes += e.size;
       }
       if (++done % 256 === 0 || done === files.length) src.onProgress?.(done, files.length);

@@ -45,6 +45,11 @@ export interface LayerFile {
    * file of an image): reads can then be answered in the kernel, bypassing JS.
    */
   readonly span?: FileSpan;
+  /**
+   * Makes bytes [position, position + length) safe to take through `span` (an image checks
+   * the pieces they lie in); read() does it itself. Absent: nothing to do.
+   */
+  prepare?(position: number, length: number): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -252,9 +252,12 @@ export class OverlayOps implements FsOps {
     return h.kind === 'upper' ? fdRead(h.fd, buf, length, position) : h.file.read(buf, 0, length, position);
   }
 
-  async readFd(path: string, fh: number): Promise<FileSpan | null> {
+  async readFd(path: string, fh: number, position: number, length: number): Promise<FileSpan | null> {
     const h = fh === 0 ? await this.pathHandle(path, false) : this.handle('read', path, fh);
-    return h.kind === 'upper' ? { fd: h.fd, base: 0, size: null } : (h.file.span ?? null);
+    if (h.kind === 'upper') return { fd: h.fd, base: 0, size: null };
+    if (!h.file.span) return null;
+    await h.file.prepare?.(position, length);
+    return h.file.span;
   }
 
   async write(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number> {
