@@ -21,6 +21,9 @@ import { isReservedEnv, validateManifest, type Manifest } from './manifest.js';
 import { enforceSignature, signatureRequirement, type SignatureState } from './trust.js';
 import { cacheHome, dataHome, privateDir, safeName } from './paths.js';
 import { acquireOrJoin, InstanceError, type Instance } from './instance.js';
+import { mark } from './trace.js';
+
+mark('runtime: modules loaded');
 
 const RUNTIME_VERSION = '0.1.0';
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
@@ -219,6 +222,7 @@ function runApp(appDir: string, manifest: Manifest, userArgs: string[], bundle: 
   const stdio: Array<'inherit' | 'ignore' | 'pipe'> = ['inherit', 'inherit', 'inherit'];
   for (let fd = 3; fd <= Math.max(2, ...fuseFds); fd++) stdio.push(fuseFds.includes(fd) ? 'pipe' : 'ignore');
   const child = spawn(program, argv, { stdio, env, cwd: process.cwd() });
+  mark('runtime: app spawned');
   for (const fd of fuseFds) (child.stdio[fd] as NodeJS.ReadableStream & { destroy(): void } | null)?.destroy();
   const forward = (sig: NodeJS.Signals) => () => {
     child.kill(sig);
@@ -238,6 +242,7 @@ function runApp(appDir: string, manifest: Manifest, userArgs: string[], bundle: 
 }
 
 function exitLike(result: { code: number | null; signal: NodeJS.Signals | null }): never {
+  mark('runtime: exit');
   if (result.signal) {
     // Die of the same signal, so the caller sees what the app saw.
     process.removeAllListeners(result.signal);
@@ -354,6 +359,7 @@ async function main(): Promise<void> {
     return;
   }
 
+  mark('runtime: image, manifest and addons ready');
   const runDir = fs.mkdtempSync(path.join(os.tmpdir(), `overpack-${name}-`));
   const binDir = path.join(runDir, 'bin');
   fs.mkdirSync(binDir);
@@ -423,6 +429,7 @@ async function main(): Promise<void> {
     await cleanStaleMounts(mntRoot);
     providePrivateFusermount(runDir);
     const mountPoint = path.join(mntRoot, `${name}-${randomBytes(4).toString('hex')}`);
+    mark('runtime: mounting');
     const overlay = new OverlayFS(layer).setUpper(upper).setMountpoint(mountPoint).setInodeMode(manifest.overlay?.inodeMode ?? 'virtual');
     try {
       await overlay.mount();
@@ -430,6 +437,7 @@ async function main(): Promise<void> {
       if (err instanceof OverlayError && (err.code === 'NO_FUSE' || err.code === 'NO_FUSERMOUNT')) throw new LaunchError(err.message, 3);
       throw err;
     }
+    mark('runtime: mounted');
     await overlay.overlayAction(discard ? 'discard' : 'preserve');
     if (instance?.role === 'server') instance.announce(mountPoint);
     let result: { code: number | null; signal: NodeJS.Signals | null };
@@ -445,9 +453,11 @@ async function main(): Promise<void> {
     } else {
       result = await runApp(mountPoint, manifest, appArgs, bundle, binDir);
     }
+    mark('runtime: app exited');
     // Launches that joined this mount keep it alive until their apps are done too.
     if (instance?.role === 'server') await instance.drain();
     await overlay.umount();
+    mark('runtime: unmounted');
     finish();
     exitLike(result);
   } catch (err) {
