@@ -25,6 +25,28 @@ function mark(label: string): void {
 function runAsNode(): void {
   mark('node mode: start');
   if (process.env.OVERPACK_TRACE === '1') process.on('exit', () => mark('node mode: exit'));
+  // Started by the runtime before its mount was ready (see startApp in main.ts): wait for "1" on
+  // the gate, a blocking read (this process has nothing else to do yet). End of file means the
+  // launch failed or the runtime died: leave quietly, the runtime reports why.
+  const gate = process.env.OVERPACK_NODE_GATE;
+  if (gate !== undefined) {
+    delete process.env.OVERPACK_NODE_GATE;
+    const fd = Number(gate);
+    const b = Buffer.alloc(1);
+    let n = 0;
+    try {
+      n = fs.readSync(fd, b, 0, 1, null);
+    } catch {
+      /* as end of file */
+    }
+    try {
+      fs.closeSync(fd);
+    } catch {
+      /* the app must not see it; it is gone either way */
+    }
+    if (n !== 1 || b[0] !== 0x31) process.exit(70);
+    mark('node mode: gate open');
+  }
   // In a single-executable application argv[1] repeats the executable; the script follows.
   const args = process.argv.slice(2);
   if (args[0] === '-v' || args[0] === '--version') {

@@ -31,7 +31,7 @@ const useColor = process.stderr.isTTY === true && !('NO_COLOR' in process.env) &
 /** The user's PATH as it was when we started (the FUSE preflight may put a private dir in front). */
 const USER_PATH = process.env.PATH;
 /** Set by the runtime for its own children; never taken from the user's environment for the app. */
-const RUNTIME_PRIVATE_ENV = ['OVERPACK_NATIVE_DIR', 'OVERPACK_NODE_DISPATCH', 'OVERPACK_APP_NODE_OPTIONS'];
+const RUNTIME_PRIVATE_ENV = ['OVERPACK_NATIVE_DIR', 'OVERPACK_NODE_DISPATCH', 'OVERPACK_NODE_GATE', 'OVERPACK_APP_NODE_OPTIONS'];
 
 class LaunchError extends Error {
   constructor(message: string, readonly exitCode: number) {
@@ -188,8 +188,34 @@ async function cleanStaleMounts(mntRoot: string): Promise<void> {
   }
 }
 
+type AppResult = { code: number | null; signal: NodeJS.Signals | null };
+
 /** Runs the app with stdio inherited and signals forwarded; resolves with its exit status. */
-function runApp(appDir: string, manifest: Manifest, userArgs: string[], bundle: string, binDir: string): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+function runApp(appDir: string, manifest: Manifest, userArgs: string[], bundle: string, binDir: string): Promise<AppResult> {
+  const app = startApp(appDir, manifest, userArgs, bundle, binDir, false);
+  app.go();
+  return app.result;
+}
+
+interface AppRun {
+  /** The app's exit status (rejects when it cannot be started). */
+  result: Promise<AppResult>;
+  /** The mount is ready: the app may run. */
+  go(): void;
+  /** The mount failed: an app started held exits without running anything. */
+  cancel(): void;
+}
+
+/**
+ * Starts the app. `held`: the mount is not ready yet. A .js app then gets its process at once,
+ * held at a gate: the bundle's Node starts up (~20 ms here, plus ~25-40 ms of
+ * NODE_EXTRA_CA_CERTS when set) while this process mounts, and reads one byte from the gate
+ * (descriptor OVERPACK_NODE_GATE, see entry.cts) before it loads the app's first file: "1"
+ * once go() is called, end of file if we cancel or die. Nothing of the app and nothing inside
+ * the mount runs before go(). Any other app, or one whose Node has NODE_OPTIONS (a --require
+ * would run before the gate), is spawned by go() as before.
+ */
+function startApp(appDir: string, manifest: Manifest, userArgs: string[], bundle: string, binDir: string, held: boolean): AppRun {
   const entry = path.join(appDir, manifest.entrypoint);
   const args = [...(manifest.args ?? []), ...userArgs];
   const isJs = /\.(c|m)?js$/.test(entry);
@@ -218,27 +244,61 @@ function runApp(appDir: string, manifest: Manifest, userArgs: string[], bundle: 
   // The app must not inherit /dev/fuse (libfuse opens it without close-on-exec): holding it, an
   // app would keep a dead runtime's mount hanging instead of failing. Giving the child a pipe at
   // those descriptor numbers replaces them; our ends are closed at once.
-  const fuseFds = fuseDeviceFds();
-  const stdio: Array<'inherit' | 'ignore' | 'pipe'> = ['inherit', 'inherit', 'inherit'];
-  for (let fd = 3; fd <= Math.max(2, ...fuseFds); fd++) stdio.push(fuseFds.includes(fd) ? 'pipe' : 'ignore');
-  const child = spawn(program, argv, { stdio, env, cwd: process.cwd() });
-  mark('runtime: app spawned');
-  for (const fd of fuseFds) (child.stdio[fd] as NodeJS.ReadableStream & { destroy(): void } | null)?.destroy();
-  const forward = (sig: NodeJS.Signals) => () => {
-    child.kill(sig);
-  };
-  const handlers = FORWARDED.map((sig) => [sig, forward(sig)] as const);
-  for (const [sig, h] of handlers) process.on(sig, h);
-  return new Promise((resolve, reject) => {
+  const gated = held && isJs && env.NODE_OPTIONS === undefined;
+  let settle!: { resolve: (r: AppResult) => void; reject: (e: unknown) => void };
+  const result = new Promise<AppResult>((resolve, reject) => (settle = { resolve, reject }));
+  result.catch(() => undefined); // a held app that fails to start is reported when awaited, not as unhandled
+  let gate: (NodeJS.WritableStream & { destroy(): void }) | null = null;
+  let heldChild: { kill(sig: NodeJS.Signals): boolean } | null = null;
+  const launch = () => {
+    const fuseFds = fuseDeviceFds();
+    const stdio: Array<'inherit' | 'ignore' | 'pipe'> = ['inherit', 'inherit', 'inherit'];
+    for (let fd = 3; fd <= Math.max(2, ...fuseFds); fd++) stdio.push(fuseFds.includes(fd) ? 'pipe' : 'ignore');
+    if (gated) {
+      env.OVERPACK_NODE_GATE = String(stdio.length);
+      stdio.push('pipe');
+    }
+    const child = spawn(program, argv, { stdio, env, cwd: process.cwd() });
+    mark(gated ? 'runtime: app spawned, held' : 'runtime: app spawned');
+    for (const fd of fuseFds) (child.stdio[fd] as NodeJS.ReadableStream & { destroy(): void } | null)?.destroy();
+    if (gated) {
+      heldChild = child;
+      gate = child.stdio[stdio.length - 1] as unknown as NodeJS.WritableStream & { destroy(): void };
+      gate.on('error', () => undefined); // the app died before go(): its exit status tells
+    }
+    const forward = (sig: NodeJS.Signals) => () => {
+      child.kill(sig);
+    };
+    const handlers = FORWARDED.map((sig) => [sig, forward(sig)] as const);
+    for (const [sig, h] of handlers) process.on(sig, h);
     child.on('error', (err) => {
       for (const [sig, h] of handlers) process.off(sig, h);
-      reject(new LaunchError(`cannot start ${manifest.entrypoint}: ${err.message}`, 126));
+      settle.reject(new LaunchError(`cannot start ${manifest.entrypoint}: ${err.message}`, 126));
     });
     child.on('exit', (code, signal) => {
       for (const [sig, h] of handlers) process.off(sig, h);
-      resolve({ code, signal });
+      settle.resolve({ code, signal });
     });
-  });
+  };
+  if (gated) launch();
+  let went = false;
+  return {
+    result,
+    go: () => {
+      if (went) return;
+      went = true;
+      if (gate) gate.end('1');
+      else launch();
+    },
+    cancel: () => {
+      // End of file alone would do; the kill spares the user a Node that starts up for nothing.
+      if (!went && gate) {
+        gate.destroy();
+        heldChild?.kill('SIGKILL');
+      }
+      went = true;
+    },
+  };
 }
 
 function exitLike(result: { code: number | null; signal: NodeJS.Signals | null }): never {
@@ -426,9 +486,12 @@ async function main(): Promise<void> {
     }
     const mntRoot = path.join(cacheHome(), 'overpack', 'mnt');
     fs.mkdirSync(mntRoot, { recursive: true, mode: 0o700 });
+    const mountPoint = path.join(mntRoot, `${name}-${randomBytes(4).toString('hex')}`);
+    // The app's Node starts up while we mount (held until the mount is ready, see startApp).
+    const app = flags.mount ? null : startApp(mountPoint, manifest, appArgs, bundle, binDir, true);
+    if (app) cleanup.push(() => app.cancel());
     await cleanStaleMounts(mntRoot);
     providePrivateFusermount(runDir);
-    const mountPoint = path.join(mntRoot, `${name}-${randomBytes(4).toString('hex')}`);
     mark('runtime: mounting');
     const overlay = new OverlayFS(layer).setUpper(upper).setMountpoint(mountPoint).setInodeMode(manifest.overlay?.inodeMode ?? 'virtual');
     try {
@@ -451,7 +514,8 @@ async function main(): Promise<void> {
       await stopped;
       result = { code: 0, signal: null };
     } else {
-      result = await runApp(mountPoint, manifest, appArgs, bundle, binDir);
+      app!.go();
+      result = await app!.result;
     }
     mark('runtime: app exited');
     // Launches that joined this mount keep it alive until their apps are done too.
