@@ -302,14 +302,20 @@ function startApp(appDir: string, manifest: Manifest, userArgs: string[], bundle
 }
 
 /**
- * The app's first read is its entrypoint: verifying it (BLAKE3, which first loads the hashing
- * addon) while the app's Node is still starting takes ~2 ms off the app's first FUSE read.
- * Skipped when the upper has its own copy; a failure is left for the app's own read to report.
+ * While the app's Node starts up, ask our own mount for what Node's loader asks first: the
+ * entrypoint (stat, then read: that also verifies it against the image, loading the hashing
+ * addon) and the package.json lookups from its directory up to the mount's root. Then the
+ * kernel answers the app from its caches (entry, attribute and negative timeouts, kept pages)
+ * and the serving code has run once. Asynchronous and one request at a time: this loop serves
+ * the mount, and the thread pool must keep threads free for the overlay's own disk calls.
  */
-function prefetchEntrypoint(layer: ImageLayer, entrypoint: string, upper: string): void {
-  const rel = path.posix.normalize(`/${entrypoint}`);
-  if (fs.existsSync(path.join(upper, rel))) return;
-  layer.open(rel).then((f) => f.close(), () => undefined);
+async function warmMount(mountPoint: string, entrypoint: string): Promise<void> {
+  const file = path.join(mountPoint, entrypoint);
+  await fs.promises.readFile(file).catch(() => undefined);
+  for (let dir = path.dirname(file); dir.startsWith(mountPoint); dir = path.dirname(dir)) {
+    await fs.promises.stat(path.join(dir, 'package.json')).catch(() => undefined);
+    if (dir === mountPoint) break;
+  }
 }
 
 function exitLike(result: { code: number | null; signal: NodeJS.Signals | null }): never {
@@ -526,7 +532,7 @@ async function main(): Promise<void> {
       result = { code: 0, signal: null };
     } else {
       app!.go();
-      prefetchEntrypoint(layer, manifest.entrypoint, upper);
+      void warmMount(mountPoint, manifest.entrypoint);
       result = await app!.result;
     }
     mark('runtime: app exited');
