@@ -9,7 +9,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { OverlayFS, OverlayError } from '../overlay/index.js';
 import { fuseDeviceFds, isMounted } from '../fuse/unmount.js';
 import { readImage, ImageError } from '../image/format.js';
 import { SignatureError } from '../image/signature.js';
@@ -510,6 +509,9 @@ async function main(): Promise<void> {
     await cleanStaleMounts(mntRoot);
     providePrivateFusermount(runDir);
     mark('runtime: mounting');
+    // Loaded only now, after the app's process was started: the engine's modules (and
+    // fs/promises) initialize while the app's Node starts up, not before it.
+    const { OverlayFS, OverlayError } = await import('../overlay/index.js');
     const overlay = new OverlayFS(layer).setUpper(upper).setMountpoint(mountPoint).setInodeMode(manifest.overlay?.inodeMode ?? 'virtual');
     try {
       await overlay.mount();
