@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 /** The `overpack` command: one yargs program, one module per command under commands/. */
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
+import yargs, { hideBin } from './yargs.js';
 import { OverlayError } from '../runtime/overlay/index.js';
 import { mountCommand, umountCommand } from './commands/mount.js';
 import { commitCommand } from './commands/commit.js';
