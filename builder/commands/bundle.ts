@@ -4,10 +4,10 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Argv, CommandModule } from 'yargs';
-import { readImage, ImageError } from '../../runtime/image/format.js';
-import { Blake3 } from '../../runtime/hash/blake3.js';
-import { BuildError } from '../../runtime/image/writer.js';
-import { digestPrefix, fingerprint, readPublicKeyFile, signatureMatches, SignatureError } from '../../runtime/image/signature.js';
+// The image reader, the BLAKE3 addon and the signature code load inside the handlers that use
+// them: the CLI imports this module for every command, `overpack mount` included.
+const image = () => import('../../runtime/image/format.js');
+const signatures = () => import('../../runtime/image/signature.js');
 import { fail, say, warn } from '../output.js';
 
 const TEMPLATES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'templates');
@@ -20,6 +20,7 @@ async function guard<T>(work: () => Promise<T>): Promise<T> {
   try {
     return await work();
   } catch (err) {
+    const [{ BuildError }, { ImageError }, { SignatureError }] = await Promise.all([import('../../runtime/image/writer.js'), image(), signatures()]);
     if (err instanceof BuildError || err instanceof ImageError || err instanceof SignatureError) fail(err.message, 1);
     throw err;
   }
@@ -67,6 +68,7 @@ export const inspectCommand: CommandModule<object, { bundle: string }> = {
   describe: 'Print a bundle\'s manifest, image version, hash, file count and sizes',
   builder: (y: Argv) => y.positional('bundle', { type: 'string', demandOption: true }) as unknown as Argv<{ bundle: string }>,
   handler: async (args) => {
+    const [{ readImage }, { fingerprint }] = await Promise.all([image(), signatures()]);
     const img = await guard(async () => readImage(path.resolve(args.bundle)));
     fs.closeSync(img.fd);
     const files = img.index.entries.filter((e) => e.type === 'file');
@@ -96,6 +98,7 @@ export const verifyCommand: CommandModule<object, { bundle: string; key?: string
       .positional('bundle', { type: 'string', demandOption: true })
       .option('key', { type: 'string', describe: 'Public key (PEM or base64) the bundle must be signed with; without it an unsigned bundle is only reported' }) as unknown as Argv<{ bundle: string; key?: string }>,
   handler: async (args) => {
+    const [{ readImage }, { digestPrefix, fingerprint, readPublicKeyFile, signatureMatches }, { Blake3 }] = await Promise.all([image(), signatures(), import('../../runtime/hash/blake3.js')]);
     const bundle = path.resolve(args.bundle);
     const trusted = args.key ? await guard(async () => readPublicKeyFile(path.resolve(args.key!))) : null;
     const img = await guard(async () => readImage(bundle));
