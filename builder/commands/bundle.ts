@@ -10,7 +10,13 @@ const image = () => import('../../runtime/image/format.js');
 const signatures = () => import('../../runtime/image/signature.js');
 import { fail, say, warn } from '../output.js';
 
-const TEMPLATES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'templates');
+/** templates/ of this checkout or package: found upwards, as this runs from dist/builder/commands or bundled into dist/builder/cli.js. */
+const TEMPLATES = (() => {
+  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'templates'))) return path.join(dir, 'templates');
+    if (path.dirname(dir) === dir) return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'templates');
+  }
+})();
 
 function mib(n: number): string {
   return `${(n / 1048576).toFixed(1)} MiB`;
