@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 /** The `overpack` command: one yargs program, one module per command under commands/. */
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
+import yargs, { hideBin } from './yargs.js';
 import { OverlayError } from '../runtime/overlay/index.js';
 import { mountCommand, umountCommand } from './commands/mount.js';
 import { commitCommand } from './commands/commit.js';
@@ -11,8 +10,22 @@ import { CliExit, printError } from './output.js';
 
 const EXIT_CODES: Record<string, number> = { NO_FUSE: 3, NO_FUSERMOUNT: 3, MOUNTPOINT_BUSY: 4 };
 
+/**
+ * yargs formats the whole help text of a command before running its handler, to have it ready
+ * for a showHelp() from inside the handler, which this CLI never calls (--help and usage
+ * errors build their own). That formatting cost ~20 ms per command here (measuring string
+ * widths needs an Intl.Segmenter). Turned off through yargs' internal methods where they exist.
+ */
+function skipHelpCache(y: object): void {
+  const internal = (y as { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } } }).getInternalMethods?.();
+  const usage = internal?.getUsageInstance?.();
+  if (usage && typeof usage.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => undefined;
+}
+
 async function main(): Promise<void> {
-  await yargs(hideBin(process.argv))
+  const y = yargs(hideBin(process.argv));
+  skipHelpCache(y);
+  await y
     .scriptName('overpack')
     .usage('$0 <command> [options]\n\nPortable apps over a writable FUSE overlay, and the overlay engine itself.')
     .command(buildCommand)

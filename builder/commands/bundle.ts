@@ -4,14 +4,20 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Argv, CommandModule } from 'yargs';
-import { readImage, ImageError, type ImageEntry, type OpenedImage } from '../../runtime/image/format.js';
-import { TreeError } from '../../runtime/image/tree.js';
-import { Blake3 } from '../../runtime/hash/blake3.js';
-import { BuildError } from '../../runtime/image/writer.js';
-import { digestPrefix, fingerprint, readPublicKeyFile, signatureMatches, SignatureError } from '../../runtime/image/signature.js';
+// The image reader, the BLAKE3 addon and the signature code load inside the handlers that use
+// them: the CLI imports this module for every command, `overpack mount` included.
+const image = () => import('../../runtime/image/format.js');
+const signatures = () => import('../../runtime/image/signature.js');
+import type { ImageEntry, OpenedImage } from '../../runtime/image/format.js';
 import { fail, say, warn } from '../output.js';
 
-const TEMPLATES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'templates');
+/** templates/ of this checkout or package: found upwards, as this runs from dist/builder/commands or bundled into dist/builder/cli.js. */
+const TEMPLATES = (() => {
+  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'templates'))) return path.join(dir, 'templates');
+    if (path.dirname(dir) === dir) return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'templates');
+  }
+})();
 
 function mib(n: number): string {
   return `${(n / 1048576).toFixed(1)} MiB`;
@@ -21,6 +27,7 @@ async function guard<T>(work: () => Promise<T>): Promise<T> {
   try {
     return await work();
   } catch (err) {
+    const [{ BuildError }, { ImageError }, { SignatureError }] = await Promise.all([import('../../runtime/image/writer.js'), image(), signatures()]);
     if (err instanceof BuildError || err instanceof ImageError || err instanceof SignatureError) fail(err.message, 1);
     throw err;
   }
@@ -64,7 +71,8 @@ export const initCommand: CommandModule<object, { dir: string; template: string 
 };
 
 /** The files of an image's tree; an inconsistent tree is an ImageError naming it. */
-function treeFiles(img: OpenedImage): ImageEntry[] {
+async function treeFiles(img: OpenedImage): Promise<ImageEntry[]> {
+  const [{ ImageError }, { TreeError }] = await Promise.all([image(), import('../../runtime/image/tree.js')]);
   try {
     return [...img.tree.walk()].filter((e) => e.type === 'file');
   } catch (err) {
@@ -78,8 +86,9 @@ export const inspectCommand: CommandModule<object, { bundle: string }> = {
   describe: 'Print a bundle\'s manifest, image version, hash, file count and sizes',
   builder: (y: Argv) => y.positional('bundle', { type: 'string', demandOption: true }) as unknown as Argv<{ bundle: string }>,
   handler: async (args) => {
+    const [{ readImage }, { fingerprint }] = await Promise.all([image(), signatures()]);
     const img = await guard(async () => readImage(path.resolve(args.bundle)));
-    const files = await guard(async () => treeFiles(img));
+    const files = await guard(() => treeFiles(img));
     fs.closeSync(img.fd);
     const distinct = new Map(files.map((f) => [f.hash, f.size]));
     const info = {
@@ -107,6 +116,7 @@ export const verifyCommand: CommandModule<object, { bundle: string; key?: string
       .positional('bundle', { type: 'string', demandOption: true })
       .option('key', { type: 'string', describe: 'Public key (PEM or base64) the bundle must be signed with; without it an unsigned bundle is only reported' }) as unknown as Argv<{ bundle: string; key?: string }>,
   handler: async (args) => {
+    const [{ readImage }, { digestPrefix, fingerprint, readPublicKeyFile, signatureMatches }, { Blake3 }] = await Promise.all([image(), signatures(), import('../../runtime/hash/blake3.js')]);
     const bundle = path.resolve(args.bundle);
     const trusted = args.key ? await guard(async () => readPublicKeyFile(path.resolve(args.key!))) : null;
     const img = await guard(async () => readImage(bundle));
@@ -129,7 +139,7 @@ export const verifyCommand: CommandModule<object, { bundle: string; key?: string
     }
     const bad: string[] = [];
     const items = [
-      ...(await guard(async () => treeFiles(img))).map((e) => ({ what: e.path, offset: e.offset!, size: e.size, hash: e.hash!, algo: 'blake3' })),
+      ...(await guard(() => treeFiles(img))).map((e) => ({ what: e.path, offset: e.offset!, size: e.size, hash: e.hash!, algo: 'blake3' })),
       ...img.index.addons.map((a) => ({ what: `addon ${a.name}`, offset: a.offset, size: a.size, hash: a.hash, algo: 'sha256' })),
     ];
     const buf = Buffer.allocUnsafe(1 << 20);

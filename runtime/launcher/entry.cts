@@ -8,13 +8,45 @@
  * below it wraps them in lazily called init functions, so in node mode none of the runtime's
  * module code runs and none of its built-ins (crypto, child_process, fs/promises, ...) load.
  * Measured on a hello-world: node mode 22.4 ms -> about 15.5 ms, the same as plain `node`.
- * Keep this file free of imports beyond node:module and node:path.
+ * Keep this file free of imports beyond node:module, node:path and node:fs.
  */
 import path = require('node:path');
 import nodeModule = require('node:module');
+import fs = require('node:fs');
+
+/** OVERPACK_TRACE=1: the same timeline marks as trace.ts (inlined: this file stays import-free). */
+function mark(label: string): void {
+  if (process.env.OVERPACK_TRACE !== '1') return;
+  const now = performance.now();
+  fs.writeSync(2, `overpack-trace ${process.pid} ${(performance.timeOrigin + now).toFixed(2)} +${now.toFixed(2)} ${label}\n`);
+}
 
 /** The bundle acting as `node`: `<bundle> script.js args...`, `-e CODE`, `-v`. */
 function runAsNode(): void {
+  mark('node mode: start');
+  if (process.env.OVERPACK_TRACE === '1') process.on('exit', () => mark('node mode: exit'));
+  // Started by the runtime before its mount was ready (see startApp in main.ts): wait for "1" on
+  // the gate, a blocking read (this process has nothing else to do yet). End of file means the
+  // launch failed or the runtime died: leave quietly, the runtime reports why.
+  const gate = process.env.OVERPACK_NODE_GATE;
+  if (gate !== undefined) {
+    delete process.env.OVERPACK_NODE_GATE;
+    const fd = Number(gate);
+    const b = Buffer.alloc(1);
+    let n = 0;
+    try {
+      n = fs.readSync(fd, b, 0, 1, null);
+    } catch {
+      /* as end of file */
+    }
+    try {
+      fs.closeSync(fd);
+    } catch {
+      /* the app must not see it; it is gone either way */
+    }
+    if (n !== 1 || b[0] !== 0x31) process.exit(70);
+    mark('node mode: gate open');
+  }
   // In a single-executable application argv[1] repeats the executable; the script follows.
   const args = process.argv.slice(2);
   if (args[0] === '-v' || args[0] === '--version') {
@@ -38,4 +70,7 @@ function runAsNode(): void {
 // The dispatch variable names the bundle it is meant for: another bundle that the app starts
 // is a launch of its own, not node.
 if (process.env.OVERPACK_NODE_DISPATCH === process.execPath || path.basename(process.argv0) === 'node') runAsNode();
-else require('./main.js');
+else {
+  mark('runtime: entry');
+  require('./main.js');
+}

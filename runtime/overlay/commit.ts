@@ -22,7 +22,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as xattr from 'fs-xattr';
-import { blake3File } from '../hash/blake3.js';
+import type { blake3File as Blake3File } from '../hash/blake3.js';
 import { OPAQUE_MARKER, WORK_DIR, isReserved, whitedOutName } from './whiteout.js';
 
 export interface CommitSummary {
@@ -49,6 +49,15 @@ const LIBFUSE_HIDDEN = /^\.fuse_hidden[0-9a-f]+$/;
 
 /** Test hook: OVERPACK_COMMIT_CRASH_AT=<n> kills the process at the n-th step that changes the disk. */
 let steps = 0;
+/**
+ * The BLAKE3 addon, loaded by the first commit that compares contents: every mount imports
+ * this module (for recoverCommit), and loading the addon cost `overpack mount` ~10 ms here.
+ */
+let blake3FileFn: typeof Blake3File | null = null;
+async function hasher(): Promise<typeof Blake3File> {
+  return (blake3FileFn ??= (await import('../hash/blake3.js')).blake3File);
+}
+
 function step(): void {
   steps++;
   const at = Number(process.env.OVERPACK_COMMIT_CRASH_AT);
@@ -231,7 +240,7 @@ async function apply(upper: string, target: string, plan: ReturnType<typeof plan
         }
         linked.set(st.ino, dst);
       }
-      if (cur?.isFile() && cur.size === st.size && Math.floor(cur.mtimeMs) === Math.floor(st.mtimeMs) && (await blake3File(dst)).equals(await blake3File(src))) {
+      if (cur?.isFile() && cur.size === st.size && Math.floor(cur.mtimeMs) === Math.floor(st.mtimeMs) && (await (await hasher())(dst)).equals(await (await hasher())(src))) {
         const metaSame = (cur.mode & 0o7777) === (st.mode & 0o7777) && cur.uid === st.uid && cur.gid === st.gid && sameXattrs(src, dst);
         if (metaSame) {
           sum.skipped++;
