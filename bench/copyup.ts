@@ -110,6 +110,10 @@ export async function copyUpSection(ctx: BenchContext): Promise<Section> {
     for (let r = 0; r < reps; r++) {
       for (const [name, run] of variants) {
         ctx.log(`copy-up: ${name}, run ${r + 1}/${reps}`);
+        // Every variant starts with the previous one's copy deleted: writing 256 MiB into page
+        // cache that must first be reclaimed took 10x longer here than into just-freed pages,
+        // and a variant that skipped this step paid for it.
+        fresh(u, home);
         (times[name] ??= []).push(await run());
       }
     }
