@@ -99,6 +99,6 @@ export async function buildSection(ctx: BenchContext): Promise<Section> {
     (json.writers as Record<string, unknown>)[name] = { files, bytes, times, sizes };
   }
   tput.notes!.push('"vs mksquashfs" > 1 means faster than uncompressed mksquashfs; mksquashfs uses both cores, the overpack writer one');
-  tput.notes!.push('the overpack image stores each distinct file on a 4 KiB boundary; squashfs packs small files and tails into shared fragments');
+  tput.notes!.push('both store each distinct content once, unpadded; the overpack tree (entries, BLAKE3 per file and per 1 MiB piece) is deflated, squashfs -noI leaves its metadata uncompressed');
   return { id: 'build', tables: [builds, tput], json };
 }

@@ -270,6 +270,9 @@ async function main(): Promise<void> {
     }
   }
   const all = variants(data, bundles).filter((v) => {
+    // The fuse-native comparison is not one of the issue's variants: full mode only, so that
+    // quick mode stays a few minutes.
+    if (quick && v.name === 'overpack-dir-fuse-native') return false;
     const why = v.missing();
     if (why) log(`skipping ${v.name}: ${why}`);
     return !why;
