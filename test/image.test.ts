@@ -15,7 +15,7 @@ import { CHUNK_SIZE, encodeTree, PAGE_SIZE, pageStarts, RECORD_SIZE, storePages,
 import { inflateRawSync } from 'node:zlib';
 import { FsError } from '../runtime/overlay/errors.js';
 import { ImageLayer } from '../runtime/image/image-layer.js';
-import { forceUnmount, tempDir } from './helpers.js';
+import { CLI, forceUnmount, tempDir } from './helpers.js';
 
 const base = tempDir('image');
 const app = path.join(base, 'app');
@@ -292,6 +292,32 @@ describe('image reader', () => {
     } finally {
       fs.closeSync(fd);
     }
+  });
+
+  it('overpack verify checks the piece hashes of big files, not only their whole hash', async () => {
+    const src = path.join(base, 'pieces');
+    fs.mkdirSync(src);
+    fs.writeFileSync(path.join(src, 'big'), Buffer.alloc(2 * CHUNK_SIZE + 5, 7));
+    const file = path.join(base, 'pieces.img');
+    fs.writeFileSync(file, Buffer.alloc(100));
+    await appendImage(file, { appDir: src, manifest: { name: 'p', version: '1', entrypoint: 'big' }, addons: [] });
+    assert.equal(spawnSync(process.execPath, [CLI, 'verify', file], { encoding: 'utf8' }).status, 0, 'the untouched image verifies');
+    const data = fs.readFileSync(file);
+    const footer = data.subarray(data.length - FOOTER_SIZE);
+    const indexOffset = Number(footer.readBigUInt64LE(24));
+    const index = JSON.parse(data.subarray(indexOffset, data.length - FOOTER_SIZE).toString('utf8')) as ImageIndex;
+    const opened = readImage(file);
+    const entries = [...opened.tree.walk()];
+    fs.closeSync(opened.fd);
+    entries.find((e) => e.path === '/big')!.chunks![40]! ^= 1; // piece 1's hash, data untouched
+    const t = encodeTree(entries);
+    index.tree = { offset: index.tree.offset, ...t.location };
+    const bytes = Buffer.from(JSON.stringify(index));
+    const forged = path.join(base, 'pieces-forged.img');
+    fs.writeFileSync(forged, Buffer.concat([data.subarray(0, index.tree.offset), t.bytes, bytes, encodeFooter({ version: IMAGE_VERSION, imageStart: Number(footer.readBigUInt64LE(16)), indexOffset: index.tree.offset + t.bytes.length, indexLength: bytes.length, indexHash: sha256(bytes) })]));
+    const r = spawnSync(process.execPath, [CLI, 'verify', forged], { encoding: 'utf8' });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /1 of 1 items are corrupt:\n\s+\/big/);
   });
 
   it('refuses to serve a big file whose piece hashes are missing from the tree', async () => {

@@ -116,7 +116,7 @@ export const verifyCommand: CommandModule<object, { bundle: string; key?: string
       .positional('bundle', { type: 'string', demandOption: true })
       .option('key', { type: 'string', describe: 'Public key (PEM or base64) the bundle must be signed with; without it an unsigned bundle is only reported' }) as unknown as Argv<{ bundle: string; key?: string }>,
   handler: async (args) => {
-    const [{ readImage }, { digestPrefix, fingerprint, readPublicKeyFile, signatureMatches }, { Blake3 }] = await Promise.all([image(), signatures(), import('../../runtime/hash/blake3.js')]);
+    const [{ readImage }, { digestPrefix, fingerprint, readPublicKeyFile, signatureMatches }, { Blake3, blake3 }] = await Promise.all([image(), signatures(), import('../../runtime/hash/blake3.js')]);
     const bundle = path.resolve(args.bundle);
     const trusted = args.key ? await guard(async () => readPublicKeyFile(path.resolve(args.key!))) : null;
     const img = await guard(async () => readImage(bundle));
@@ -138,20 +138,31 @@ export const verifyCommand: CommandModule<object, { bundle: string; key?: string
       say('signature: none (not signed)');
     }
     const bad: string[] = [];
-    const items = [
-      ...(await guard(() => treeFiles(img))).map((e) => ({ what: e.path, offset: e.offset!, size: e.size, hash: e.hash!, algo: 'blake3' })),
-      ...img.index.addons.map((a) => ({ what: `addon ${a.name}`, offset: a.offset, size: a.size, hash: a.hash, algo: 'sha256' })),
+    const items: Array<{ what: string; offset: number; size: number; hash: string; algo: 'blake3' | 'sha256'; pieces?: Buffer }> = [
+      ...(await guard(() => treeFiles(img))).map((e) => ({ what: e.path, offset: e.offset!, size: e.size, hash: e.hash!, algo: 'blake3' as const, pieces: e.chunks })),
+      ...img.index.addons.map((a) => ({ what: `addon ${a.name}`, offset: a.offset, size: a.size, hash: a.hash, algo: 'sha256' as const })),
     ];
-    const buf = Buffer.allocUnsafe(1 << 20);
+    // One read per 1 MiB piece: the whole file's hash, and for big files each piece's hash
+    // (the runtime checks reads against those).
+    const { CHUNK_SIZE } = await import('../../runtime/image/tree.js');
+    const buf = Buffer.allocUnsafe(CHUNK_SIZE);
     for (const it of items) {
       const h = it.algo === 'blake3' ? new Blake3() : createHash('sha256');
-      for (let done = 0; done < it.size; ) {
-        const n = fs.readSync(img.fd, buf, 0, Math.min(buf.length, it.size - done), it.offset + done);
-        if (n === 0) break;
-        h.update(buf.subarray(0, n));
-        done += n;
+      let piecesOk = true;
+      for (let done = 0, k = 0; done < it.size; k++) {
+        const want = Math.min(buf.length, it.size - done);
+        let got = 0;
+        while (got < want) {
+          const n = fs.readSync(img.fd, buf, got, want - got, it.offset + done + got);
+          if (n === 0) break;
+          got += n;
+        }
+        if (got === 0) break;
+        h.update(buf.subarray(0, got));
+        if (it.pieces && blake3(buf.subarray(0, got)).compare(it.pieces, k * 32, k * 32 + 32) !== 0) piecesOk = false;
+        done += got;
       }
-      if (h.digest().toString('hex') !== it.hash) bad.push(it.what);
+      if (h.digest().toString('hex') !== it.hash || !piecesOk) bad.push(it.what);
     }
     fs.closeSync(img.fd);
     if (bad.length) problems.push(`${bad.length} of ${items.length} items are corrupt:\n  ${bad.join('\n  ')}`);
