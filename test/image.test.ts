@@ -33,9 +33,9 @@ interface Parts {
   stored: Buffer;
 }
 
-/** The good image cut into its parts. */
-function parts(): Parts {
-  const data = fs.readFileSync(good);
+/** An image (the good one unless told) cut into its parts. */
+function parts(from = good): Parts {
+  const data = fs.readFileSync(from);
   const footer = data.subarray(data.length - FOOTER_SIZE);
   const indexOffset = Number(footer.readBigUInt64LE(24));
   const indexLength = Number(footer.readBigUInt64LE(32));
@@ -81,10 +81,10 @@ function tamperedIndex(name: string, edit: (index: ImageIndex) => void): string 
   return assemble(name, p, { rehash: false });
 }
 
-/** A copy of the good image with the tree re-encoded from edited entries. */
-function tamperedEntries(name: string, edit: (entries: TreeEntry[]) => void): string {
-  const p = parts();
-  const { fd, tree } = readImage(good);
+/** A copy of an image with the tree re-encoded from edited entries. */
+function tamperedEntries(name: string, edit: (entries: TreeEntry[]) => void, from = good): string {
+  const p = parts(from);
+  const { fd, tree } = readImage(from);
   const entries = [...tree.walk()];
   fs.closeSync(fd);
   edit(entries);
@@ -302,19 +302,8 @@ describe('image reader', () => {
     fs.writeFileSync(file, Buffer.alloc(100));
     await appendImage(file, { appDir: src, manifest: { name: 'p', version: '1', entrypoint: 'big' }, addons: [] });
     assert.equal(spawnSync(process.execPath, [CLI, 'verify', file], { encoding: 'utf8' }).status, 0, 'the untouched image verifies');
-    const data = fs.readFileSync(file);
-    const footer = data.subarray(data.length - FOOTER_SIZE);
-    const indexOffset = Number(footer.readBigUInt64LE(24));
-    const index = JSON.parse(data.subarray(indexOffset, data.length - FOOTER_SIZE).toString('utf8')) as ImageIndex;
-    const opened = readImage(file);
-    const entries = [...opened.tree.walk()];
-    fs.closeSync(opened.fd);
-    entries.find((e) => e.path === '/big')!.chunks![40]! ^= 1; // piece 1's hash, data untouched
-    const t = encodeTree(entries);
-    index.tree = { offset: index.tree.offset, ...t.location };
-    const bytes = Buffer.from(JSON.stringify(index));
-    const forged = path.join(base, 'pieces-forged.img');
-    fs.writeFileSync(forged, Buffer.concat([data.subarray(0, index.tree.offset), t.bytes, bytes, encodeFooter({ version: IMAGE_VERSION, imageStart: Number(footer.readBigUInt64LE(16)), indexOffset: index.tree.offset + t.bytes.length, indexLength: bytes.length, indexHash: sha256(bytes) })]));
+    // Piece 1's hash flipped, the data untouched.
+    const forged = tamperedEntries('pieces-forged.img', (es) => void (es.find((e) => e.path === '/big')!.chunks![40]! ^= 1), file);
     const r = spawnSync(process.execPath, [CLI, 'verify', forged], { encoding: 'utf8' });
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, /1 of 1 items are corrupt:\n\s+\/big/);
@@ -327,27 +316,13 @@ describe('image reader', () => {
     const file = path.join(base, 'chunkless.img');
     fs.writeFileSync(file, Buffer.alloc(100));
     await appendImage(file, { appDir: src, manifest: {}, addons: [] });
-    // Re-encode with the chunk map emptied (sizes adjusted so the sections still add up).
-    const data = fs.readFileSync(file);
-    const footer = data.subarray(data.length - FOOTER_SIZE);
-    const indexOffset = Number(footer.readBigUInt64LE(24));
-    const index = JSON.parse(data.subarray(indexOffset, data.length - FOOTER_SIZE).toString('utf8')) as ImageIndex;
-    const { fd, tree } = readImage(file);
-    const entries = [...tree.walk()];
-    fs.closeSync(fd);
-    const raw = encodeTree(entries);
-    const inflated = Buffer.concat(pageStarts(raw.location.pages).map((at, k, all) => {
-      const end = k + 1 < all.length ? all[k + 1]! : raw.bytes.length;
-      const bytes = raw.bytes.subarray(at, end);
-      return bytes.length === Math.min(PAGE_SIZE, raw.location.size - k * PAGE_SIZE) ? bytes : inflateRawSync(bytes);
-    }));
-    const [mo, ml] = raw.location.chunkMap;
-    const cut = Buffer.concat([inflated.subarray(0, mo), inflated.subarray(mo + ml)]);
-    const paged = storePages(cut);
-    index.tree = { ...raw.location, offset: index.tree.offset, chunkMap: [mo, 0], chunks: [mo, raw.location.chunks[1]], size: cut.length, length: paged.bytes.length, pages: paged.pages };
-    const bytes = Buffer.from(JSON.stringify(index));
-    const out = path.join(base, 'chunkless-cut.img');
-    fs.writeFileSync(out, Buffer.concat([data.subarray(0, index.tree.offset), paged.bytes, bytes, encodeFooter({ version: IMAGE_VERSION, imageStart: Number(footer.readBigUInt64LE(16)), indexOffset: index.tree.offset + paged.bytes.length, indexLength: bytes.length, indexHash: sha256(bytes) })]));
+    // The chunk map cut out of the tree (the sections moved so that they still add up).
+    const p = parts(file);
+    const [mo, ml] = p.index.tree.chunkMap;
+    p.tree = Buffer.concat([p.tree.subarray(0, mo), p.tree.subarray(mo + ml)]);
+    p.index.tree.chunkMap = [mo, 0];
+    p.index.tree.chunks = [mo, p.index.tree.chunks[1]];
+    const out = assemble('chunkless-cut.img', p);
     const opened = readImage(out);
     try {
       const f = await new ImageLayer(out, opened.fd, opened.tree).open('/big');

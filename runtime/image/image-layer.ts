@@ -15,6 +15,9 @@ const CHUNKS_AHEAD = 4;
 
 const TYPE_BITS = { file: S_IFREG, dir: S_IFDIR, symlink: S_IFLNK } as const;
 
+const hasBit = (bits: Uint8Array, i: number) => (bits[i >> 3]! & (1 << (i & 7))) !== 0;
+const setBit = (bits: Uint8Array, i: number) => void (bits[i >> 3]! |= 1 << (i & 7));
+
 function pread(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
   return new Promise((resolve, reject) => fs.read(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n))));
 }
@@ -90,32 +93,38 @@ export class ImageLayer implements Layer {
     return this.read(path, 'readlink', () => this.tree.target(r));
   }
 
-  /** Hashes the stored bytes of `path` once; a mismatch is EIO now and on every later open. */
+  /** Reads `length` bytes of the bundle at `position`, all of them. */
+  private async readExactly(path: string, length: number, position: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(length);
+    for (let done = 0; done < length; ) {
+      const n = await pread(this.fd, buf, done, length - done, position + done);
+      if (n === 0) throw new FsError('EIO', 'verify', path, 'the bundle ends before this file does');
+      done += n;
+    }
+    return buf;
+  }
+
+  /**
+   * Hashes the stored bytes of a small file (up to CHUNK_SIZE) once; a mismatch is EIO now and
+   * on every later open.
+   */
   private verify(path: string, e: TreeRecord): Promise<void> {
-    const bit = 1 << (e.index & 7);
-    if (this.verified[e.index >> 3]! & bit) return Promise.resolve();
+    if (hasBit(this.verified, e.index)) return Promise.resolve();
     let p = this.verifying.get(e.index);
     if (!p) {
       const expected = this.read(path, 'verify', () => this.tree.hash(e));
       p = (async () => {
-        const h = new Blake3();
-        const buf = Buffer.allocUnsafe(Math.min(1 << 20, Math.max(e.size, 1)));
-        for (let done = 0; done < e.size; ) {
-          const n = await pread(this.fd, buf, 0, Math.min(buf.length, e.size - done), e.a + done);
-          if (n === 0) break;
-          h.update(buf.subarray(0, n));
-          done += n;
-        }
-        if (h.digest().toString('hex') !== expected) {
+        if (blake3(await this.readExactly(path, e.size, e.a)).toString('hex') !== expected) {
           this.onCorrupt?.(path);
           throw new FsError('EIO', 'verify', path, 'content does not match the image index');
         }
-        this.verified[e.index >> 3]! |= bit;
+        setBit(this.verified, e.index);
       })().finally(() => this.verifying.delete(e.index));
       this.verifying.set(e.index, p);
     }
     return p;
   }
+
 
   /**
    * Small files are checked whole when opened. A file bigger than CHUNK_SIZE is checked piece
@@ -127,7 +136,7 @@ export class ImageLayer implements Layer {
     const chunked = e.size > CHUNK_SIZE;
     if (!chunked) await this.verify(path, e);
     const prepare = async (position: number, length: number): Promise<void> => {
-      if (!chunked || this.verified[e.index >> 3]! & (1 << (e.index & 7))) return;
+      if (!chunked || hasBit(this.verified, e.index)) return;
       const end = Math.min(e.size, position + length);
       let k = Math.floor(position / CHUNK_SIZE);
       for (; k * CHUNK_SIZE < end; k++) await this.verifyChunk(path, e, k, true);
@@ -157,7 +166,7 @@ export class ImageLayer implements Layer {
   private verifyChunk(path: string, e: TreeRecord, k: number, report: boolean): Promise<void> {
     let bits = this.chunksVerified.get(e.index);
     if (!bits) this.chunksVerified.set(e.index, (bits = new Uint8Array(Math.ceil(Math.ceil(e.size / CHUNK_SIZE) / 8))));
-    if (bits[k >> 3]! & (1 << (k & 7))) return Promise.resolve();
+    if (hasBit(bits, k)) return Promise.resolve();
     const key = `${e.index}:${k}`;
     const running = this.chunksVerifying.get(key);
     if (running) {
@@ -172,17 +181,11 @@ export class ImageLayer implements Layer {
     const verified = bits;
     const p = (async () => {
       const len = Math.min(CHUNK_SIZE, e.size - k * CHUNK_SIZE);
-      const buf = Buffer.allocUnsafe(len);
-      for (let done = 0; done < len; ) {
-        const n = await pread(this.fd, buf, done, len - done, e.a + k * CHUNK_SIZE + done);
-        if (n === 0) throw new FsError('EIO', 'verify', path, 'the bundle ends before this file does');
-        done += n;
-      }
-      if (blake3(buf).toString('hex') !== expected) {
+      if (blake3(await this.readExactly(path, len, e.a + k * CHUNK_SIZE)).toString('hex') !== expected) {
         if (report) this.onCorrupt?.(path);
         throw new FsError('EIO', 'verify', path, `bytes ${k * CHUNK_SIZE}-${k * CHUNK_SIZE + len - 1} do not match the image index`);
       }
-      verified[k >> 3]! |= 1 << (k & 7);
+      setBit(verified, k);
     })().finally(() => this.chunksVerifying.delete(key));
     this.chunksVerifying.set(key, { p, reports: report });
     return p;
@@ -206,10 +209,9 @@ export class ImageLayer implements Layer {
    */
   async copyFileTo(path: string, dest: string): Promise<void> {
     const e = this.need(path, 'file');
-    const bit = 1 << (e.index & 7);
     const pending = this.verifying.get(e.index);
     if (pending) await pending;
-    const hasher = this.verified[e.index >> 3]! & bit ? null : new Blake3();
+    const hasher = hasBit(this.verified, e.index) ? null : new Blake3();
     const expected = hasher ? this.read(path, 'verify', () => this.tree.hash(e)) : '';
     const out = fs.openSync(dest, 'wx', 0o600);
     let ok = false;
@@ -235,7 +237,7 @@ export class ImageLayer implements Layer {
           this.onCorrupt?.(path);
           throw new FsError('EIO', 'verify', path, 'content does not match the image index');
         }
-        this.verified[e.index >> 3]! |= bit;
+        setBit(this.verified, e.index);
       }
       ok = true;
     } finally {
