@@ -15,6 +15,7 @@ import { CHUNK_SIZE, encodeTree, PAGE_SIZE, pageStarts, RECORD_SIZE, storePages,
 import { inflateRawSync } from 'node:zlib';
 import { FsError } from '../runtime/overlay/errors.js';
 import { ImageLayer } from '../runtime/image/image-layer.js';
+import { kernelCopyRange } from '../runtime/fuse/copy-range.js';
 import { CLI, forceUnmount, tempDir } from './helpers.js';
 
 const base = tempDir('image');
@@ -290,6 +291,55 @@ describe('image reader', () => {
       await assert.rejects(layer.copyFileTo('/big', path.join(base, 'chunky-copy')), /EIO/);
       assert.equal(fs.existsSync(path.join(base, 'chunky-copy')), false);
     } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('copies a big file up by the kernel and in JS alike, and leaves nothing behind when it cannot', async () => {
+    const src = path.join(base, 'copyup');
+    fs.mkdirSync(src);
+    const content = Buffer.alloc(3 * CHUNK_SIZE + 12345);
+    for (let i = 0; i + 4 <= content.length; i += 4) content.writeUInt32LE((i * 2654435761) >>> 0, i);
+    fs.writeFileSync(path.join(src, 'big'), content);
+    const file = path.join(base, 'copyup.img');
+    fs.writeFileSync(file, Buffer.alloc(100));
+    await appendImage(file, { appDir: src, manifest: {}, addons: [] });
+    const { fd, tree } = readImage(file);
+    const small = path.join(base, 'copyup-full');
+    assert.ok(kernelCopyRange(), 'the libfuse 3 addon offers the kernel copy');
+    try {
+      for (const [how, copyRange] of [['kernel copy', undefined], ['JS copy', null]] as const) {
+        // Unchecked, then again after the first copy marked the file checked.
+        const layer = new ImageLayer(file, fd, tree, undefined, copyRange);
+        for (const pass of ['first', 'second']) {
+          const dest = path.join(base, `copyup-${how}-${pass}`);
+          await layer.copyFileTo('/big', dest);
+          assert.ok(fs.readFileSync(dest).equals(content), `${how}, ${pass} copy: byte for byte`);
+        }
+      }
+      // A bundle cut short inside the file's data (the tree read before it was cut).
+      const cut = path.join(base, 'copyup-cut.img');
+      fs.writeFileSync(cut, fs.readFileSync(file).subarray(0, fs.readFileSync(file).indexOf(content.subarray(0, 64)) + 2 * CHUNK_SIZE));
+      const cutFd = fs.openSync(cut, 'r');
+      try {
+        for (const copyRange of [undefined, null]) {
+          const dest = path.join(base, 'copyup-from-cut');
+          await assert.rejects(new ImageLayer(cut, cutFd, tree, undefined, copyRange).copyFileTo('/big', dest), (err: unknown) => err instanceof FsError && err.code === 'EIO' && /ends before this file does/.test(err.message));
+          assert.equal(fs.existsSync(dest), false, 'no partial copy is left');
+        }
+      } finally {
+        fs.closeSync(cutFd);
+      }
+      // A full disk is ENOSPC for the app, and the partial copy is removed.
+      fs.mkdirSync(small);
+      if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', small]).status !== 0) throw new Error('cannot mount a tmpfs (the tests run as root)');
+      for (const copyRange of [undefined, null]) {
+        const dest = path.join(small, 'big');
+        await assert.rejects(new ImageLayer(file, fd, tree, undefined, copyRange).copyFileTo('/big', dest), (err: unknown) => (err as { code?: string }).code === 'ENOSPC');
+        assert.equal(fs.existsSync(dest), false, 'no partial copy is left on the full disk');
+      }
+    } finally {
+      spawnSync('umount', [small], { stdio: 'ignore' });
       fs.closeSync(fd);
     }
   });

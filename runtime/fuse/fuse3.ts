@@ -57,6 +57,7 @@ interface Fuse3Addon {
   invalEntry(s: Session, parent: number, name: string): number;
   invalInode(s: Session, ino: number): number;
   libfuseVersion(): number;
+  copyRange(inFd: number, inOffset: number, outFd: number, outOffset: number, length: number, done: (errno: number, copied: number) => void): void;
 }
 
 declare global {

@@ -5,8 +5,10 @@
  * never served. A damaged index or content is EIO for the app and reported once per path.
  */
 import fs from 'node:fs';
+import { constants as osc } from 'node:os';
 import { Blake3, blake3 } from '../hash/blake3.js';
-import { FsError } from '../overlay/errors.js';
+import { kernelCopyRange, type CopyRange } from '../fuse/copy-range.js';
+import { FsError, type Errno } from '../overlay/errors.js';
 import { S_IFDIR, S_IFLNK, S_IFREG, type DirEntry, type EntryStat, type Layer, type LayerFile } from '../overlay/layer.js';
 import { CHUNK_SIZE, TreeError, type ImageTree, type TreeEntry, type TreeRecord } from './tree.js';
 
@@ -35,7 +37,18 @@ export class ImageLayer implements Layer {
    * owned by the user running the bundle (as files they unpacked would be), so the app can
    * change its own files through the overlay.
    */
-  constructor(readonly bundle: string, private readonly fd: number, private readonly tree: ImageTree, private readonly onCorrupt?: (path: string) => void) {
+  /**
+   * `copyRange`: how big files are copied up; the kernel's ranged copy through our addon by
+   * default (loaded at the first big copy-up), null to copy in JS (tests use it to cover the
+   * path taken without the addon).
+   */
+  constructor(
+    readonly bundle: string,
+    private readonly fd: number,
+    private readonly tree: ImageTree,
+    private readonly onCorrupt?: (path: string) => void,
+    private copyRange?: CopyRange | null,
+  ) {
     this.description = `image ${bundle}`;
     this.verified = new Uint8Array(Math.ceil(tree.entries / 8));
   }
@@ -203,37 +216,25 @@ export class ImageLayer implements Layer {
   }
 
   /**
-   * One pass over the stored bytes: hashed on the way when the file was never verified (a
-   * separate verification pass first cost a third of a big copy-up), in 4 MiB chunks: the next
-   * read, the current write and its hashing overlap. Wrong bytes remove `dest` and are EIO.
+   * Copy-up. A big file's bytes are copied by the kernel (copy_file_range, on a worker thread)
+   * while this thread hashes the same range of the bundle from the page cache: the check then
+   * costs no extra pass, only the hashing running beside the copy. Without the addon, or for a
+   * small file, one pass reads, writes and hashes in 4 MiB chunks. Wrong bytes remove `dest`
+   * and are EIO.
    */
   async copyFileTo(path: string, dest: string): Promise<void> {
     const e = this.need(path, 'file');
     const pending = this.verifying.get(e.index);
     if (pending) await pending;
-    const hasher = hasBit(this.verified, e.index) ? null : new Blake3();
-    const expected = hasher ? this.read(path, 'verify', () => this.tree.hash(e)) : '';
+    const check = !hasBit(this.verified, e.index);
+    const expected = check ? this.read(path, 'verify', () => this.tree.hash(e)) : '';
     const out = fs.openSync(dest, 'wx', 0o600);
     let ok = false;
     try {
-      const chunk = Math.min(4 << 20, Math.max(e.size, 1));
-      const bufs = [Buffer.allocUnsafe(chunk), Buffer.allocUnsafe(chunk)];
-      const readAt = (done: number, buf: Buffer) => (done >= e.size ? Promise.resolve(0) : pread(this.fd, buf, 0, Math.min(chunk, e.size - done), e.a + done));
-      let next = readAt(0, bufs[0]!);
-      for (let done = 0, k = 0; done < e.size; k ^= 1) {
-        const n = await next;
-        if (n === 0) throw new FsError('EIO', 'copy-up', path, 'the bundle ends before this file does');
-        const buf = bufs[k]!;
-        next = readAt(done + n, bufs[k ^ 1]!);
-        // The write runs in the threadpool while this thread hashes the same bytes.
-        const written = new Promise<void>((resolve, reject) => fs.write(out, buf, 0, n, done, (err) => (err ? reject(err) : resolve())));
-        hasher?.update(buf.subarray(0, n));
-        await written;
-        done += n;
-      }
-      await next;
-      if (hasher) {
-        if (hasher.digest().toString('hex') !== expected) {
+      const copyRange = e.size > CHUNK_SIZE ? (this.copyRange ??= kernelCopyRange()) : null;
+      const digest = copyRange ? await this.kernelCopy(path, e, out, check, copyRange) : await this.copyInJs(path, e, out, check);
+      if (digest !== null) {
+        if (digest !== expected) {
           this.onCorrupt?.(path);
           throw new FsError('EIO', 'verify', path, 'content does not match the image index');
         }
@@ -244,5 +245,62 @@ export class ImageLayer implements Layer {
       fs.closeSync(out);
       if (!ok) fs.rmSync(dest, { force: true });
     }
+  }
+
+  /** Returns the stored bytes' BLAKE3 (hex) when `check`, else null. */
+  private async kernelCopy(path: string, e: TreeRecord, out: number, check: boolean, copyRange: CopyRange): Promise<string | null> {
+    const copying = copyRange(this.fd, e.a, out, 0, e.size);
+    const hashing = check ? this.hashStored(path, e) : Promise.resolve(null);
+    // Both must finish before `out` is closed or `dest` removed, whichever fails first.
+    const [copied, digest] = await Promise.allSettled([copying, hashing]);
+    if (copied.status === 'rejected') {
+      const err = copied.reason as { code?: string; message?: string };
+      const code = err.code && err.code in osc.errno ? (err.code as Errno) : 'EIO';
+      throw new FsError(code, 'copy-up', path, err.message);
+    }
+    if (digest.status === 'rejected') throw digest.reason;
+    if (copied.value !== e.size) throw new FsError('EIO', 'copy-up', path, 'the bundle ends before this file does');
+    return digest.value;
+  }
+
+  /**
+   * A file's stored bytes in 4 MiB chunks, the next read running while the caller works on
+   * the current one. Each chunk is valid until the caller asks for the one after it.
+   */
+  private async *storedChunks(path: string, e: TreeRecord, op: string): AsyncGenerator<{ bytes: Buffer; position: number }> {
+    const chunk = Math.min(4 << 20, Math.max(e.size, 1));
+    const bufs = [Buffer.allocUnsafe(chunk), Buffer.allocUnsafe(chunk)];
+    const readAt = (done: number, buf: Buffer) => (done >= e.size ? Promise.resolve(0) : pread(this.fd, buf, 0, Math.min(chunk, e.size - done), e.a + done));
+    let next = readAt(0, bufs[0]!);
+    try {
+      for (let done = 0, k = 0; done < e.size; k ^= 1) {
+        const n = await next;
+        if (n === 0) throw new FsError('EIO', op, path, 'the bundle ends before this file does');
+        next = readAt(done + n, bufs[k ^ 1]!);
+        yield { bytes: bufs[k]!.subarray(0, n), position: done };
+        done += n;
+      }
+    } finally {
+      await next.catch(() => 0);
+    }
+  }
+
+  /** BLAKE3 (hex) of a file's stored bytes. */
+  private async hashStored(path: string, e: TreeRecord): Promise<string> {
+    const hasher = new Blake3();
+    for await (const { bytes } of this.storedChunks(path, e, 'verify')) hasher.update(bytes);
+    return hasher.digest().toString('hex');
+  }
+
+  /** One pass in JS: the next read, the current write and its hashing overlap. */
+  private async copyInJs(path: string, e: TreeRecord, out: number, check: boolean): Promise<string | null> {
+    const hasher = check ? new Blake3() : null;
+    for await (const { bytes, position } of this.storedChunks(path, e, 'copy-up')) {
+      // The write runs in the threadpool while this thread hashes the same bytes.
+      const written = new Promise<void>((resolve, reject) => fs.write(out, bytes, 0, bytes.length, position, (err) => (err ? reject(err) : resolve())));
+      hasher?.update(bytes);
+      await written;
+    }
+    return hasher ? hasher.digest().toString('hex') : null;
   }
 }
