@@ -106,15 +106,27 @@ export class ImageLayer implements Layer {
     return this.read(path, 'readlink', () => this.tree.target(r));
   }
 
-  /** Reads `length` bytes of the bundle at `position`, all of them. */
-  private async readExactly(path: string, length: number, position: number): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(length);
-    for (let done = 0; done < length; ) {
-      const n = await pread(this.fd, buf, done, length - done, position + done);
-      if (n === 0) throw new FsError('EIO', 'verify', path, 'the bundle ends before this file does');
-      done += n;
+  /**
+   * Spare CHUNK_SIZE buffers for checking small files and pieces. Reused because a walk checks
+   * thousands of files: a fresh buffer for each left the allocator holding tens of MiB (freed
+   * only when V8 got round to collecting them, and then fragmented).
+   */
+  private readonly spareBuffers: Buffer[] = [];
+
+  /** BLAKE3 (hex) of `length` (≤ CHUNK_SIZE) bytes of the bundle at `position`, all of them. */
+  private async hashRange(path: string, length: number, position: number): Promise<string> {
+    const buf = this.spareBuffers.pop() ?? Buffer.allocUnsafeSlow(CHUNK_SIZE);
+    try {
+      for (let done = 0; done < length; ) {
+        const n = await pread(this.fd, buf, done, length - done, position + done);
+        if (n === 0) throw new FsError('EIO', 'verify', path, 'the bundle ends before this file does');
+        done += n;
+      }
+      return blake3(buf.subarray(0, length)).toString('hex');
+    } finally {
+      // As many as checks run at once (a read and the pieces checked ahead of it), at most.
+      if (this.spareBuffers.length <= CHUNKS_AHEAD) this.spareBuffers.push(buf);
     }
-    return buf;
   }
 
   /**
@@ -127,7 +139,7 @@ export class ImageLayer implements Layer {
     if (!p) {
       const expected = this.read(path, 'verify', () => this.tree.hash(e));
       p = (async () => {
-        if (blake3(await this.readExactly(path, e.size, e.a)).toString('hex') !== expected) {
+        if ((await this.hashRange(path, e.size, e.a)) !== expected) {
           this.onCorrupt?.(path);
           throw new FsError('EIO', 'verify', path, 'content does not match the image index');
         }
@@ -194,7 +206,7 @@ export class ImageLayer implements Layer {
     const verified = bits;
     const p = (async () => {
       const len = Math.min(CHUNK_SIZE, e.size - k * CHUNK_SIZE);
-      if (blake3(await this.readExactly(path, len, e.a + k * CHUNK_SIZE)).toString('hex') !== expected) {
+      if ((await this.hashRange(path, len, e.a + k * CHUNK_SIZE)) !== expected) {
         if (report) this.onCorrupt?.(path);
         throw new FsError('EIO', 'verify', path, `bytes ${k * CHUNK_SIZE}-${k * CHUNK_SIZE + len - 1} do not match the image index`);
       }
