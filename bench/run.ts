@@ -288,8 +288,12 @@ async function main(): Promise<void> {
     for (const w of WORKLOADS.filter((x) => !only || only.some((o) => x.id.startsWith(o)))) {
       results[w.id] = {};
       log(w.title);
+      const started = Date.now();
+      // Wall time per variant in this workload (mounts, warm-ups, drops included): where a run's time goes.
+      const spent: Record<string, number> = {};
       for (let r = 0; r < reps; r++) {
         for (const v of all) {
+          const vStarted = Date.now();
           const vwork = path.join(work, v.name);
           fs.mkdirSync(vwork, { recursive: true });
           const lower = w.lower === 'tree' ? data.tree : data.w4;
@@ -311,8 +315,11 @@ async function main(): Promise<void> {
             cleanup.pop();
           }
           (results[w.id]![v.name] ??= []).push(ms);
+          spent[v.name] = (spent[v.name] ?? 0) + Date.now() - vStarted;
         }
       }
+      const perVariant = Object.entries(spent).map(([n, t]) => `${n} ${(t / 1000).toFixed(1)}`).join(', ');
+      log(`${w.id} done in ${((Date.now() - started) / 1000).toFixed(0)} s (${perVariant})`);
     }
   } finally {
     for (const m of cleanup) await m.unmount().catch(() => undefined);
