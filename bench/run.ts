@@ -277,6 +277,7 @@ async function main(): Promise<void> {
   const data = prepareData();
   const work = fs.mkdtempSync(path.join(DATA, 'run-'));
   const bundles = { tree: path.join(DATA, 'tree.run'), w4: path.join(DATA, 'w4.run') };
+  const bundlesStarted = Date.now();
   for (const [which, lower] of [['tree', data.tree], ['w4', data.w4]] as const) {
     const app = path.join(DATA, `app-${which}`);
     // A bundle needs a manifest: a tiny app dir whose tree is the data (bind-free: symlinks are
@@ -293,6 +294,7 @@ async function main(): Promise<void> {
       if (r.status !== 0) log(`bundle build failed: ${r.stderr}`);
     }
   }
+  log(`bundles built in ${((Date.now() - bundlesStarted) / 1000).toFixed(0)} s`);
   const all = variants(data, bundles).filter((v) => {
     // The fuse-native comparison is not one of the issue's variants: full mode only, so that
     // quick mode stays a few minutes.
@@ -412,7 +414,7 @@ async function main(): Promise<void> {
   for (const sec of sections) for (const t of sec.tables) process.stdout.write(`\n${formatTable(t)}\n`);
   fs.mkdirSync(path.dirname(outFile), { recursive: true });
   fs.writeFileSync(outFile, JSON.stringify({ date: new Date().toISOString(), quick, reps, bigMiB: BIG_MIB, w4MiB: W4_MIB, results: json, ...Object.fromEntries(sections.map((sec) => [sec.id, sec.json])) }, null, 2));
-  log(`wrote ${outFile}`);
+  log(`wrote ${outFile}; ${(process.uptime()).toFixed(0)} s in all (tsc and vendoring before it not counted)`);
 }
 
 main().catch((err) => {
