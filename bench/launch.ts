@@ -26,6 +26,8 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
   fs.mkdirSync(dir, { recursive: true });
   const bundles = { node: path.join(dir, 'hello-node.run'), shell: path.join(dir, 'hello-shell.run'), eslint: path.join(dir, 'eslint.run') };
   ctx.log('launch: building the hello and eslint bundles');
+  let t = Date.now();
+  const took = () => `${((Date.now() - t) / 1000).toFixed(1)} s`;
   buildBundle(ctx, apps.node, bundles.node);
   buildBundle(ctx, apps.shell, bundles.shell);
   buildBundle(ctx, eslint, bundles.eslint);
@@ -55,15 +57,21 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
       { id: 'hello-node.run, no NODE_EXTRA_CA_CERTS', argv: [bundles.node], env: clean, ref: 'node hello.js, no NODE_EXTRA_CA_CERTS' },
     );
   }
-  const reps = ctx.reps ?? (ctx.quick ? 7 : 21);
+  const reps = ctx.reps ?? (ctx.quick ? 5 : 21);
   const runs: Record<string, number[]> = {};
+  ctx.log(`launch: bundles built in ${took()}`);
+  t = Date.now();
   for (const c of cases) timeRun(c.argv, { env: c.env ?? env }); // warm-up (and the first build of the caches)
+  ctx.log(`launch: warm-up runs in ${took()}`);
+  t = Date.now();
   for (let r = 0; r < reps; r++) {
     for (const c of cases) {
       if (c.first) fs.rmSync(cache, { recursive: true, force: true });
       (runs[c.id] ??= []).push(timeRun(c.argv, { env: c.env ?? env }));
     }
   }
+  ctx.log(`launch: ${reps} repetitions of ${cases.length} commands in ${took()} (${cases.map((c) => `${c.id} ${(runs[c.id]!.reduce((a, b) => a + b, 0) / 1000).toFixed(1)}`).join(', ')})`);
+  t = Date.now();
   const med = (id: string) => median(runs[id] ?? []);
   const launch: Table = {
     title: `Launch (median of ${reps}, interleaved; first launch: $XDG_CACHE_HOME/overpack removed before each run)`,
@@ -93,6 +101,7 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
       await served.stop();
     }
   }
+  ctx.log(`launch: serving memory in ${took()}`);
   const memory: Table = {
     title: 'Runtime memory while serving (RSS of the bundle process, --overpack-mount)',
     header: ['image', 'files', 'mounted in ms', 'RSS after mount MiB', 'RSS after find + tar MiB', 'peak MiB'],
