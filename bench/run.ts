@@ -9,7 +9,7 @@ import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_pr
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { formatTable, unmountUnder, type BenchContext, type Section } from './common.js';
+import { formatTable, unmountUnder, type BenchContext, type Section, scratchEnv } from './common.js';
 import { launchSection } from './launch.js';
 import { buildSection } from './build-time.js';
 import { scaleSection } from './scale.js';
@@ -290,7 +290,8 @@ async function main(): Promise<void> {
       sh(`cp -al ${lower} ${app}`);
       fs.writeFileSync(path.join(app, 'overpack.json'), JSON.stringify({ name: `bench-${which}`, version: '1', entrypoint: 'overpack.sh' }));
       fs.writeFileSync(path.join(app, 'overpack.sh'), '#!/bin/sh\n', { mode: 0o755 });
-      const r = spawnSync(process.execPath, [CLI, 'build', app, '-o', bundles[which]], { encoding: 'utf8' });
+      // Built with the sections' builder cache, never the real user's ~/.cache/overpack.
+      const r = spawnSync(process.execPath, [CLI, 'build', app, '-o', bundles[which]], { encoding: 'utf8', env: scratchEnv(path.join(DATA, 'build-home')) });
       if (r.status !== 0) log(`bundle build failed: ${r.stderr}`);
     }
   }
