@@ -148,6 +148,11 @@ class FsNode {
   children: Map<string, FsNode> | null = null;
   /** The last listing sent for this directory, for READDIR requests that continue it. */
   listing: Listing | null = null;
+  /**
+   * Entries in the last listing sent whole: the kernel's next request, past its end, is
+   * answered empty without listing the directory again (every listing ends with one).
+   */
+  listedWhole = -1;
   /** The attributes when the file lost its name while the kernel held it (for fstat). */
   openedAttr: Attr | null = null;
   /** A handle taken when the file lost its name while the kernel still knew it (see keepIfKnown). */
@@ -702,6 +707,11 @@ class Fuse3Server {
    */
   private async readdir(req: Req, id: number, size: number, offset: number, plus: boolean): Promise<void> {
     const dir = this.node(id);
+    if (offset > 0 && !dir.listing && offset >= dir.listedWhole && dir.listedWhole >= 0) {
+      this.fuse.replyDir(req, size, offset, [], new Float64Array(0), new Float64Array(0), plus, this.entryT, this.attrT);
+      return;
+    }
+    dir.listedWhole = -1;
     if (offset === 0 || !dir.listing) dir.listing = await this.stable(dir, (p) => this.list(p));
     const { names, attrs } = dir.listing;
     // Only the entries one reply can hold are sent (and, for READDIRPLUS, stat'ed): a reply
@@ -729,7 +739,10 @@ class Fuse3Server {
     const added = this.fuse.replyDir(req, size, offset, windowNames, window, ids, plus, this.entryT, this.attrT);
     // Entries that did not fit were not seen by the kernel: give their lookups back.
     for (let k = added; k < nodes.length; k++) if (nodes[k]) this.nodes.forget(nodes[k]!.id, 1);
-    if (offset + added >= names.length) dir.listing = null;
+    if (offset + added >= names.length) {
+      dir.listing = null;
+      dir.listedWhole = names.length;
+    }
   }
 
   /** Runs `fn` on the node's path until the node was not moved or unlinked meanwhile. */
