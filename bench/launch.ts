@@ -57,7 +57,7 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
       { id: 'hello-node.run, no NODE_EXTRA_CA_CERTS', argv: [bundles.node], env: clean, ref: 'node hello.js, no NODE_EXTRA_CA_CERTS' },
     );
   }
-  const reps = ctx.reps ?? (ctx.quick ? 5 : 21);
+  const reps = ctx.reps ?? (ctx.quick ? 3 : 21);
   const runs: Record<string, number[]> = {};
   ctx.log(`launch: bundles built in ${took()}`);
   t = Date.now();
