@@ -106,6 +106,36 @@ describe('OverlayFS library', () => {
     assert.ok(fs.existsSync(path.join(lower, 'hello.txt')), 'lower untouched');
   });
 
+  it('rm -rf of a lower directory frees its name at once and leaves only its whiteout', async () => {
+    const lowerMany = path.join(base, 'many-lower');
+    for (let d = 0; d < 3; d++) {
+      fs.mkdirSync(path.join(lowerMany, 'many', `d${d}`), { recursive: true });
+      for (let i = 0; i < 100; i++) fs.writeFileSync(path.join(lowerMany, 'many', `d${d}`, `f${i}`), 'x');
+    }
+    const upper = path.join(base, 'u-many');
+    const one = new OverlayFS(lowerMany).setUpper(upper);
+    await one.mount();
+    const mnt = one.handle().mountPoint;
+    try {
+      // The upper's d0..d2 (full of whiteouts) are emptied in the background: the new
+      // directory must start empty all the same.
+      await shAsync(`rm -rf ${mnt}/many && mkdir ${mnt}/many && touch ${mnt}/many/new`);
+      assert.equal(await shAsync(`ls -A ${mnt}/many`), 'new\n');
+    } finally {
+      await one.umount();
+    }
+    await one.overlayAction('preserve');
+    assert.deepEqual(fs.readdirSync(upper).sort(), ['many']);
+    assert.deepEqual(fs.readdirSync(path.join(upper, 'many')).sort(), ['.wh..wh..opq', 'new']);
+    const two = new OverlayFS(lowerMany).setUpper(upper);
+    await two.mount();
+    try {
+      assert.equal(await shAsync(`ls -A ${two.handle().mountPoint}/many`), 'new\n');
+    } finally {
+      await two.umount();
+    }
+  });
+
   it('unmounts and removes the mountpoint when the process exits normally', async () => {
     const upper = path.join(base, 'u-exit');
     const script = `

@@ -334,6 +334,39 @@ export class LayerStack {
   }
 
   /** Empties an upper directory of its markers (a merged-empty dir holds only those). */
+  /** Directories moved into the scratch dir by removeUpperDir and still being emptied. */
+  private readonly removing = new Set<Promise<void>>();
+
+  /**
+   * Removes upper directory `path`, which holds nothing the merged view shows (only markers,
+   * since the caller found the merged directory empty). One that is not empty is renamed into
+   * the scratch dir, so the name is free at once, and emptied there in the background: emptying
+   * it in place cost ~15 ms for a directory of 100 whiteouts (what `rm -rf` of a lower
+   * directory leaves), every one of them while the request waited. A crash leaves it to the
+   * next mount, which empties the scratch dir; `settle()` waits for it.
+   */
+  async removeUpperDir(path: string): Promise<void> {
+    const real = this.upperPath(path);
+    try {
+      fs.rmdirSync(real);
+    } catch (err) {
+      if (code(err) !== 'ENOTEMPTY' && code(err) !== 'EEXIST') throw err;
+      const tmp = this.tmpName();
+      fs.renameSync(real, tmp);
+      const p: Promise<void> = fsp
+        .rm(tmp, { recursive: true, force: true })
+        .catch(() => undefined)
+        .finally(() => this.removing.delete(p));
+      this.removing.add(p);
+    }
+    this.invalidateTree(path);
+  }
+
+  /** Waits for the background work still touching the upper (before it is finalized). */
+  async settle(): Promise<void> {
+    while (this.removing.size > 0) await Promise.all([...this.removing]);
+  }
+
   async clearMarkers(path: string): Promise<void> {
     const real = this.upperPath(path);
     for (const name of await fsp.readdir(real)) {

@@ -60,11 +60,13 @@ export class OverlayOps implements FsOps {
   constructor(readonly stack: LayerStack, readonly inodes: InodeStore) {}
 
   /** Closes every open handle (at unmount). */
+  /** At unmount: closes every descriptor and waits for background work on the upper. */
   async closeAll(): Promise<void> {
     const all = [...this.handles.values(), ...this.byPath.values()];
     this.handles.clear();
     this.byPath.clear();
     await Promise.all(all.map(closeHandle));
+    await this.stack.settle();
   }
 
   private async pathHandle(path: string, write: boolean): Promise<Handle> {
@@ -339,10 +341,7 @@ export class OverlayOps implements FsOps {
     if (!isDir((node.upper ?? node.lower)!)) throw new FsError('ENOTDIR', 'rmdir', path);
     if (!(await this.stack.isEmptyDir(path))) throw new FsError('ENOTEMPTY', 'rmdir', path);
     const lowerHas = await this.stack.lowerHas(path);
-    if (node.upper) {
-      await this.stack.clearMarkers(path);
-      fs.rmdirSync(this.stack.upperPath(path));
-    }
+    if (node.upper) await this.stack.removeUpperDir(path);
     this.stack.forgetDir(path);
     if (lowerHas) await this.stack.writeWhiteout(path);
     this.inodes.forget(path, true);
