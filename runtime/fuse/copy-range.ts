@@ -23,7 +23,7 @@ export function kernelCopyRange(): CopyRange | null {
   } catch {
     copy = undefined;
   }
-  // An addon from before copyRange (a cached extraction) simply lacks it.
+  // An addon built from older sources lacks it.
   if (typeof copy !== 'function') return (cached = null);
   const native = copy;
   cached = (inFd, inOffset, outFd, outOffset, length) =>

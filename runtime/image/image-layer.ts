@@ -35,12 +35,9 @@ export class ImageLayer implements Layer {
   /**
    * `fd` is an open descriptor of the bundle, kept for the layer's lifetime. Entries appear
    * owned by the user running the bundle (as files they unpacked would be), so the app can
-   * change its own files through the overlay.
-   */
-  /**
-   * `copyRange`: how big files are copied up; the kernel's ranged copy through our addon by
-   * default (loaded at the first big copy-up), null to copy in JS (tests use it to cover the
-   * path taken without the addon).
+   * change its own files through the overlay. `copyRange`: how big files are copied up; the
+   * kernel's ranged copy through our addon by default (loaded at the first big copy-up), null
+   * to copy in JS (tests use it to cover the path taken without the addon).
    */
   constructor(
     readonly bundle: string,

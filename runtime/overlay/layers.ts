@@ -333,7 +333,6 @@ export class LayerStack {
     this.invalidateTree(path);
   }
 
-  /** Empties an upper directory of its markers (a merged-empty dir holds only those). */
   /** Directories moved into the scratch dir by removeUpperDir and still being emptied. */
   private readonly removing = new Set<Promise<void>>();
 
@@ -367,6 +366,7 @@ export class LayerStack {
     while (this.removing.size > 0) await Promise.all([...this.removing]);
   }
 
+  /** Empties an upper directory of its markers (a merged-empty dir holds only those). */
   async clearMarkers(path: string): Promise<void> {
     const real = this.upperPath(path);
     for (const name of await fsp.readdir(real)) {

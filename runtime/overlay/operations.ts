@@ -59,8 +59,7 @@ export class OverlayOps implements FsOps {
 
   constructor(readonly stack: LayerStack, readonly inodes: InodeStore) {}
 
-  /** Closes every open handle (at unmount). */
-  /** At unmount: closes every descriptor and waits for background work on the upper. */
+  /** At unmount: closes every open handle and waits for background work on the upper. */
   async closeAll(): Promise<void> {
     const all = [...this.handles.values(), ...this.byPath.values()];
     this.handles.clear();
