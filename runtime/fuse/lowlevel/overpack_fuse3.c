@@ -300,6 +300,10 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   /* Plain READDIRPLUS for every listing (not "auto"): the walk is what we optimise for, and a
    * listing with attributes saves one LOOKUP per entry. */
   conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+  /* libfuse turns ATOMIC_O_TRUNC on by default: the kernel then trusts OPEN to truncate and
+   * sends no SETATTR for O_TRUNC. With zero-message open (OPEN answered ENOSYS) nothing would
+   * truncate at all, so it must stay off: the truncation then arrives as SETATTR(size=0). */
+  conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
   /* Incoming writes through the session buffer are copied once into JS; splicing them in
    * gains nothing. Outgoing: replyFd answers a READ by splicing the backing file's pages
    * into /dev/fuse through a pipe (libfuse's fuse_reply_data), so the data is copied once, by
