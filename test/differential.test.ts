@@ -1,13 +1,15 @@
 /**
- * Differential test: the same seeded random operations go through the overlay and onto a plain
- * copy of the lower; afterwards both trees (and every operation's outcome) must match. Set
- * OVERPACK_DIFF_SEED to replay a failure, OVERPACK_DIFF_OPS to change the length.
+ * Differential test: the same seeded random operations go through the overlay, onto a plain
+ * copy of the lower, and through the kernel's overlayfs over another copy; afterwards the trees
+ * (and every operation's outcome) must match. Set OVERPACK_DIFF_SEED to replay a failure,
+ * OVERPACK_DIFF_OPS to change the length.
  */
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { comparable, makeLower, sh, snapshot, startMount, tempDir, type MountProcess } from './helpers.js';
+import { comparable, isMountpoint, makeLower, sh, snapshot, startMount, tempDir, type MountProcess } from './helpers.js';
 import { makeOps, outcome, rng } from './random-ops.js';
 
 const FIELDS = ['type', 'mode', 'size', 'hash', 'target', 'xattrs'] as const;
@@ -46,5 +48,41 @@ describe('differential: overlay vs plain directory', () => {
     await m.stop();
     m = await startMount(lower, ['--upper', upper, '--mountpoint', mnt]);
     assert.deepEqual(comparable(snapshot(mnt), [...FIELDS]), comparable(snapshot(plain), [...FIELDS]));
+  });
+});
+
+describe('differential: overlay vs the kernel overlayfs', () => {
+  const seed = Number(process.env.OVERPACK_DIFF_SEED ?? 20261202);
+  const count = Number(process.env.OVERPACK_DIFF_OPS ?? 2000);
+  const base = tempDir('diff-kernel');
+  const lower = path.join(base, 'lower');
+  const kernelLower = path.join(base, 'klower');
+  const kernel = path.join(base, 'kmnt');
+  const mnt = path.join(base, 'mnt');
+  let m: MountProcess | undefined;
+  after(async () => {
+    await m?.stop();
+    if (isMountpoint(kernel)) spawnSync('umount', ['-l', kernel]);
+    fs.rmSync(base, { recursive: true, force: true });
+  });
+
+  it(`applies ${count} random operations (seed ${seed}) with the outcomes and tree of kernel overlayfs`, async () => {
+    fs.mkdirSync(lower);
+    makeLower(lower);
+    for (let i = 0; i < 40; i++) fs.writeFileSync(path.join(lower, i % 2 ? 'docs' : '', `f${i}`), `file ${i}\n`.repeat(i));
+    sh(`cp -a ${lower} ${kernelLower}`);
+    for (const d of ['kup', 'kwork', 'kmnt']) fs.mkdirSync(path.join(base, d));
+    // redirect_dir=on: the kernel renames lower directories too (as we do) instead of EXDEV.
+    const r = spawnSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${kernelLower},upperdir=${base}/kup,workdir=${base}/kwork,redirect_dir=on`, kernel], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `kernel overlayfs mount failed: ${r.stderr}`);
+    m = await startMount(lower, ['--upper', path.join(base, 'upper'), '--mountpoint', mnt]);
+    const random = rng(seed);
+    for (let i = 0; i < count; i++) {
+      const { name, op } = makeOps(random, kernel);
+      const expected = outcome(op, kernel);
+      const actual = outcome(op, mnt);
+      assert.equal(actual, expected, `op #${i} (${name}), seed ${seed}`);
+    }
+    assert.deepEqual(comparable(snapshot(mnt), [...FIELDS]), comparable(snapshot(kernel), [...FIELDS]));
   });
 });

@@ -1,7 +1,8 @@
 /** Seeded random filesystem operations, shared by the differential tests. */
-import fs from 'node:fs';
+import fs, { constants as fsc } from 'node:fs';
 import path from 'node:path';
 import * as xattr from 'fs-xattr';
+import { mknod } from '../runtime/native/syscalls.js';
 
 /** mulberry32: small, seedable, good enough to pick operations. */
 export function rng(seed: number): () => number {
@@ -43,7 +44,8 @@ function listPaths(root: string): { files: string[]; dirs: string[] } {
   return { files, dirs };
 }
 
-export function makeOps(random: () => number, plain: string): { name: string; op: Op } {
+/** `sockets: false` for trees that are committed afterwards (commit leaves sockets out by design). */
+export function makeOps(random: () => number, plain: string, opts: { sockets?: boolean } = {}): { name: string; op: Op } {
   const pick = <T>(xs: T[]): T => xs[Math.floor(random() * xs.length)]!;
   const { files, dirs } = listPaths(plain);
   const fresh = () => `n${Math.floor(random() * 1e6)}`;
@@ -61,12 +63,38 @@ export function makeOps(random: () => number, plain: string): { name: string; op
     const p = newIn();
     return { name: `create ${p}`, op: (r) => fs.writeFileSync(path.join(r, p), bytes) };
   }
+  if (kind < 0.19 && files.length) {
+    // Overwrite in place with new, usually shorter, contents (`echo x > file`, writeFileSync).
+    const p = pick(files);
+    const flags = pick([fsc.O_WRONLY | fsc.O_TRUNC, fsc.O_RDWR | fsc.O_TRUNC, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC]);
+    const short = bytes.subarray(0, Math.floor(random() * 64));
+    return {
+      name: `overwrite ${p} (${short.length} bytes, flags ${flags})`,
+      op: (r) => {
+        const fd = fs.openSync(path.join(r, p), flags | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+        try {
+          fs.writeSync(fd, short);
+        } finally {
+          fs.closeSync(fd);
+        }
+      },
+    };
+  }
+  if (kind < 0.21 && files.length) {
+    const p = pick(files);
+    return { name: `truncating read-only open ${p}`, op: (r) => fs.closeSync(fs.openSync(path.join(r, p), fsc.O_RDONLY | fsc.O_TRUNC | fsc.O_NOFOLLOW | fsc.O_NONBLOCK)) };
+  }
+  if (kind < 0.23) {
+    const p = newIn();
+    const type = opts.sockets === false ? fsc.S_IFIFO : pick([fsc.S_IFIFO, fsc.S_IFSOCK]);
+    return { name: `mknod ${type === fsc.S_IFIFO ? 'fifo' : 'socket'} ${p}`, op: (r) => mknod(path.join(r, p), type | mode, 0) };
+  }
   if (kind < 0.3 && files.length) {
     const p = pick(files);
     return {
       name: `write ${p}@${offset}`,
       op: (r) => {
-        const fd = fs.openSync(path.join(r, p), fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW);
+        const fd = fs.openSync(path.join(r, p), fsc.O_WRONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
         try {
           fs.writeSync(fd, bytes, 0, bytes.length, offset);
         } finally {

@@ -1,7 +1,7 @@
 /** `overpack commit`: merge a preserved (unmounted) upper into its lower, or recover a crashed commit. */
 import path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import { commitUpper, commitUpperAtomic, recoverCommit, CommitError } from '../../runtime/overlay/index.js';
+import { commitUpper, commitUpperAtomic, describeCommit, recoverCommit, CommitError } from '../../runtime/overlay/index.js';
 import { isMounted } from '../../runtime/fuse/unmount.js';
 import { fail, say } from '../output.js';
 
@@ -42,7 +42,7 @@ export const commitCommand: CommandModule<object, CommitArgs> = {
     };
     try {
       const s = await (args.atomic ? commitUpperAtomic : commitUpper)(lower, upper, { onProgress });
-      say(`committed ${upper} into ${lower}: ${s.written} written (${s.bytesWritten} bytes), ${s.skipped} unchanged (${s.bytesSaved} bytes not rewritten), ${s.deleted} deleted`);
+      say(describeCommit(s, upper, lower));
     } catch (err) {
       if (err instanceof CommitError) fail(err.message, 1);
       throw err;

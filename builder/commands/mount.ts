@@ -13,6 +13,7 @@ interface MountArgs {
   'inode-mode': InodeMode;
   'on-exit': OverlayAction;
   'cache-timeout': number;
+  'allow-other': boolean;
   debug: boolean;
 }
 
@@ -28,12 +29,14 @@ export const mountCommand: CommandModule<object, MountArgs> = {
       .option('inode-mode', { choices: ['virtual', 'persistent'] as const, default: 'virtual' as InodeMode, describe: 'virtual: sequential per mount; persistent: FNV-1a of the path, stable across mounts' })
       .option('on-exit', { choices: OVERLAY_ACTIONS, default: 'preserve' as OverlayAction, describe: 'What to do with the writable layer after unmounting' })
       .option('cache-timeout', { type: 'number', default: DEFAULT_CACHE_SECONDS, describe: 'Seconds the kernel may cache attributes and lookups (0: off; hard-linked files written through one name show the change through the others after this delay)' })
+      .option('allow-other', { type: 'boolean', default: false, describe: 'Let other users (root included) use the mount, with permissions checked by the kernel; a user other than root needs user_allow_other in /etc/fuse.conf' })
       .option('debug', { type: 'boolean', default: false, describe: 'Print every FUSE request (libfuse debug output)' }) as unknown as Argv<MountArgs>,
   handler: async (args) => {
     const fs = new OverlayFS(args.lower).setInodeMode(args['inode-mode']).setTuning({ cacheTimeout: args['cache-timeout'], debug: args.debug });
     if (args.upper) fs.setUpper(args.upper);
     if (args.mountpoint) fs.setMountpoint(args.mountpoint);
     if (args.home) fs.mountpointAsHome();
+    if (args['allow-other']) fs.allowOther();
     await fs.mount();
     const { mountPoint, upper, binding } = fs.handle();
     await fs.overlayAction(args['on-exit']);

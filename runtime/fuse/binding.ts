@@ -5,6 +5,9 @@
  * mountpoint. Neither side knows the other's internals.
  */
 import type { EntryStat } from '../overlay/layer.js';
+import type { TimeSpec } from '../native/syscalls.js';
+
+export type { TimeSpec };
 
 /**
  * Attributes reported to the kernel; `ino` is the number users see (with `use_ino`).
@@ -78,8 +81,12 @@ export interface FsOps {
   rename(from: string, to: string): Promise<void>;
   chmod(path: string, mode: number): Promise<void>;
   chown(path: string, uid: number, gid: number): Promise<void>;
-  /** Times in milliseconds since the epoch. */
-  utimens(path: string, atimeMs: number, mtimeMs: number): Promise<void>;
+  /** Times in nanoseconds since the epoch, or 'now', or 'omit' (leave unchanged). */
+  utimens(path: string, atime: TimeSpec, mtime: TimeSpec): Promise<void>;
+  /** fallocate(2) modes (0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE, ...) on a file. */
+  fallocate(path: string, fh: number, mode: number, offset: number, length: number): Promise<void>;
+  /** lseek(2) with SEEK_DATA or SEEK_HOLE (the kernel handles the others itself); returns the offset. */
+  lseek(path: string, fh: number, offset: number, whence: number): Promise<number>;
   setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void>;
   /** Throws ENODATA when the attribute is not set. */
   getxattr(path: string, name: string): Promise<Buffer>;
@@ -94,6 +101,8 @@ export interface MountOptions {
   attrTimeout: number;
   entryTimeout: number;
   negativeTimeout: number;
+  /** Let other users (root included) use the mount; the kernel checks modes (default_permissions). */
+  allowOther?: boolean;
   debug?: boolean;
 }
 

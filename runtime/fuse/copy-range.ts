@@ -5,7 +5,7 @@
  * ship; where the addon cannot load, callers fall back to reading and writing in JS.
  */
 import { constants as osc } from 'node:os';
-import { loadFuse3 } from './fuse3.js';
+import { tryAddon } from '../native/addon.js';
 
 /** Copies `length` bytes; resolves with the bytes copied (fewer: the source ended early). */
 export type CopyRange = (inFd: number, inOffset: number, outFd: number, outOffset: number, length: number) => Promise<number>;
@@ -17,12 +17,7 @@ let cached: CopyRange | null | undefined;
 /** The addon's copy, or null where the addon is not available (fuse-native only). */
 export function kernelCopyRange(): CopyRange | null {
   if (cached !== undefined) return cached;
-  let copy: ReturnType<typeof loadFuse3>['copyRange'] | undefined;
-  try {
-    copy = loadFuse3().copyRange;
-  } catch {
-    copy = undefined;
-  }
+  const copy = tryAddon()?.copyRange;
   // An addon built from older sources lacks it.
   if (typeof copy !== 'function') return (cached = null);
   const native = copy;

@@ -4,7 +4,7 @@
  * (~100-150 µs), so the mount options below are chosen to make the kernel ask less often.
  */
 import { failureErrno } from './failure.js';
-import type { Attr, FsOps, FuseBinding, MountedFs, MountOptions, StatFs } from './binding.js';
+import type { Attr, FsOps, FuseBinding, MountedFs, MountOptions, StatFs, TimeSpec } from './binding.js';
 import { loadFuseNative, type FuseNativeClass } from './native.js';
 import { unmountPath } from './unmount.js';
 
@@ -39,6 +39,11 @@ function wireStat(a: Attr): Record<string, number> {
     mode: a.mode, uid: a.uid, gid: a.gid, size: a.size, dev: a.dev, nlink: a.nlink, ino: a.ino, rdev: a.rdev,
     blksize: a.blksize, blocks: a.blocks, atime: a.atimeMs, mtime: a.mtimeMs, ctime: a.ctimeMs,
   };
+}
+
+/** fuse-native passes times in milliseconds; our patched addon marks UTIME_OMIT as 2^64 - 1. */
+function msTime(ms: number): TimeSpec {
+  return ms >= 2 ** 63 ? 'omit' : BigInt(Math.round(ms)) * 1_000_000n;
 }
 
 function failed(op: string, err: unknown): number {
@@ -100,7 +105,7 @@ function adaptOps(ops: FsOps): object {
     chown: (path: unknown, uid: unknown, gid: unknown, cb: Cb) =>
       done('chown', ops.chown(path as string, uid as number, gid as number), cb),
     utimens: (path: unknown, atime: unknown, mtime: unknown, cb: Cb) =>
-      done('utimens', ops.utimens(path as string, atime as number, mtime as number), cb),
+      done('utimens', ops.utimens(path as string, msTime(atime as number), msTime(mtime as number)), cb),
     setxattr: (path: unknown, name: unknown, value: unknown, _pos: unknown, flags: unknown, cb: Cb) =>
       done('setxattr', ops.setxattr(path as string, name as string, Buffer.from(value as Buffer), flags as number), cb),
     getxattr: (path: unknown, name: unknown, _pos: unknown, cb: Cb) =>
@@ -143,7 +148,7 @@ function mountOptions(o: MountOptions): Record<string, unknown> {
     defaultPermissions: true,
     maxRead: 131072,
     // fuse-native has no switch for these; they ride along in a string option (libfuse splits on commas).
-    fsname: [o.fsName.replace(/[,\s]/g, '_'), ...extra].join(','),
+    fsname: [o.fsName.replace(/[,\s]/g, '_'), ...extra, ...(o.allowOther ? ['allow_other'] : [])].join(','),
     subtype: 'overpack',
   };
 }

@@ -18,88 +18,24 @@
  * Replies may come later than the request (after asynchronous I/O); meanwhile other requests
  * keep flowing. Every request is answered exactly once, and unmount waits for the unanswered.
  */
-import { createRequire } from 'node:module';
-import { constants as fsc, existsSync } from 'node:fs';
-import path from 'node:path';
+import { constants as fsc } from 'node:fs';
 import { constants as osc } from 'node:os';
 import type { Attr, FsOps, FuseBinding, MountedFs, MountOptions } from './binding.js';
 import { failureErrno } from './failure.js';
-import { nativeDir, NativeAddonError } from './native.js';
 import { unmountPath } from './unmount.js';
+import { loadAddon, type OverpackAddon, type Req, type Session } from '../native/addon.js';
+import type { TimeSpec } from '../native/syscalls.js';
 import { FsError } from '../overlay/errors.js';
 import { childOf, S_IFDIR, S_IFMT, S_IFREG } from '../overlay/layer.js';
 
-export const FUSE3_ADDON = 'overpack-fuse3.node';
-export const LIBFUSE3 = 'libfuse3.so.3';
-
-type Req = number;
-interface Session {
-  readonly __session: unique symbol;
-}
-
-/** The addon's functions (see the C file for each one's contract). */
-interface Fuse3Addon {
-  mount(mountPoint: string, args: string[], dispatcher: (op: number, req: Req, ...args: unknown[]) => void, maxWrite: number): Session;
-  close(s: Session): void;
-  replyErr(req: Req, errno: number): number;
-  replyNone(req: Req): void;
-  replyEntry(req: Req, nodeid: number, attr: Float64Array, entryTimeout: number, attrTimeout: number): number;
-  replyCreate(req: Req, nodeid: number, attr: Float64Array, entryTimeout: number, attrTimeout: number, fh: number, openFlags: number): number;
-  replyAttr(req: Req, attr: Float64Array, timeout: number): number;
-  replyFd(req: Req, fd: number, size: number, offset: number): number;
-  replyOpen(req: Req, fh: number, openFlags: number): number;
-  replyBuf(req: Req, buf: Buffer, length: number): number;
-  replyWrite(req: Req, count: number): number;
-  replyXattrSize(req: Req, size: number): number;
-  replyReadlink(req: Req, target: string): number;
-  replyStatfs(req: Req, values: Float64Array): number;
-  replyDir(req: Req, size: number, base: number, names: string[], attrs: Float64Array, nodeids: Float64Array, plus: boolean, entryTimeout: number, attrTimeout: number): number;
-  invalEntry(s: Session, parent: number, name: string): number;
-  invalInode(s: Session, ino: number): number;
-  libfuseVersion(): number;
-  copyRange(inFd: number, inOffset: number, outFd: number, outOffset: number, length: number, done: (errno: number, copied: number) => void): void;
-}
-
-declare global {
-  // Set by the bundle's launcher: loads an addon extracted from the bundle.
-  // eslint-disable-next-line no-var
-  var __overpackLoadAddon: ((name: string) => Record<string, unknown>) | undefined;
-}
-
-let addon: Fuse3Addon | undefined;
-
-/** Loads the addon from the bundle (launcher) or from dist/native (development, library use). */
-export function loadFuse3(): Fuse3Addon {
-  if (addon) return addon;
-  if (globalThis.__overpackLoadAddon) {
-    try {
-      addon = globalThis.__overpackLoadAddon(FUSE3_ADDON) as unknown as Fuse3Addon;
-    } catch (err) {
-      throw new NativeAddonError(`this bundle carries no usable libfuse 3 addon: ${(err as Error).message}`, FUSE3_ADDON);
-    }
-    return addon;
-  }
-  const file = path.join(nativeDir(), FUSE3_ADDON);
-  if (!existsSync(file)) {
-    throw new NativeAddonError(
-      `the libfuse 3 addon is not built (${file} is missing). Run \`npm run build\`; it needs the Debian package libfuse3-dev. Or use OVERPACK_FUSE_BINDING=fuse-native.`,
-      file,
-    );
-  }
-  try {
-    addon = createRequire(import.meta.url)(file) as Fuse3Addon;
-  } catch (err) {
-    throw new NativeAddonError(`cannot load the libfuse 3 addon ${file}: ${(err as Error).message}`, file);
-  }
-  return addon;
-}
+export { FUSE3_ADDON, LIBFUSE3 } from '../native/addon.js';
 
 /** Operation codes, as in the addon. */
 const OP = {
   EXIT: 0, LOOKUP: 1, FORGET: 2, GETATTR: 3, SETATTR: 4, READLINK: 5, MKNOD: 6, MKDIR: 7, UNLINK: 8,
   RMDIR: 9, SYMLINK: 10, RENAME: 11, LINK: 12, OPEN: 13, READ: 14, WRITE: 15, RELEASE: 16, FSYNC: 17,
   READDIR: 18, READDIRPLUS: 19, STATFS: 20, SETXATTR: 21, GETXATTR: 22, LISTXATTR: 23, REMOVEXATTR: 24,
-  CREATE: 25,
+  CREATE: 25, FALLOCATE: 26, LSEEK: 27,
 } as const;
 
 /** A request's arguments as the addon passes them (see each op's C handler). */
@@ -109,7 +45,8 @@ const S = (a: Wire, i: number) => a[i] as string;
 const B = (a: Wire, i: number) => a[i] as Buffer;
 const F = (a: Wire, i: number) => a[i] as Float64Array;
 
-const ATTR_FIELDS = 13;
+/** Per entry: see fill_stat in the addon (times as whole seconds, then their nanoseconds). */
+const ATTR_FIELDS = 16;
 const ROOT_ID = 1;
 /** The largest request the kernel sends: max_write, which libfuse also makes max_pages. */
 const MAX_WRITE = 1 << 20;
@@ -119,8 +56,6 @@ const READ_BUFFERS_KEPT = 16;
 // setattr's to_set bits (fuse_lowlevel.h).
 const SET_MODE = 1, SET_UID = 2, SET_GID = 4, SET_SIZE = 8, SET_ATIME = 16, SET_MTIME = 32, SET_ATIME_NOW = 128, SET_MTIME_NOW = 256;
 const RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2;
-/** The engine's "leave this time unchanged" (see OverlayOps.utimens). */
-const TIME_OMIT = 2 ** 63;
 const { ENOENT, EEXIST, EINVAL, ERANGE, ENOTCONN } = osc.errno;
 
 function packAttr(a: Attr, into: Float64Array, index = 0): void {
@@ -134,10 +69,29 @@ function packAttr(a: Attr, into: Float64Array, index = 0): void {
   into[o + 6] = a.size;
   into[o + 7] = a.blksize;
   into[o + 8] = a.blocks;
-  into[o + 9] = a.atimeMs;
-  into[o + 10] = a.mtimeMs;
-  into[o + 11] = a.ctimeMs;
   into[o + 12] = a.dev;
+  const times = [a.atimeNs, a.mtimeNs, a.ctimeNs];
+  const ms = [a.atimeMs, a.mtimeMs, a.ctimeMs];
+  for (let i = 0; i < 3; i++) {
+    const ns = times[i];
+    if (ns !== undefined) {
+      into[o + 9 + i] = Number(ns / NS_PER_S);
+      into[o + 13 + i] = Number(ns % NS_PER_S);
+    } else {
+      const sec = Math.floor(ms[i]! / 1000);
+      into[o + 9 + i] = sec;
+      into[o + 13 + i] = Math.round((ms[i]! - sec * 1000) * 1e6);
+    }
+  }
+}
+
+const NS_PER_S = 1_000_000_000n;
+
+/** setattr's time: `sec`/`nsec` from the request, or "now" / "leave unchanged" by its bits. */
+function requestedTime(toSet: number, setBit: number, nowBit: number, sec: number, nsec: number): TimeSpec {
+  if (toSet & nowBit) return 'now';
+  if (toSet & setBit) return BigInt(sec) * NS_PER_S + BigInt(nsec);
+  return 'omit';
 }
 
 /** One inode the kernel knows (or a directory on the way to one), named by its place in the tree. */
@@ -296,7 +250,7 @@ class Fuse3Server {
   private readonly attrT: number;
   private readonly negT: number;
 
-  constructor(private readonly fuse: Fuse3Addon, private readonly ops: FsOps, options: MountOptions) {
+  constructor(private readonly fuse: OverpackAddon, private readonly ops: FsOps, options: MountOptions) {
     this.entryT = options.entryTimeout;
     this.attrT = options.attrTimeout;
     this.negT = options.negativeTimeout;
@@ -519,6 +473,9 @@ class Fuse3Server {
         const newName = S(a, 2);
         const p = childOf(newParent.path(this.nodes.generation), newName);
         await ops.link(existing, p);
+        // The existing name is its own kernel node: its cached link count (and, after a
+        // copy-up, its whole attributes) are stale now.
+        if (this.session) this.fuse.invalInode(this.session, N(a, 0));
         this.replyNewEntry(req, newParent, newName, await ops.getattr(p));
         return;
       }
@@ -611,6 +568,17 @@ class Fuse3Server {
         await ops.removexattr(this.pathOf(N(a, 0)), S(a, 1));
         f.replyErr(req, 0);
         return;
+      case OP.FALLOCATE: {
+        const node = this.node(N(a, 0));
+        await ops.fallocate(node.path(this.nodes.generation), this.fhFor(node, N(a, 4)), N(a, 1), N(a, 2), N(a, 3));
+        f.replyErr(req, 0);
+        return;
+      }
+      case OP.LSEEK: {
+        const node = this.node(N(a, 0));
+        f.replyLseek(req, await ops.lseek(node.path(this.nodes.generation), this.fhFor(node, N(a, 3)), N(a, 1), N(a, 2)));
+        return;
+      }
       default:
         f.replyErr(req, osc.errno.ENOSYS);
     }
@@ -687,9 +655,8 @@ class Fuse3Server {
     if (toSet & (SET_UID | SET_GID)) await ops.chown(p, toSet & SET_UID ? v[1]! : 0xffffffff, toSet & SET_GID ? v[2]! : 0xffffffff);
     if (toSet & SET_SIZE) await (fh >= 0 ? ops.ftruncate(p, fh, v[3]!) : ops.truncate(p, v[3]!));
     if (toSet & (SET_ATIME | SET_MTIME | SET_ATIME_NOW | SET_MTIME_NOW)) {
-      const now = Date.now();
-      const atime = toSet & SET_ATIME_NOW ? now : toSet & SET_ATIME ? v[4]! : TIME_OMIT;
-      const mtime = toSet & SET_MTIME_NOW ? now : toSet & SET_MTIME ? v[5]! : TIME_OMIT;
+      const atime = requestedTime(toSet, SET_ATIME, SET_ATIME_NOW, v[4]!, v[5]!);
+      const mtime = requestedTime(toSet, SET_MTIME, SET_MTIME_NOW, v[6]!, v[7]!);
       await ops.utimens(p, atime, mtime);
     }
     const attr = fh >= 0 ? await ops.fgetattr(p, fh) : await ops.getattr(p);
@@ -771,6 +738,7 @@ const OP_NAMES: Record<number, string> = Object.fromEntries(Object.entries(OP).m
 function mountArgs(o: MountOptions): string[] {
   // default_permissions first: the kernel's permission checks must survive any fsname.
   const opts = ['default_permissions', 'subtype=overpack', `fsname=${o.fsName.replace(/[,\s\\]/g, '_').slice(0, 1024)}`];
+  if (o.allowOther) opts.push('allow_other');
   const args = ['overpack', '-o', opts.join(',')];
   if (o.debug) args.push('-d');
   return args;
@@ -780,14 +748,14 @@ export const fuse3Binding: FuseBinding = {
   name: 'fuse3',
   available(): boolean {
     try {
-      loadFuse3();
+      loadAddon();
       return true;
     } catch {
       return false;
     }
   },
   async mount(mountPoint: string, ops: FsOps, options: MountOptions): Promise<MountedFs> {
-    const server = new Fuse3Server(loadFuse3(), ops, options);
+    const server = new Fuse3Server(loadAddon(), ops, options);
     server.start(mountPoint, mountArgs(options));
     let unmounting: Promise<void> | undefined;
     let gone = false;

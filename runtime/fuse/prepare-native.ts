@@ -2,13 +2,14 @@
  * Build step (run by `npm run build`, hence by `npm install`): prepares the FUSE addons in
  * `dist/native/<platform>/` beside their libfuse, with rpath `$ORIGIN`, so neither the
  * development tree nor a bundle depends on the host's libfuse2 or libfuse3:
- * - fuse-native (libfuse 2), compiled from its own source with one fix (below);
+ * - fuse-native (libfuse 2), compiled from its own source with two fixes (below);
  * - our libfuse 3 addon (`lowlevel/`), compiled with node-gyp against libfuse3-dev, shipped
  *   with the host's `libfuse3.so.3`.
  *
- * The addon is compiled from fuse-native's own C source with one fix: fuse-native 2.2.6 passes
+ * The addon is compiled from fuse-native's own C source with two fixes: fuse-native 2.2.6 passes
  * the access time twice to `utimens` (the modification time is lost) and does not translate
- * UTIME_NOW / UTIME_OMIT. The fix is applied as a text substitution that must match exactly;
+ * UTIME_NOW / UTIME_OMIT; and it does not tell libfuse that it understands UTIME_OMIT, so a
+ * change of one time only was dropped. The fix is applied as a text substitution that must match exactly;
  * if the source ever differs, or no compiler is available, the prebuilt addon is used and a
  * warning says that setting modification times will not work.
  */
@@ -49,6 +50,13 @@ static uint64_t overpack_utime_ms (const struct timespec* ts) {
 
 `;
 
+/**
+ * Without flag_utime_omit_ok, libfuse 2's high-level layer drops a utimens that changes only
+ * one of the two times (`touch -m`, `touch -a`) instead of passing UTIME_OMIT for the other.
+ */
+const OMIT_ANCHOR = '  if (implemented[op_utimens]) ops.utimens = fuse_native_utimens;';
+const OMIT_OK = `${OMIT_ANCHOR}\n  ops.flag_utime_omit_ok = 1;`;
+
 function nodeGyp(): string {
   const fromNpm = process.env.npm_config_node_gyp;
   if (fromNpm && existsSync(fromNpm)) return fromNpm;
@@ -62,7 +70,8 @@ function buildPatchedAddon(pkgDir: string): string {
   const source = readFileSync(path.join(pkgDir, 'fuse-native.c'), 'utf8');
   if (!source.includes(UTIMENS_ORIGINAL)) throw new Error('fuse-native.c is not the version this fix was written for');
   const anchor = 'FUSE_METHOD_VOID(utimens';
-  const patched = source.replace(UTIMENS_ORIGINAL, UTIMENS_FIXED).replace(anchor, UTIME_HELPER + anchor);
+  if (!source.includes(OMIT_ANCHOR)) throw new Error('fuse-native.c is not the version this fix was written for');
+  const patched = source.replace(UTIMENS_ORIGINAL, UTIMENS_FIXED).replace(anchor, UTIME_HELPER + anchor).replace(OMIT_ANCHOR, OMIT_OK);
   const buildDir = path.join(packageRoot(), 'dist', 'native-build', 'fuse-native');
   rmSync(buildDir, { recursive: true, force: true });
   mkdirSync(buildDir, { recursive: true });

@@ -14,14 +14,16 @@
  *   directory lower) reads the journal and rolls back (nothing swapped yet) or completes (swap
  *   begun), so the lower is always entirely old or entirely new.
  *
- * Before writing anything the whole upper is checked; entries a directory tree cannot hold
- * (fifos, sockets, devices) are refused with their path. Paths are built only from names read
+ * Before writing anything the whole upper is read. Fifos and device nodes are committed as
+ * such (a device needs the privilege mknod(2) asks for); sockets are left out and counted: a
+ * socket file is only an address while its server runs, and no server runs in the lower. Paths are built only from names read
  * in the upper and every directory on the way is made a real directory in the lower (a symlink
  * there is replaced, never followed), so nothing is written outside the lower.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import * as xattr from 'fs-xattr';
+import { mknod } from '../native/syscalls.js';
 import type { blake3File as Blake3File } from '../hash/blake3.js';
 import { OPAQUE_MARKER, WORK_DIR, isReserved, whitedOutName } from './whiteout.js';
 
@@ -32,6 +34,14 @@ export interface CommitSummary {
   bytesWritten: number;
   /** Bytes not rewritten because the lower already had the same content. */
   bytesSaved: number;
+  /** Unix sockets in the upper, not committed (see the module comment). */
+  socketsLeftOut: number;
+}
+
+/** The one-line summary the CLI and the library print. */
+export function describeCommit(s: CommitSummary, upper: string, lower: string): string {
+  const sockets = s.socketsLeftOut ? `, ${s.socketsLeftOut} socket${s.socketsLeftOut > 1 ? 's' : ''} left out (a socket is only an address while its server runs)` : '';
+  return `committed ${upper} into ${lower}: ${s.written} written (${s.bytesWritten} bytes), ${s.skipped} unchanged (${s.bytesSaved} bytes not rewritten), ${s.deleted} deleted${sockets}`;
 }
 
 export interface CommitOptions {
@@ -69,6 +79,7 @@ interface UpperDir {
   opaque: boolean;
   whiteouts: string[];
   entries: Array<{ name: string; st: fs.Stats }>;
+  sockets: number;
 }
 
 /** Reads and checks the whole upper before anything is written. */
@@ -78,7 +89,7 @@ function planUpper(upper: string): { dirs: UpperDir[]; files: number; bytes: num
   let bytes = 0;
   const visit = (rel: string) => {
     const real = rel ? path.join(upper, rel) : upper;
-    const d: UpperDir = { rel, opaque: false, whiteouts: [], entries: [] };
+    const d: UpperDir = { rel, opaque: false, whiteouts: [], entries: [], sockets: 0 };
     for (const name of fs.readdirSync(real).sort()) {
       if (!rel && name === WORK_DIR) continue;
       if (LIBFUSE_HIDDEN.test(name)) continue;
@@ -92,8 +103,9 @@ function planUpper(upper: string): { dirs: UpperDir[]; files: number; bytes: num
         continue;
       }
       const st = fs.lstatSync(path.join(real, name));
-      if (!st.isFile() && !st.isDirectory() && !st.isSymbolicLink()) {
-        throw new CommitError(path.join(real, name), 'plan', `${path.join(real, name)} is a special file (fifo, socket or device), which commit cannot write; remove it from the upper first. Nothing was written.`);
+      if (st.isSocket()) {
+        d.sockets++;
+        continue;
       }
       d.entries.push({ name, st });
       if (st.isFile()) {
@@ -179,7 +191,7 @@ const tmpName = (dir: string) => path.join(dir, `.overpack-commit-tmp-${process.
  * in place: anything different is rewritten, so the old lower stays intact until the swap.
  */
 async function apply(upper: string, target: string, plan: ReturnType<typeof planUpper>, sharedInodes: boolean, opts: CommitOptions): Promise<CommitSummary> {
-  const sum: CommitSummary = { written: 0, skipped: 0, deleted: 0, bytesWritten: 0, bytesSaved: 0 };
+  const sum: CommitSummary = { written: 0, skipped: 0, deleted: 0, bytesWritten: 0, bytesSaved: 0, socketsLeftOut: 0 };
   const linked = new Map<number, string>(); // upper inode → first target path (hard-link groups)
   let done = 0;
   let bytes = 0;
@@ -204,6 +216,7 @@ async function apply(upper: string, target: string, plan: ReturnType<typeof plan
       for (const name of fs.readdirSync(dir)) if (removeAny(path.join(dir, name))) sum.deleted++;
     }
     for (const name of d.whiteouts) if (removeAny(path.join(dir, name))) sum.deleted++;
+    sum.socketsLeftOut += d.sockets;
     for (const { name, st } of d.entries) {
       const src = path.join(up, name);
       const dst = path.join(dir, name);
@@ -219,6 +232,22 @@ async function apply(upper: string, target: string, plan: ReturnType<typeof plan
         step();
         fs.symlinkSync(targetText, tmp);
         setMeta(tmp, st, true, src);
+        if (cur?.isDirectory()) removeAny(dst);
+        step();
+        fs.renameSync(tmp, dst);
+        sum.written++;
+        continue;
+      }
+      if (!st.isFile()) {
+        // A fifo or a device node: the node itself.
+        if (cur && (cur.mode & fs.constants.S_IFMT) === (st.mode & fs.constants.S_IFMT) && cur.rdev === st.rdev && (cur.mode & 0o7777) === (st.mode & 0o7777)) {
+          sum.skipped++;
+          continue;
+        }
+        const tmp = tmpName(dir);
+        step();
+        mknod(tmp, st.mode, st.rdev);
+        setMeta(tmp, st, false, src);
         if (cur?.isDirectory()) removeAny(dst);
         step();
         fs.renameSync(tmp, dst);

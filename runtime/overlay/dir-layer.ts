@@ -1,25 +1,35 @@
 /** A directory on disk seen as a read-only Layer (the usual lower). */
 import fs, { promises as fsp, constants as fsc } from 'node:fs';
-import type { Stats } from 'node:fs';
+import type { BigIntStats } from 'node:fs';
 import * as xattr from 'fs-xattr';
 import { entryType, type DirEntry, type EntryStat, type Layer, type LayerFile } from './layer.js';
 
-export function toEntryStat(st: Stats): EntryStat {
+/** From a BigInt lstat: the only kind of stat in Node that keeps nanoseconds exactly. */
+export function toEntryStat(st: BigIntStats): EntryStat {
   return {
-    mode: st.mode,
-    uid: st.uid,
-    gid: st.gid,
-    size: st.size,
-    nlink: st.nlink,
-    ino: st.ino,
-    dev: st.dev,
-    rdev: st.rdev,
-    blocks: st.blocks,
-    blksize: st.blksize,
-    atimeMs: st.atimeMs,
-    mtimeMs: st.mtimeMs,
-    ctimeMs: st.ctimeMs,
+    mode: Number(st.mode),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    size: Number(st.size),
+    nlink: Number(st.nlink),
+    ino: Number(st.ino),
+    dev: Number(st.dev),
+    rdev: Number(st.rdev),
+    blocks: Number(st.blocks),
+    blksize: Number(st.blksize),
+    atimeMs: Number(st.atimeNs) / 1e6,
+    mtimeMs: Number(st.mtimeNs) / 1e6,
+    ctimeMs: Number(st.ctimeNs) / 1e6,
+    atimeNs: st.atimeNs,
+    mtimeNs: st.mtimeNs,
+    ctimeNs: st.ctimeNs,
   };
+}
+
+/** lstat that keeps nanoseconds; null when missing. */
+export function lstatExact(real: string): EntryStat | null {
+  const st = fs.lstatSync(real, { bigint: true, throwIfNoEntry: false });
+  return st ? toEntryStat(st) : null;
 }
 
 /** xattr calls that fail because the filesystem or entry has none are "no attributes". */
@@ -65,8 +75,7 @@ export class DirLayer implements Layer {
   /** Synchronous inside: a metadata lookup on a local directory is faster than a threadpool hop. */
   async lstat(path: string): Promise<EntryStat | null> {
     try {
-      const st = fs.lstatSync(this.real(path), { throwIfNoEntry: false });
-      return st ? toEntryStat(st) : null;
+      return lstatExact(this.real(path));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
       throw err;

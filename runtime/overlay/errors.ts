@@ -26,6 +26,7 @@ export type OverlayErrorCode =
   | 'MOUNTPOINT_BUSY'
   | 'NO_FUSE'
   | 'NO_FUSERMOUNT'
+  | 'NO_ALLOW_OTHER'
   | 'MOUNT_FAILED'
   | 'UNMOUNT_FAILED'
   | 'FINALIZE_FAILED';

@@ -8,7 +8,7 @@
 import { promises as fsp } from 'node:fs';
 import { OverlayError } from './errors.js';
 import { WORK_DIR } from './whiteout.js';
-import { commitUpper, commitUpperAtomic } from './commit.js';
+import { commitUpper, commitUpperAtomic, describeCommit } from './commit.js';
 
 export type OverlayAction = 'preserve' | 'discard' | 'commit' | 'commit-atomic';
 export const OVERLAY_ACTIONS: readonly OverlayAction[] = ['preserve', 'discard', 'commit', 'commit-atomic'];
@@ -36,7 +36,7 @@ export async function finalizeUpper(action: OverlayAction, lower: string | null,
         const sum = action === 'commit' ? await commitUpper(lower, upper) : await commitUpperAtomic(lower, upper);
         return {
           action,
-          summary: `committed ${upper} into ${lower}: ${sum.written} written, ${sum.skipped} unchanged (${sum.bytesSaved} bytes not rewritten), ${sum.deleted} deleted`,
+          summary: describeCommit(sum, upper, lower),
         };
       } catch (err) {
         throw new OverlayError('FINALIZE_FAILED', action, upper, (err as Error).message, { cause: err });

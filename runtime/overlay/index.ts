@@ -6,4 +6,4 @@ export { type InodeMode } from './inodes.js';
 export { DirLayer } from './dir-layer.js';
 export type { Layer, LayerFile, EntryStat, DirEntry, EntryType } from './layer.js';
 export { OPAQUE_MARKER, WHITEOUT_PREFIX, WORK_DIR } from './whiteout.js';
-export { commitUpper, commitUpperAtomic, recoverCommit, commitWorkDir, CommitError, type CommitSummary, type CommitOptions } from './commit.js';
+export { commitUpper, commitUpperAtomic, describeCommit, recoverCommit, commitWorkDir, CommitError, type CommitSummary, type CommitOptions } from './commit.js';

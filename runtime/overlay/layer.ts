@@ -26,6 +26,10 @@ export interface EntryStat {
   atimeMs: number;
   mtimeMs: number;
   ctimeMs: number;
+  /** The same times exact to the nanosecond, where the layer has them (a directory on disk). */
+  atimeNs?: bigint;
+  mtimeNs?: bigint;
+  ctimeNs?: bigint;
 }
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'other';

@@ -7,7 +7,8 @@
 import fs, { promises as fsp, constants as fsc } from 'node:fs';
 import * as xattr from 'fs-xattr';
 import { FsError } from './errors.js';
-import { listXattrsAt, toEntryStat } from './dir-layer.js';
+import { lstatExact } from './dir-layer.js';
+import { mknod, utimens } from '../native/syscalls.js';
 import {
   childOf,
   entryType,
@@ -44,6 +45,11 @@ export function isDir(st: EntryStat): boolean {
   return (st.mode & S_IFMT) === S_IFDIR;
 }
 
+/** A layer's time as nanoseconds: exact where the layer has them, else from milliseconds. */
+function exactTime(ns: bigint | undefined, ms: number): bigint {
+  return ns ?? BigInt(Math.round(ms * 1e6));
+}
+
 function code(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException).code;
 }
@@ -78,8 +84,7 @@ export class LayerStack {
   /** Synchronous: see DirLayer.lstat. */
   private async lstatUpper(path: string): Promise<EntryStat | null> {
     try {
-      const st = fs.lstatSync(this.upperPath(path), { throwIfNoEntry: false });
-      return st ? toEntryStat(st) : null;
+      return lstatExact(this.upperPath(path));
     } catch (err) {
       if (code(err) === 'ENOTDIR') return null;
       throw err;
@@ -223,7 +228,7 @@ export class LayerStack {
         }
       }
     }
-    fs.lutimesSync(dest, src.atimeMs / 1000, src.mtimeMs / 1000);
+    utimens(dest, exactTime(src.atimeNs, src.atimeMs), exactTime(src.mtimeNs, src.mtimeMs));
   }
 
   /** Makes sure directory `path` exists in the upper (copying its metadata from the lower). */
@@ -279,7 +284,8 @@ export class LayerStack {
         } else if (type === 'file') {
           await this.lower.copyFileTo(path, tmp);
         } else {
-          throw new FsError('EPERM', 'copy-up', path, 'special files cannot be copied up');
+          // A fifo, socket or device node: the node itself (no data to copy).
+          mknod(tmp, lower.mode, lower.rdev);
         }
         try {
           await this.copyMetadata(lower, path, tmp);

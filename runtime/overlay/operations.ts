@@ -6,9 +6,10 @@
  */
 import fs, { promises as fsp, constants as fsc } from 'node:fs';
 import * as xattr from 'fs-xattr';
-import type { Attr, DirListing, FileSpan, FsOps, StatFs } from '../fuse/binding.js';
+import type { Attr, DirListing, FileSpan, FsOps, StatFs, TimeSpec } from '../fuse/binding.js';
+import { fallocate, mknod, seek, SEEK_DATA, utimens } from '../native/syscalls.js';
 import { FsError } from './errors.js';
-import { getXattrAt } from './dir-layer.js';
+import { getXattrAt, toEntryStat } from './dir-layer.js';
 import { InodeStore } from './inodes.js';
 import { childOf, entryType, nameOf, parentOf, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type EntryStat, type LayerFile } from './layer.js';
 import { isDir, LayerStack, type Node } from './layers.js';
@@ -150,14 +151,10 @@ export class OverlayOps implements FsOps {
     const h = fh === 0 ? this.byPath.get(path) : this.handles.get(fh);
     if (h?.kind === 'upper') {
       // Through the descriptor: still answers after the name was unlinked or renamed.
-      const st = fs.fstatSync(h.fd);
+      const st = toEntryStat(fs.fstatSync(h.fd, { bigint: true }));
       const node = await this.stack.lookup(path);
       const ino = node ? this.attrOf(path, node).ino : this.inodes.get(path);
-      return {
-        mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, nlink: st.nlink, ino, dev: st.dev, rdev: st.rdev,
-        blocks: st.blocks, blksize: st.blksize, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs,
-        ...(st.nlink > 1 && !st.isDirectory() ? { shared: true } : {}),
-      };
+      return { ...st, ino, ...(st.nlink > 1 && !isDir(st) ? { shared: true } : {}) };
     }
     return this.getattr(path);
   }
@@ -184,18 +181,24 @@ export class OverlayOps implements FsOps {
     // upper regular files (few) so `ls -i` and `stat` agree.
     const upperFiles = entries.filter((e) => e.upper && e.type === 'file');
     const linkInos = new Map<string, number>();
-    await Promise.all(
-      upperFiles.map(async (e) => {
-        const st = fs.lstatSync(this.stack.upperPath(childOf(path, e.name)), { throwIfNoEntry: false }) ?? null;
-        if (st && st.nlink > 1) linkInos.set(e.name, st.ino);
-      }),
-    );
+    for (const e of upperFiles) {
+      const st = fs.lstatSync(this.stack.upperPath(childOf(path, e.name)), { throwIfNoEntry: false }) ?? null;
+      if (st && st.nlink > 1) linkInos.set(e.name, st.ino);
+    }
+    // Fifos, sockets and devices: their type bits come from a stat (listings only say 'other').
+    const otherModes = new Map<string, number>();
+    for (const e of entries) {
+      if (e.type !== 'other') continue;
+      const node = await this.stack.lookup(childOf(path, e.name));
+      const st = node && (node.upper ?? node.lower);
+      if (st) otherModes.set(e.name, st.mode & S_IFMT);
+    }
     // libfuse's high-level API leaves `.` and `..` to the filesystem.
     names.push('.', '..');
     attrs.push({ ino: this.inodes.get(path), mode: S_IFDIR }, { ino: this.inodes.get(parentOf(path)), mode: S_IFDIR });
     for (const e of entries) {
       names.push(e.name);
-      attrs.push({ ino: this.inodes.get(childOf(path, e.name), linkInos.get(e.name)), mode: TYPE_BITS[e.type] });
+      attrs.push({ ino: this.inodes.get(childOf(path, e.name), linkInos.get(e.name)), mode: otherModes.get(e.name) ?? TYPE_BITS[e.type] });
     }
     return { names, attrs };
   }
@@ -303,13 +306,22 @@ export class OverlayOps implements FsOps {
   }
 
   async mknod(path: string, mode: number, rdev: number): Promise<void> {
-    void rdev;
     refuseReserved('mknod', path);
-    if ((mode & S_IFMT) !== S_IFREG) {
-      // Node offers no mknod(2); fifos, sockets and devices cannot be created in the upper.
-      throw new FsError('EPERM', 'mknod', path, 'only regular files can be created');
+    if ((mode & S_IFMT) === S_IFREG) {
+      await this.release(path, await this.create(path, mode, fsc.O_WRONLY));
+      return;
     }
-    await this.release(path, await this.create(path, mode, fsc.O_WRONLY));
+    // A fifo, socket or device node; devices need the privilege the kernel asks of mknod(2).
+    const parent = await this.stack.require('mknod', parentOf(path));
+    if (!isDir((parent.upper ?? parent.lower)!)) throw new FsError('ENOTDIR', 'mknod', path);
+    if (await this.stack.lookup(path)) throw new FsError('EEXIST', 'mknod', path);
+    await this.stack.ensureUpperDir(parentOf(path));
+    const real = this.stack.upperPath(path);
+    mknod(real, mode, rdev);
+    // The process umask must not alter the mode the caller asked for (the kernel applied theirs).
+    fs.chmodSync(real, mode & 0o7777);
+    await this.stack.afterCreate(path, false);
+    this.inodes.forget(path, false);
   }
 
   async mkdir(path: string, mode: number): Promise<void> {
@@ -432,13 +444,28 @@ export class OverlayOps implements FsOps {
     fs.lchownSync(real, uid === 0xffffffff ? -1 : uid, gid === 0xffffffff ? -1 : gid);
   }
 
-  /** A time at or past 2^63 ms is the binding's "leave unchanged" (UTIME_OMIT). */
-  async utimens(path: string, atimeMs: number, mtimeMs: number): Promise<void> {
-    const { real, st } = await this.modify(path);
-    const omit = 2 ** 63;
-    const atime = atimeMs >= omit ? st.atimeMs : atimeMs;
-    const mtime = mtimeMs >= omit ? st.mtimeMs : mtimeMs;
-    fs.lutimesSync(real, atime / 1000, mtime / 1000);
+  async utimens(path: string, atime: TimeSpec, mtime: TimeSpec): Promise<void> {
+    const { real } = await this.modify(path);
+    utimens(real, atime, mtime);
+  }
+
+  async fallocate(path: string, fh: number, mode: number, offset: number, length: number): Promise<void> {
+    const h = fh === 0 ? await this.pathHandle(path, true) : this.handle('fallocate', path, fh);
+    if (h.kind !== 'upper') throw new FsError('EBADF', 'fallocate', path, 'opened read-only');
+    fallocate(h.fd, mode, offset, length);
+  }
+
+  /**
+   * SEEK_DATA / SEEK_HOLE. An upper or on-disk lower file answers from its descriptor; a layer
+   * without one (the image) stores every byte, so its data runs to the end of the file.
+   */
+  async lseek(path: string, fh: number, offset: number, whence: number): Promise<number> {
+    const h = fh === 0 ? await this.pathHandle(path, false) : this.handle('lseek', path, fh);
+    const fd = h.kind === 'upper' ? h.fd : h.file.span?.size === null ? h.file.span.fd : -1;
+    if (fd >= 0) return seek(fd, offset, whence);
+    const size = (await this.getattr(path)).size;
+    if (offset >= size) throw new FsError('ENXIO', 'lseek', path);
+    return whence === SEEK_DATA ? offset : size;
   }
 
   /** The upper copy to change an xattr on. fs-xattr follows symlinks, so links are refused

@@ -9,7 +9,7 @@
  *   await fs.umount();
  *   await fs.overlayAction('commit');
  */
-import { existsSync, mkdirSync, readdirSync, rmdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -47,6 +47,17 @@ export interface MountTuning {
   /** Seconds the kernel may cache attributes, lookups and misses; 0 turns caching off. */
   cacheTimeout?: number;
   debug?: boolean;
+}
+
+const FUSE_CONF = '/etc/fuse.conf';
+
+/** Whether fusermount lets users ask for allow_other (a `user_allow_other` line in fuse.conf). */
+function userAllowOther(): boolean {
+  try {
+    return readFileSync(FUSE_CONF, 'utf8').split('\n').some((l) => l.replace(/#.*/, '').trim() === 'user_allow_other');
+  } catch {
+    return false;
+  }
 }
 
 function isInside(child: string, parent: string): boolean {
@@ -103,6 +114,7 @@ export class OverlayFS {
   private binding: FuseBinding | null = null;
   private servedBy: string | null = null;
   private tuning: MountTuning = {};
+  private allowOthers = false;
   private pendingAction: OverlayAction | null = null;
   private mounted: MountedFs | null = null;
   private ops: OverlayOps | null = null;
@@ -161,6 +173,17 @@ export class OverlayFS {
   setBinding(binding: FuseBinding): this {
     this.assertUnmounted('setBinding');
     this.binding = binding;
+    return this;
+  }
+
+  /**
+   * Let other users (root and services included) use the mount, with the kernel checking
+   * permissions as on any filesystem. Off by default: a mount is then its owner's alone. An
+   * unprivileged owner needs `user_allow_other` in /etc/fuse.conf.
+   */
+  allowOther(allow = true): this {
+    this.assertUnmounted('allowOther');
+    this.allowOthers = allow;
     return this;
   }
 
@@ -236,6 +259,12 @@ export class OverlayFS {
     }
     const problem = checkFuse();
     if (problem) throw new OverlayError(problem.code, 'mount', '/dev/fuse', problem.message);
+    if (this.allowOthers && process.getuid?.() !== 0 && !userAllowOther()) {
+      throw new OverlayError(
+        'NO_ALLOW_OTHER', 'mount', FUSE_CONF,
+        `allow_other needs "user_allow_other" in ${FUSE_CONF} for a mount made by a user other than root; ask an administrator to add that line, or mount without --allow-other (the mount is then yours alone)`,
+      );
+    }
     return { upper, mountPoint };
   }
 
@@ -261,6 +290,7 @@ export class OverlayFS {
         attrTimeout: cache,
         entryTimeout: cache,
         negativeTimeout: cache,
+        allowOther: this.allowOthers,
         debug: this.tuning.debug ?? false,
       });
       this.ops = ops;

@@ -7,11 +7,12 @@
  * hand-over per request. JS replies through the reply functions below, either at once or later
  * (after asynchronous I/O): a request stays valid until it is answered exactly once.
  *
- * Everything about paths, nodes and lookup counts lives in TypeScript (lowlevel.ts). This file
+ * Everything about paths, nodes and lookup counts lives in TypeScript (fuse3.ts). This file
  * only moves requests and replies across, and owns the few protocol decisions that must be made
  * in C: which capabilities to ask for at INIT, packing directory entries into the reply, and
- * answering a READ straight from a file descriptor (replyFd). It also carries copyRange, a
- * ranged kernel copy between two files for the engine's copy-up (Node has none).
+ * answering a READ straight from a file descriptor (replyFd). It also carries the system calls
+ * the engine needs and Node lacks: copyRange (a ranged kernel copy for copy-up), mknod,
+ * fallocate, seek (SEEK_DATA/SEEK_HOLE) and utimens with nanoseconds.
  *
  * Request ids handed to JS are the fuse_req_t pointers as doubles (user-space pointers fit in
  * 53 bits on every Linux ABI we build for).
@@ -30,15 +31,16 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <limits.h>
 #include <unistd.h>
 
-/* Operation codes shared with lowlevel.ts (OP there). */
+/* Operation codes shared with fuse3.ts (OP there). */
 enum {
   OP_EXIT = 0, OP_LOOKUP = 1, OP_FORGET = 2, OP_GETATTR = 3, OP_SETATTR = 4, OP_READLINK = 5,
   OP_MKNOD = 6, OP_MKDIR = 7, OP_UNLINK = 8, OP_RMDIR = 9, OP_SYMLINK = 10, OP_RENAME = 11,
   OP_LINK = 12, OP_OPEN = 13, OP_READ = 14, OP_WRITE = 15, OP_RELEASE = 16, OP_FSYNC = 17,
   OP_READDIR = 18, OP_READDIRPLUS = 19, OP_STATFS = 20, OP_SETXATTR = 21, OP_GETXATTR = 22,
-  OP_LISTXATTR = 23, OP_REMOVEXATTR = 24, OP_CREATE = 25
+  OP_LISTXATTR = 23, OP_REMOVEXATTR = 24, OP_CREATE = 25, OP_FALLOCATE = 26, OP_LSEEK = 27
 };
 
 /* Open reply flags (bits of a JS number). */
@@ -46,8 +48,10 @@ enum {
 #define OPEN_DIRECT_IO 2
 #define OPEN_CACHE_DIR 4
 
-/* Attributes travel as 13 doubles: ino mode nlink uid gid rdev size blksize blocks atime mtime ctime (ms) dev. */
-#define ATTR_FIELDS 13
+/* Attributes travel as 16 doubles: ino mode nlink uid gid rdev size blksize blocks, atime mtime
+ * ctime (whole seconds), dev, then the nanoseconds of atime mtime ctime. Seconds and nanoseconds
+ * apart because one double of milliseconds cannot hold a nanosecond time exactly. */
+#define ATTR_FIELDS 16
 
 /* Requests handled per poll wakeup before yielding to the rest of the event loop. */
 #define BATCH 64
@@ -94,7 +98,7 @@ static napi_value str(napi_env env, const char *s) {
 
 static double req_id(fuse_req_t req) { return (double)(uintptr_t)req; }
 
-/* Calls the dispatcher with (op, req, ...args). A throwing dispatcher is a bug in lowlevel.ts,
+/* Calls the dispatcher with (op, req, ...args). A throwing dispatcher is a bug in fuse3.ts,
  * which catches everything itself; report it and answer EIO so the caller is not left hanging. */
 static void dispatch(session *s, fuse_req_t req, int op, size_t argc, napi_value *args) {
   napi_env env = s->env;
@@ -145,22 +149,23 @@ static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   dispatch(S(), req, OP_GETATTR, 2, a);
 }
 
-static double ts_ms(const struct timespec *ts) { return (double)ts->tv_sec * 1000.0 + (double)ts->tv_nsec / 1e6; }
-
 static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi) {
   napi_env env = ENV;
   napi_value values;
   napi_value arr;
   void *data;
-  napi_create_arraybuffer(env, 6 * sizeof(double), &data, &arr);
+  /* mode uid gid size, atime (s, ns), mtime (s, ns): times exact to the nanosecond. */
+  napi_create_arraybuffer(env, 8 * sizeof(double), &data, &arr);
   double *v = data;
   v[0] = attr->st_mode;
   v[1] = attr->st_uid;
   v[2] = attr->st_gid;
   v[3] = (double)attr->st_size;
-  v[4] = ts_ms(&attr->st_atim);
-  v[5] = ts_ms(&attr->st_mtim);
-  napi_create_typedarray(env, napi_float64_array, 6, arr, 0, &values);
+  v[4] = (double)attr->st_atim.tv_sec;
+  v[5] = (double)attr->st_atim.tv_nsec;
+  v[6] = (double)attr->st_mtim.tv_sec;
+  v[7] = (double)attr->st_mtim.tv_nsec;
+  napi_create_typedarray(env, napi_float64_array, 8, arr, 0, &values);
   napi_value a[4] = {num(env, ino), num(env, to_set), values, fh_of(env, fi)};
   dispatch(S(), req, OP_SETATTR, 4, a);
 }
@@ -203,6 +208,16 @@ static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
   napi_value a[3] = {num(ENV, ino), num(ENV, newparent), str(ENV, newname)};
   dispatch(S(), req, OP_LINK, 3, a);
+}
+
+static void ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi) {
+  napi_value a[5] = {num(ENV, ino), num(ENV, mode), num(ENV, (double)offset), num(ENV, (double)length), fh_of(ENV, fi)};
+  dispatch(S(), req, OP_FALLOCATE, 5, a);
+}
+
+static void ll_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
+  napi_value a[4] = {num(ENV, ino), num(ENV, (double)off), num(ENV, whence), fh_of(ENV, fi)};
+  dispatch(S(), req, OP_LSEEK, 4, a);
 }
 
 static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
@@ -344,7 +359,9 @@ static const struct fuse_lowlevel_ops ll_ops = {
   .listxattr = ll_listxattr,
   .removexattr = ll_removexattr,
   .create = ll_create,
-  /* flush, access, fallocate, locks: left out, so libfuse answers ENOSYS once and the kernel
+  .fallocate = ll_fallocate,
+  .lseek = ll_lseek,
+  /* flush, access, locks: left out, so libfuse answers ENOSYS once and the kernel
    * stops asking (access and permission checks are the kernel's, with default_permissions). */
 };
 
@@ -527,15 +544,11 @@ static void fill_stat(napi_env env, napi_value arr, size_t index, struct stat *s
   st->st_size = (off_t)v[6];
   st->st_blksize = (blksize_t)v[7];
   st->st_blocks = (blkcnt_t)v[8];
-  double *t[3] = {&v[9], &v[10], &v[11]};
   struct timespec *ts[3] = {&st->st_atim, &st->st_mtim, &st->st_ctim};
   for (int i = 0; i < 3; i++) {
-    double ms = *t[i];
-    double sec = floor(ms / 1000);
-    ts[i]->tv_sec = (time_t)sec;
-    ts[i]->tv_nsec = (long)((ms - sec * 1000) * 1e6);
-    if (ts[i]->tv_nsec >= 1000000000L) ts[i]->tv_nsec = 999999999L;
-    if (ts[i]->tv_nsec < 0) ts[i]->tv_nsec = 0;
+    ts[i]->tv_sec = (time_t)v[9 + i];
+    long ns = (long)v[13 + i];
+    ts[i]->tv_nsec = ns < 0 ? 0 : ns > 999999999L ? 999999999L : ns;
   }
 }
 
@@ -794,13 +807,81 @@ static napi_value js_inval_entry(napi_env env, napi_callback_info info) {
   return ret_int(env, fuse_lowlevel_notify_inval_entry(s->se, (fuse_ino_t)get_double(env, argv[1]), name, len));
 }
 
+/* Offset -1: attributes only. Dropping pages could wait on a READ of that inode that this very
+ * thread has yet to answer; attributes never wait. */
 static napi_value js_inval_inode(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   session *s = get_session(env, argv[0]);
   if (!s || s->closed) return NULL;
-  return ret_int(env, fuse_lowlevel_notify_inval_inode(s->se, (fuse_ino_t)get_double(env, argv[1]), 0, 0));
+  return ret_int(env, fuse_lowlevel_notify_inval_inode(s->se, (fuse_ino_t)get_double(env, argv[1]), -1, 0));
+}
+
+/* replyLseek(req, offset) */
+static napi_value js_reply_lseek(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  fuse_req_t req = get_req(env, argv[0]);
+  REPLY(fuse_reply_lseek(req, (off_t)get_double(env, argv[1])));
+}
+
+/* ---------- system calls Node lacks, for the engine ---------- */
+
+/* Each returns 0 or a positive errno (seek: the new offset, or -errno). */
+
+/* A path argument into `buf` (PATH_MAX bytes): 0, or ENAMETOOLONG / EINVAL. */
+static int get_path(napi_env env, napi_value v, char *buf) {
+  size_t len;
+  if (napi_get_value_string_utf8(env, v, buf, PATH_MAX, &len) != napi_ok) return EINVAL;
+  return len >= PATH_MAX - 1 ? ENAMETOOLONG : 0;
+}
+
+/* mknod(path, mode, rdev): fifos, sockets and device nodes in the upper. */
+static napi_value js_mknod(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char path[PATH_MAX];
+  int bad = get_path(env, argv[0], path);
+  if (bad) return ret_int(env, bad);
+  return ret_int(env, mknod(path, (mode_t)get_double(env, argv[1]), (dev_t)get_double(env, argv[2])) == 0 ? 0 : errno);
+}
+
+/* fallocate(fd, mode, offset, length) */
+static napi_value js_fallocate(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int rc = fallocate((int)get_double(env, argv[0]), (int)get_double(env, argv[1]), (off_t)get_double(env, argv[2]), (off_t)get_double(env, argv[3]));
+  return ret_int(env, rc == 0 ? 0 : errno);
+}
+
+/* seek(fd, offset, whence): for SEEK_DATA and SEEK_HOLE. */
+static napi_value js_seek(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  off_t r = lseek((int)get_double(env, argv[0]), (off_t)get_double(env, argv[1]), (int)get_double(env, argv[2]));
+  return num(env, r < 0 ? -(double)errno : (double)r);
+}
+
+/* utimens(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec), never following a final symlink;
+ * a nanosecond field may be UTIME_NOW or UTIME_OMIT (exported as constants). Node's utimes
+ * takes seconds as one double and loses the last digits of a nanosecond time. */
+static napi_value js_utimens(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char path[PATH_MAX];
+  int bad = get_path(env, argv[0], path);
+  if (bad) return ret_int(env, bad);
+  struct timespec ts[2] = {
+    {(time_t)get_double(env, argv[1]), (long)get_double(env, argv[2])},
+    {(time_t)get_double(env, argv[3]), (long)get_double(env, argv[4])},
+  };
+  return ret_int(env, utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno);
 }
 
 static napi_value js_version(napi_env env, napi_callback_info info) {
@@ -913,13 +994,19 @@ static napi_value init(napi_env env, napi_value exports) {
     {"replyBuf", js_reply_buf}, {"replyFd", js_reply_fd}, {"replyWrite", js_reply_write}, {"replyXattrSize", js_reply_xattr},
     {"replyReadlink", js_reply_readlink}, {"replyStatfs", js_reply_statfs}, {"replyDir", js_reply_dir},
     {"replyNone", js_reply_none}, {"invalEntry", js_inval_entry}, {"invalInode", js_inval_inode},
-    {"libfuseVersion", js_version}, {"copyRange", js_copy_range},
+    {"libfuseVersion", js_version}, {"copyRange", js_copy_range}, {"replyLseek", js_reply_lseek},
+    {"mknod", js_mknod}, {"fallocate", js_fallocate}, {"seek", js_seek}, {"utimens", js_utimens},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
     napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
     napi_set_named_property(env, exports, fns[i].name, f);
   }
+  napi_value omit, now;
+  napi_create_double(env, UTIME_OMIT, &omit);
+  napi_create_double(env, UTIME_NOW, &now);
+  napi_set_named_property(env, exports, "UTIME_OMIT", omit);
+  napi_set_named_property(env, exports, "UTIME_NOW", now);
   return exports;
 }
 

@@ -1,0 +1,94 @@
+/**
+ * Our N-API addon (`runtime/fuse/lowlevel/overpack_fuse3.c`): the libfuse 3 binding and the few
+ * system calls Node lacks. Loaded from the bundle (the launcher extracts it) or from
+ * `dist/native/<platform>/` (development, library use). Its functions are typed here, once; the
+ * FUSE binding (`runtime/fuse/fuse3.ts`) and the engine's system calls (`syscalls.ts`) use them.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { nativeDir, NativeAddonError } from '../fuse/native.js';
+
+export const FUSE3_ADDON = 'overpack-fuse3.node';
+export const LIBFUSE3 = 'libfuse3.so.3';
+
+export type Req = number;
+export interface Session {
+  readonly __session: unique symbol;
+}
+
+/** The addon's functions (see the C file for each one's contract). */
+export interface OverpackAddon {
+  mount(mountPoint: string, args: string[], dispatcher: (op: number, req: Req, ...args: unknown[]) => void, maxWrite: number): Session;
+  close(s: Session): void;
+  replyErr(req: Req, errno: number): number;
+  replyNone(req: Req): void;
+  replyEntry(req: Req, nodeid: number, attr: Float64Array, entryTimeout: number, attrTimeout: number): number;
+  replyCreate(req: Req, nodeid: number, attr: Float64Array, entryTimeout: number, attrTimeout: number, fh: number, openFlags: number): number;
+  replyAttr(req: Req, attr: Float64Array, timeout: number): number;
+  replyFd(req: Req, fd: number, size: number, offset: number): number;
+  replyOpen(req: Req, fh: number, openFlags: number): number;
+  replyBuf(req: Req, buf: Buffer, length: number): number;
+  replyWrite(req: Req, count: number): number;
+  replyXattrSize(req: Req, size: number): number;
+  replyReadlink(req: Req, target: string): number;
+  replyStatfs(req: Req, values: Float64Array): number;
+  replyDir(req: Req, size: number, base: number, names: string[], attrs: Float64Array, nodeids: Float64Array, plus: boolean, entryTimeout: number, attrTimeout: number): number;
+  replyLseek(req: Req, offset: number): number;
+  invalEntry(s: Session, parent: number, name: string): number;
+  /** Drops the kernel's cached attributes of a node (not its pages). */
+  invalInode(s: Session, ino: number): number;
+  libfuseVersion(): number;
+  copyRange(inFd: number, inOffset: number, outFd: number, outOffset: number, length: number, done: (errno: number, copied: number) => void): void;
+  /** 0 or a positive errno. */
+  mknod(path: string, mode: number, rdev: number): number;
+  fallocate(fd: number, mode: number, offset: number, length: number): number;
+  /** The new offset, or a negative errno. */
+  seek(fd: number, offset: number, whence: number): number;
+  utimens(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): number;
+  readonly UTIME_NOW: number;
+  readonly UTIME_OMIT: number;
+}
+
+declare global {
+  // Set by the bundle's launcher: loads an addon extracted from the bundle.
+  // eslint-disable-next-line no-var
+  var __overpackLoadAddon: ((name: string) => Record<string, unknown>) | undefined;
+}
+
+let addon: OverpackAddon | undefined;
+
+/** Loads the addon once; throws NativeAddonError naming the file and what to do. */
+export function loadAddon(): OverpackAddon {
+  if (addon) return addon;
+  if (globalThis.__overpackLoadAddon) {
+    try {
+      addon = globalThis.__overpackLoadAddon(FUSE3_ADDON) as unknown as OverpackAddon;
+    } catch (err) {
+      throw new NativeAddonError(`this bundle carries no usable libfuse 3 addon: ${(err as Error).message}`, FUSE3_ADDON);
+    }
+    return addon;
+  }
+  const file = path.join(nativeDir(), FUSE3_ADDON);
+  if (!existsSync(file)) {
+    throw new NativeAddonError(
+      `the libfuse 3 addon is not built (${file} is missing). Run \`npm run build\`; it needs the Debian package libfuse3-dev. Or use OVERPACK_FUSE_BINDING=fuse-native.`,
+      file,
+    );
+  }
+  try {
+    addon = createRequire(import.meta.url)(file) as OverpackAddon;
+  } catch (err) {
+    throw new NativeAddonError(`cannot load the libfuse 3 addon ${file}: ${(err as Error).message}`, file);
+  }
+  return addon;
+}
+
+/** The addon, or null where it cannot be loaded (then callers use what Node offers). */
+export function tryAddon(): OverpackAddon | null {
+  try {
+    return loadAddon();
+  } catch {
+    return null;
+  }
+}
