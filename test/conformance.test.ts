@@ -392,3 +392,35 @@ describe('--allow-other', () => {
     assert.equal(r.stdout, 'for everyone\nserver exit 0\n0\n', r.stderr);
   });
 });
+
+describe('paths deeper than PATH_MAX', () => {
+  const p = pair('conf-deep');
+  const name = 'd'.repeat(249);
+  before(async () => {
+    // A lower tree already 5,000 bytes deep, made one directory at a time (as the kernel allows).
+    for (const root of [p.lower, p.plain]) {
+      execFileSync('sh', ['-c', `cd "$0" && for i in $(seq 20); do mkdir ${name} && cd -P ${name}; done && echo lower-deep > f`, root]);
+    }
+    await mountPair(p);
+  });
+  after(async () => {
+    await p.mount?.stop();
+    // Node's rmSync works with whole path strings; GNU rm walks a tree of any depth.
+    spawnSync('rm', ['-rf', p.base]);
+  });
+
+  it('a 10,000-byte deep path: create, write, read, copy up, rename, stat and remove as in a plain directory', () => {
+    const down = `for i in $(seq 20); do cd -P ${name}; done`;
+    const script = [
+      `${down} && cat f && echo more >> f && cat f && chmod 600 f && stat -c "%s %a" f`,
+      `for i in $(seq 20); do mkdir -p ${name} && cd -P ${name}; done`,
+      'echo deep > g && cat g && mkdir sub && mv g sub/h && ln -s sub/h link && cat link && ls -1 && stat -c %s sub/h',
+      'mkfifo ff && stat -c %F ff && rm ff sub/h link && rmdir sub && ls -1 | wc -l',
+      'pwd | sed "s|^$0||" | wc -c',
+    ].join(' && ');
+    const { plain, mount } = sameInBoth(p, script);
+    assert.equal(mount, plain);
+    assert.match(plain, /^lower-deep\n/);
+    assert.ok(Number(plain.trim().split('\n').at(-2)) > 10_000, 'the path is over 10,000 bytes');
+  });
+});

@@ -2,6 +2,7 @@
 import fs, { promises as fsp, constants as fsc } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
 import * as xattr from 'fs-xattr';
+import { LongPaths } from './long-paths.js';
 import { entryType, type DirEntry, type EntryStat, type Layer, type LayerFile } from './layer.js';
 
 /** From a BigInt lstat: the only kind of stat in Node that keeps nanoseconds exactly. */
@@ -68,8 +69,11 @@ export class DirLayer implements Layer {
     this.description = `directory ${root}`;
   }
 
+  /** The lower is never changed through us, so its long-path anchors stay valid. */
+  private readonly longPaths = new LongPaths();
+
   real(path: string): string {
-    return path === '/' ? this.root : this.root + path;
+    return this.longPaths.reach(path === '/' ? this.root : this.root + path);
   }
 
   /** Synchronous inside: a metadata lookup on a local directory is faster than a threadpool hop. */

@@ -19,6 +19,7 @@ import {
   type EntryStat,
   type Layer,
 } from './layer.js';
+import { LongPaths } from './long-paths.js';
 import { OPAQUE_MARKER, WORK_DIR, isReserved, whiteoutName, whitedOutName } from './whiteout.js';
 
 /** What a merged directory is made of. */
@@ -59,13 +60,19 @@ export class LayerStack {
   /** Copy-ups in flight, so two requests for one path share a single copy. */
   private readonly copying = new Map<string, Promise<void>>();
   private tmpSeq = 0;
+  private readonly longPaths = new LongPaths();
   readonly workDir: string;
 
   constructor(readonly lower: Layer, readonly upperRoot: string) {
     this.workDir = `${upperRoot}/${WORK_DIR}`;
   }
 
+  /** The upper's file for a merged path, as a string every system call takes (see long-paths.ts). */
   upperPath(path: string): string {
+    return this.longPaths.reach(this.rawUpperPath(path));
+  }
+
+  private rawUpperPath(path: string): string {
     return path === '/' ? this.upperRoot : this.upperRoot + path;
   }
 
@@ -135,6 +142,7 @@ export class LayerStack {
 
   /** Forgets what is cached about `path` and everything beneath it. */
   private invalidateTree(path: string): void {
+    this.longPaths.forget(this.rawUpperPath(path));
     this.dirs.delete(path);
     const prefix = path + '/';
     for (const key of this.dirs.keys()) if (key.startsWith(prefix)) this.dirs.delete(key);
@@ -370,6 +378,7 @@ export class LayerStack {
   /** Waits for the background work still touching the upper (before it is finalized). */
   async settle(): Promise<void> {
     while (this.removing.size > 0) await Promise.all([...this.removing]);
+    this.longPaths.closeAll();
   }
 
   /** Empties an upper directory of its markers (a merged-empty dir holds only those). */
