@@ -125,6 +125,14 @@ describe('bundles', () => {
     assert.equal(noNode.stdout, 'blue\n', noNode.stderr);
   });
 
+  it('a setting rewritten with a shorter value reads back whole in the next launches', () => {
+    assert.equal(run(nodeApp, ['set', 'greeting', 'a very long greeting value that takes space']).status, 0);
+    assert.equal(run(nodeApp, ['set', 'greeting', 'hi']).status, 0);
+    const r = run(nodeApp, ['get', 'greeting']);
+    assert.equal(r.stdout, 'hi\n', r.stderr);
+    assert.equal(run(nodeApp, ['get', 'color']).stdout, 'blue\n');
+  });
+
   it('--overpack-extract yields the exact tree; OVERPACK_EXTRACT_AND_RUN works without FUSE', () => {
     const dest = path.join(base, 'extracted');
     const r = run(shellApp, ['--overpack-extract', dest]);
