@@ -53,14 +53,25 @@ export interface BuildResult {
   signer?: string;
 }
 
+/** `:LINE:COLUMN` of a JSON.parse error that gives a character position (Node 20 gives only that). */
+function jsonErrorPlace(text: string, message: string): string {
+  const at = /at position (\d+)/.exec(message);
+  if (!at) return '';
+  const before = text.slice(0, Number(at[1]));
+  const line = before.split('\n').length;
+  return `:${line}:${before.length - before.lastIndexOf('\n')}`;
+}
+
 export function readManifest(appDir: string): Manifest {
   const file = path.join(appDir, 'overpack.json');
   let raw: unknown;
+  let text = '';
   try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+    text = fs.readFileSync(file, 'utf8');
+    raw = JSON.parse(text);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    throw new BuildError(file, 'read-manifest', e.code === 'ENOENT' ? `${file} not found: an app directory needs an overpack.json (see \`overpack init\`)` : `${file} is not valid JSON: ${e.message}`);
+    throw new BuildError(file, 'read-manifest', e.code === 'ENOENT' ? `${file} not found: an app directory needs an overpack.json (see \`overpack init\`)` : `${file}${jsonErrorPlace(text, e.message)} is not valid JSON: ${e.message}`);
   }
   const { manifest, problems } = validateManifest(raw);
   if (!manifest) throw new BuildError(file, 'validate-manifest', `${file} is invalid:\n  ${problems.join('\n  ')}`);

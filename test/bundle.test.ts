@@ -6,6 +6,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { CLI, ROOT, mountsUnder, forceUnmount, snapshot, comparable, tempDir, isolatedEnv } from './helpers.js';
 
@@ -88,6 +89,9 @@ describe('bundles', () => {
     const inside = spawnSync(path.join(mp, 'signal.sh'), [], { encoding: 'utf8', timeout: 1000, killSignal: 'SIGTERM' });
     assert.match(inside.stdout, /ready/);
     assert.equal(fs.readFileSync(path.join(mp, 'data-a.bin')).length, 300000);
+    const runDirs = () => fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('overpack-hello-shell-'));
+    const left = runDirs();
+    assert.ok(left.length > 0, 'the serving runtime has its run directory');
     server.kill('SIGKILL');
     await new Promise((r) => server.on('exit', r));
     assert.deepEqual(mountsUnder(home), [mp], 'the kill left a stale mount');
@@ -95,6 +99,7 @@ describe('bundles', () => {
     const r = run(shellApp);
     assert.equal(r.status, 0, r.stderr);
     assert.deepEqual(mountsUnder(home), [], 'the next launch cleaned the stale mount');
+    assert.deepEqual(runDirs().filter((n) => left.includes(n)), [], 'and the run directory the killed runtime left in the temporary directory');
   });
 
   it('re-raises the app\'s fatal signal and forwards SIGTERM to it', async () => {
@@ -111,6 +116,34 @@ describe('bundles', () => {
     assert.equal(build(app, bundle).status, 0);
     const r = run(bundle);
     assert.equal(r.signal, 'SIGUSR1');
+  });
+
+  it('an app killed by SIGPIPE makes the bundle die of SIGPIPE too (141 in a shell), as the program itself does', () => {
+    const app = copyTemplate('shell');
+    fs.writeFileSync(path.join(app, 'bin', 'hello.sh'), '#!/bin/sh\nseq 1 1000000\n');
+    const bundle = path.join(base, 'pipe.run');
+    assert.equal(build(app, bundle).status, 0);
+    const pipeline = (cmd: string) => spawnSync('bash', ['-c', `${cmd} | head -2 >/dev/null; echo "\${PIPESTATUS[0]}"`], { encoding: 'utf8', env, cwd: base }).stdout.trim();
+    assert.equal(pipeline(`seq 1 1000000`), '141', 'the program itself');
+    assert.equal(pipeline(`"${bundle}"`), '141');
+  });
+
+  it('$APPDIR is the same at every launch of a preserved app; a discarded run gets one of its own', () => {
+    const app = copyTemplate('shell');
+    fs.writeFileSync(path.join(app, 'bin', 'hello.sh'), '#!/bin/sh\necho "$APPDIR"\n');
+    const bundle = path.join(base, 'appdir.run');
+    assert.equal(build(app, bundle).status, 0);
+    const first = run(bundle).stdout;
+    assert.match(first, /\/\.cache\/overpack\/mnt\/hello-shell-[0-9a-f]{8}\n$/);
+    assert.equal(run(bundle).stdout, first);
+    const discarded = run(bundle, ['--overpack-discard']).stdout;
+    assert.notEqual(discarded, first);
+    // A bundle elsewhere with its own data (portable mode) has its own APPDIR.
+    const portable = path.join(base, 'appdir-portable.run');
+    fs.copyFileSync(bundle, portable);
+    fs.mkdirSync(`${portable}.data`);
+    assert.notEqual(run(portable).stdout, first);
+    assert.equal(run(portable).stdout, run(portable).stdout);
   });
 
   it('runs a Node app on the Node inside the bundle, with preserve', () => {
@@ -202,6 +235,10 @@ describe('bundles', () => {
     assert.equal(r.status, 1);
     for (const m of [/name:/, /entrypoint: must be a relative path/, /colour: unknown field/, /overlay.onExit: must be "preserve" or "discard"/]) assert.match(r.stderr, m);
     assert.ok(!fs.existsSync(path.join(base, 'bad.run')));
+    fs.writeFileSync(path.join(bad, 'overpack.json'), '{\n  "name": "x",\n  "version": "1" x\n}\n');
+    const syntax = build(bad, path.join(base, 'bad.run'));
+    assert.equal(syntax.status, 1);
+    assert.match(syntax.stderr, /overpack\.json:3:18 is not valid JSON/);
   });
 
   it('8 launches of one preserved app at once share one mount: every append kept, all exit cleanly', async () => {

@@ -8,7 +8,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { restoreDefaultSignal } from '../native/syscalls.js';
+import { makeRunDir, removeAbandonedRunDirs } from './run-dir.js';
 import { fuseDeviceFds, isMounted } from '../fuse/unmount.js';
 import { readImage, ImageError } from '../image/format.js';
 import { SignatureError } from '../image/signature.js';
@@ -317,11 +319,14 @@ function prefetchEntrypoint(layer: ImageLayer, entrypoint: string, upper: string
 function exitLike(result: { code: number | null; signal: NodeJS.Signals | null }): never {
   mark('runtime: exit');
   if (result.signal) {
-    // Die of the same signal, so the caller sees what the app saw.
+    // Die of the same signal, so the caller sees what the app saw (SIGPIPE included, which
+    // Node ignores unless its default action is restored).
     process.removeAllListeners(result.signal);
+    restoreDefaultSignal(result.signal);
     process.kill(process.pid, result.signal);
   }
-  process.exit(result.code ?? 1);
+  // Only a signal whose default is not to end the process leaves us here: exit as a shell would.
+  process.exit(result.code ?? 128 + (result.signal ? os.constants.signals[result.signal] : 0));
 }
 
 /**
@@ -383,10 +388,12 @@ async function main(): Promise<void> {
   privateDir(path.join(cacheHome(), 'overpack'));
   extractAddons(image.fd, image.index.addons);
   const dataDir = appDataDir(bundle, manifest.name);
-  if (dataDir !== `${bundle}.data`) {
+  // Made only by what keeps data (a preserved run, a reset), not by every launch.
+  const makeDataDir = () => {
+    if (dataDir === `${bundle}.data`) return;
     privateDir(path.join(dataHome(), 'overpack'));
     privateDir(dataDir);
-  }
+  };
   const upperPreserved = path.join(dataDir, 'upper');
   if (flags.version) {
     process.stdout.write(`${manifest.name} ${manifest.version} (overpack runtime ${RUNTIME_VERSION}, image format ${image.footer.version}, node ${process.version})\n`);
@@ -421,6 +428,7 @@ async function main(): Promise<void> {
       const answer = await new Promise<string>((resolve) => process.stdin.once('data', (d) => resolve(String(d).trim())));
       if (!/^y(es)?$/i.test(answer)) return;
     }
+    makeDataDir();
     const instance = await acquireOrJoin(dataDir, 5000);
     if (instance.role === 'joiner') {
       instance.leave();
@@ -433,7 +441,8 @@ async function main(): Promise<void> {
   }
 
   mark('runtime: image, manifest and addons ready');
-  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), `overpack-${name}-`));
+  removeAbandonedRunDirs();
+  const runDir = makeRunDir(name);
   const binDir = path.join(runDir, 'bin');
   fs.mkdirSync(binDir);
   // `node` on the app's PATH is this bundle, so `#!/usr/bin/env node` scripts use its Node.
@@ -466,6 +475,7 @@ async function main(): Promise<void> {
       upper = path.join(runDir, 'upper');
       fs.mkdirSync(upper, { mode: 0o700 });
     } else {
+      makeDataDir();
       try {
         instance = await acquireOrJoin(dataDir);
       } catch (err) {
@@ -499,7 +509,10 @@ async function main(): Promise<void> {
     }
     const mntRoot = path.join(cacheHome(), 'overpack', 'mnt');
     fs.mkdirSync(mntRoot, { recursive: true, mode: 0o700 });
-    const mountPoint = path.join(mntRoot, `${name}-${randomBytes(4).toString('hex')}`);
+    // A preserved app's mountpoint (its APPDIR) is the same at every launch, so absolute paths
+    // it keeps under it stay true: one per data directory, and only the launch holding its lock
+    // mounts there. A discarded run keeps nothing, and several may run at once: a name of its own.
+    const mountPoint = path.join(mntRoot, discard ? `${name}-${randomBytes(4).toString('hex')}` : `${name}-${createHash('sha256').update(dataDir).digest('hex').slice(0, 8)}`);
     // The app's Node starts up while we mount (held until the mount is ready, see startApp).
     const app = flags.mount ? null : startApp(mountPoint, manifest, appArgs, bundle, binDir, true);
     if (app) cleanup.push(() => app.cancel());

@@ -46,6 +46,8 @@ export interface OverpackAddon {
   /** The new offset, or a negative errno. */
   seek(fd: number, offset: number, whence: number): number;
   utimens(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): number;
+  /** Restores a signal's default action and unblocks it; 0 or a positive errno. */
+  defaultSignal(signo: number): number;
   readonly UTIME_NOW: number;
   readonly UTIME_OMIT: number;
 }

@@ -43,6 +43,15 @@ export function seek(fd: number, offset: number, whence: number): number {
   return r;
 }
 
+/**
+ * Gives `signal` its default action back (Node ignores SIGPIPE from the start, and Node has no
+ * way to undo that), so that raising it ends the process. False where the addon is missing.
+ */
+export function restoreDefaultSignal(signal: NodeJS.Signals): boolean {
+  const a = tryAddon();
+  return a !== null && typeof a.defaultSignal === 'function' && a.defaultSignal(osc.signals[signal]) === 0;
+}
+
 /** Sets the times of `path` (never following a final symlink), exact to the nanosecond. */
 export function utimens(path: string, atime: TimeSpec, mtime: TimeSpec): void {
   const a = tryAddon();

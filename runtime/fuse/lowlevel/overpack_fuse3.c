@@ -32,6 +32,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <limits.h>
+#include <signal.h>
 #include <unistd.h>
 
 /* Operation codes shared with fuse3.ts (OP there). */
@@ -867,6 +868,23 @@ static napi_value js_seek(napi_env env, napi_callback_info info) {
   return num(env, r < 0 ? -(double)errno : (double)r);
 }
 
+/* defaultSignal(signo): the default action back for a signal Node ignores (SIGPIPE), and the
+ * signal unblocked, so that raising it afterwards ends the process as it ended the app. */
+static napi_value js_default_signal(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int signo = (int)get_double(env, argv[0]);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_DFL;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, signo);
+  int rc = sigaction(signo, &sa, NULL) == 0 && sigprocmask(SIG_UNBLOCK, &set, NULL) == 0 ? 0 : errno;
+  return ret_int(env, rc);
+}
+
 /* utimens(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec), never following a final symlink;
  * a nanosecond field may be UTIME_NOW or UTIME_OMIT (exported as constants). Node's utimes
  * takes seconds as one double and loses the last digits of a nanosecond time. */
@@ -996,6 +1014,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"replyNone", js_reply_none}, {"invalEntry", js_inval_entry}, {"invalInode", js_inval_inode},
     {"libfuseVersion", js_version}, {"copyRange", js_copy_range}, {"replyLseek", js_reply_lseek},
     {"mknod", js_mknod}, {"fallocate", js_fallocate}, {"seek", js_seek}, {"utimens", js_utimens},
+    {"defaultSignal", js_default_signal},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
