@@ -19,6 +19,7 @@ import { appendImage, BuildError, type ImageStats } from '../runtime/image/write
 import { validateManifest, type Manifest } from '../runtime/launcher/manifest.js';
 import { FUSE_ADDON, LIBFUSE, nativeDir } from '../runtime/fuse/native.js';
 import { FUSE3_ADDON, LIBFUSE3 } from '../runtime/fuse/fuse3.js';
+import { missingInterpreter } from './interpreter.js';
 import { fingerprint, parsePublicKeyText, rawPublicKey, readPrivateKeyFile, signBundleFile, SignatureError } from '../runtime/image/signature.js';
 
 const require = createRequire(import.meta.url);
@@ -221,6 +222,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const output = path.resolve(opts.output ?? `${manifest.name}.run`);
   if (output.startsWith(appDir + path.sep)) throw new BuildError(output, 'build', `the output ${output} must not be inside the app directory`);
   const key = signingKey(opts, manifest, path.join(appDir, 'overpack.json'), opts.onWarning ?? (() => undefined));
+  const interpreter = missingInterpreter(appDir, manifest.entrypoint);
+  if (interpreter) opts.onWarning?.(interpreter);
   const node = opts.node ? path.resolve(opts.node) : process.execPath;
   const runtime = await runtimeExecutable(node, progress);
   // The output's directory may be shared (/tmp): an unguessable name, created exclusively, so

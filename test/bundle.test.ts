@@ -128,6 +128,20 @@ describe('bundles', () => {
     assert.equal(pipeline(`"${bundle}"`), '141');
   });
 
+  it('a missing interpreter is named: a warning at build time, exit 127 and its name at run time', () => {
+    const app = copyTemplate('shell');
+    for (const [line, name] of [['#!/usr/bin/python9 -u', '/usr/bin/python9'], ['#!/usr/bin/env -S python9 -u', 'python9']] as const) {
+      fs.writeFileSync(path.join(app, 'bin', 'hello.sh'), `${line}\nprint(1)\n`);
+      const bundle = path.join(base, 'interp.run');
+      const b = build(app, bundle);
+      assert.equal(b.status, 0, b.stderr);
+      assert.match(b.stderr, new RegExp(`warning: bin/hello.sh starts with .*${name} is not installed on this machine`));
+      const r = run(bundle);
+      assert.equal(r.status, 127);
+      assert.match(r.stderr, new RegExp(`cannot start .*hello\\.sh: its interpreter ${name} is not installed`));
+    }
+  });
+
   it('$APPDIR is the same at every launch of a preserved app; a discarded run gets one of its own', () => {
     const app = copyTemplate('shell');
     fs.writeFileSync(path.join(app, 'bin', 'hello.sh'), '#!/bin/sh\necho "$APPDIR"\n');

@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { restoreDefaultSignal } from '../native/syscalls.js';
 import { makeRunDir, removeAbandonedRunDirs } from './run-dir.js';
+import { EXEC_SCRIPT } from './exec-script.js';
 import { fuseDeviceFds, isMounted } from '../fuse/unmount.js';
 import { readImage, ImageError } from '../image/format.js';
 import { SignatureError } from '../image/signature.js';
@@ -237,11 +238,9 @@ function startApp(appDir: string, manifest: Manifest, userArgs: string[], bundle
   if (appNodeOptions !== undefined) env.NODE_OPTIONS = appNodeOptions;
   // Naming this bundle, not just "1": an app that launches another bundle must not turn that one into node.
   if (isJs) env.OVERPACK_NODE_DISPATCH = bundle;
-  // Node's spawn waits, blocking this event loop, until the child has exec'd. Exec'ing a file in
-  // the mount needs this loop to serve it: deadlock. So the exec'd program is /bin/sh (outside
-  // the mount), which then execs the entrypoint. A JS entrypoint runs on this bundle as node,
-  // which lives outside the mount: it is spawned directly, without the shell (~1.5 ms less).
-  const [program, argv] = isJs ? [process.execPath, [entry, ...args]] : ['/bin/sh', ['-c', 'exec "$0" "$@"', entry, ...args]];
+  // A JS entrypoint runs on this bundle as node, which lives outside the mount: spawned
+  // directly. Anything else goes through a shell outside the mount (see exec-script.ts).
+  const [program, argv] = isJs ? [process.execPath, [entry, ...args]] : ['/bin/sh', ['-c', EXEC_SCRIPT, entry, ...args]];
   // The app must not inherit /dev/fuse (libfuse opens it without close-on-exec): holding it, an
   // app would keep a dead runtime's mount hanging instead of failing. Giving the child a pipe at
   // those descriptor numbers replaces them; our ends are closed at once.
