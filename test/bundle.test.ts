@@ -118,6 +118,65 @@ describe('bundles', () => {
     assert.equal(r.signal, 'SIGUSR1');
   });
 
+  describe('each signal reaches the app once, as when it runs directly', () => {
+    const app = path.join(base, 'app-signals');
+    const bundle = path.join(base, 'signals.run');
+    const shellBundle = path.join(base, 'signals-sh.run');
+    before(() => {
+      fs.mkdirSync(app);
+      fs.writeFileSync(path.join(app, 'app.js'), [
+        'let n = 0;',
+        "for (const s of ['SIGINT', 'SIGTERM', 'SIGWINCH']) process.on(s, () => n++);",
+        "console.log('ready');",
+        'setTimeout(() => { console.log(`signals ${n}`); process.exit(0); }, 1500);',
+      ].join('\n'));
+      // A shell counts a signal at each of its short sleeps: two deliveries are two counts.
+      fs.writeFileSync(path.join(app, 'count.sh'), '#!/bin/bash\nn=0; trap "n=\\$((n+1))" INT TERM\necho ready\nfor i in $(seq 30); do sleep 0.05; done\necho "signals $n"\n', { mode: 0o755 });
+      for (const [entrypoint, out] of [['app.js', bundle], ['count.sh', shellBundle]] as const) {
+        fs.writeFileSync(path.join(app, 'overpack.json'), JSON.stringify({ name: 'signals', version: '1.0.0', entrypoint }));
+        const b = build(app, out);
+        assert.equal(b.status, 0, b.stderr);
+      }
+    });
+    /** Runs `argv`, waits for "ready", calls `poke`, returns what was printed and the exit code. */
+    const session = (cmd: string, argv: string[], detached: boolean, poke: (p: ReturnType<typeof spawn>) => void) =>
+      new Promise<string>((resolve) => {
+        const p = spawn(cmd, argv, { env, cwd: base, stdio: ['pipe', 'pipe', 'inherit'], detached });
+        let out = '';
+        let poked = false;
+        p.stdout!.on('data', (d) => {
+          out += d;
+          if (!poked && out.includes('ready')) {
+            poked = true;
+            setTimeout(() => poke(p), 300);
+          }
+        });
+        p.on('exit', (code) => resolve(`${/signals \d+/.exec(out)?.[0] ?? out} exit ${code}`));
+      });
+    // Under a pseudo-terminal (script(1)): Ctrl-C and a window change go to the foreground group.
+    const onTerminal = (cmd: string) =>
+      session('script', ['-qfec', cmd, '/dev/null'], false, (p) => {
+        p.stdin!.write('\x03');
+      });
+    it('Ctrl-C on a terminal: one SIGINT', async () => {
+      const direct = await onTerminal(`${process.execPath} ${path.join(app, 'app.js')}`);
+      assert.equal(direct, 'signals 1 exit 0', 'the program run directly');
+      assert.equal(await onTerminal(bundle), direct);
+      const shell = await onTerminal(path.join(app, 'count.sh'));
+      assert.equal(shell, 'signals 1 exit 0', 'the script run directly');
+      assert.equal(await onTerminal(shellBundle), shell);
+    });
+    it('SIGTERM to the whole process group, without a terminal: one SIGTERM', async () => {
+      const groupKill = (p: ReturnType<typeof spawn>) => process.kill(-p.pid!, 'SIGTERM');
+      const direct = await session(process.execPath, [path.join(app, 'app.js')], true, groupKill);
+      assert.equal(direct, 'signals 1 exit 0', 'the program run directly');
+      assert.equal(await session(bundle, [], true, groupKill), direct);
+    });
+    it('SIGTERM to the bundle alone still reaches the app', async () => {
+      assert.equal(await session(bundle, [], true, (p) => p.kill('SIGTERM')), 'signals 1 exit 0');
+    });
+  });
+
   it('an app killed by SIGPIPE makes the bundle die of SIGPIPE too (141 in a shell), as the program itself does', () => {
     const app = copyTemplate('shell');
     fs.writeFileSync(path.join(app, 'bin', 'hello.sh'), '#!/bin/sh\nseq 1 1000000\n');

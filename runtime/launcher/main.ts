@@ -12,6 +12,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { restoreDefaultSignal } from '../native/syscalls.js';
 import { makeRunDir, removeAbandonedRunDirs } from './run-dir.js';
 import { EXEC_SCRIPT } from './exec-script.js';
+import { appDetached, forwardSignals } from './signals.js';
 import { fuseDeviceFds, isMounted } from '../fuse/unmount.js';
 import { readImage, ImageError } from '../image/format.js';
 import { SignatureError } from '../image/signature.js';
@@ -28,7 +29,6 @@ import { mark } from './trace.js';
 mark('runtime: modules loaded');
 
 const RUNTIME_VERSION = '0.1.0';
-const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
 const useColor = process.stderr.isTTY === true && !('NO_COLOR' in process.env) && process.env.TERM !== 'dumb';
 /** The user's PATH as it was when we started (the FUSE preflight may put a private dir in front). */
 const USER_PATH = process.env.PATH;
@@ -258,7 +258,8 @@ function startApp(appDir: string, manifest: Manifest, userArgs: string[], bundle
       env.OVERPACK_NODE_GATE = String(stdio.length);
       stdio.push('pipe');
     }
-    const child = spawn(program, argv, { stdio, env, cwd: process.cwd() });
+    const detached = appDetached();
+    const child = spawn(program, argv, { stdio, env, cwd: process.cwd(), detached });
     mark(gated ? 'runtime: app spawned, held' : 'runtime: app spawned');
     for (const fd of fuseFds) (child.stdio[fd] as NodeJS.ReadableStream & { destroy(): void } | null)?.destroy();
     if (gated) {
@@ -266,17 +267,13 @@ function startApp(appDir: string, manifest: Manifest, userArgs: string[], bundle
       gate = child.stdio[stdio.length - 1] as unknown as NodeJS.WritableStream & { destroy(): void };
       gate.on('error', () => undefined); // the app died before go(): its exit status tells
     }
-    const forward = (sig: NodeJS.Signals) => () => {
-      child.kill(sig);
-    };
-    const handlers = FORWARDED.map((sig) => [sig, forward(sig)] as const);
-    for (const [sig, h] of handlers) process.on(sig, h);
+    const stopForwarding = forwardSignals(child, detached);
     child.on('error', (err) => {
-      for (const [sig, h] of handlers) process.off(sig, h);
+      stopForwarding();
       settle.reject(new LaunchError(`cannot start ${manifest.entrypoint}: ${err.message}`, 126));
     });
     child.on('exit', (code, signal) => {
-      for (const [sig, h] of handlers) process.off(sig, h);
+      stopForwarding();
       settle.resolve({ code, signal });
     });
   };
@@ -344,8 +341,9 @@ function respawnWithoutNodeOptions(): Promise<never> | null {
   }
   const env: NodeJS.ProcessEnv = { ...process.env, OVERPACK_APP_NODE_OPTIONS: value };
   delete env.NODE_OPTIONS;
-  const child = spawn(process.execPath, process.argv.slice(2), { stdio: 'inherit', env, argv0: process.argv0 });
-  for (const sig of FORWARDED) process.on(sig, () => child.kill(sig));
+  const detached = appDetached();
+  const child = spawn(process.execPath, process.argv.slice(2), { stdio: 'inherit', env, argv0: process.argv0, detached });
+  forwardSignals(child, detached);
   return new Promise<never>((_, reject) => {
     child.on('error', (err) => reject(new LaunchError(`cannot restart the runtime without NODE_OPTIONS: ${err.message}`, 70)));
     child.on('exit', (code, signal) => exitLike({ code, signal }));
