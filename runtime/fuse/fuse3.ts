@@ -3,9 +3,9 @@
  * low-level, inode-based API, served on Node's main thread (no thread hop per request: the
  * addon reads requests when libuv reports the device readable and calls `dispatch` below).
  *
- * The kernel speaks in node ids; the engine (`FsOps`) speaks in paths. `NodeTable` keeps the
- * tree of nodes the kernel knows, with their lookup counts, and turns a node id into its path.
- * The protocol work that makes this binding fast is here:
+ * The kernel speaks in node ids; the engine (`FsOps`) speaks in paths: `node-table.ts` maps
+ * one to the other, `fuse3-wire.ts` holds the addon's request and reply layout. The protocol
+ * work that makes this binding fast is here:
  * - READDIRPLUS: a listing carries every entry's attributes, so a walk costs one request per
  *   directory instead of one LOOKUP per entry;
  * - no OPENDIR/RELEASEDIR (answered ENOSYS once, see the addon) and so the kernel caches each
@@ -24,218 +24,18 @@ import type { Attr, FsOps, FuseBinding, MountedFs, MountOptions } from './bindin
 import { failureErrno } from './failure.js';
 import { unmountPath } from './unmount.js';
 import { loadAddon, type OverpackAddon, type Req, type Session } from '../native/addon.js';
-import type { TimeSpec } from '../native/syscalls.js';
 import { FsError } from '../overlay/errors.js';
-import { childOf, S_IFDIR, S_IFMT, S_IFREG } from '../overlay/layer.js';
+import { childOf, S_IFMT, S_IFREG } from '../overlay/layer.js';
+import { FsNode, NodeTable, ROOT_ID, type Listing } from './node-table.js';
+import {
+  ATTR_FIELDS, B, F, MAX_WRITE, MIN_DIRENT, MIN_DIRENTPLUS, N, OP, packAttr, READ_BUFFER_BYTES, READ_BUFFERS_KEPT,
+  RENAME_EXCHANGE, RENAME_NOREPLACE, requestedTime, S, SET_ATIME, SET_ATIME_NOW, SET_GID, SET_MODE, SET_MTIME,
+  SET_MTIME_NOW, SET_SIZE, SET_UID, type Wire,
+} from './fuse3-wire.js';
 
 export { FUSE3_ADDON, LIBFUSE3 } from '../native/addon.js';
 
-/** Operation codes, as in the addon. */
-const OP = {
-  EXIT: 0, LOOKUP: 1, FORGET: 2, GETATTR: 3, SETATTR: 4, READLINK: 5, MKNOD: 6, MKDIR: 7, UNLINK: 8,
-  RMDIR: 9, SYMLINK: 10, RENAME: 11, LINK: 12, OPEN: 13, READ: 14, WRITE: 15, RELEASE: 16, FSYNC: 17,
-  READDIR: 18, READDIRPLUS: 19, STATFS: 20, SETXATTR: 21, GETXATTR: 22, LISTXATTR: 23, REMOVEXATTR: 24,
-  CREATE: 25, FALLOCATE: 26, LSEEK: 27,
-} as const;
-
-/** A request's arguments as the addon passes them (see each op's C handler). */
-type Wire = readonly unknown[];
-const N = (a: Wire, i: number) => a[i] as number;
-const S = (a: Wire, i: number) => a[i] as string;
-const B = (a: Wire, i: number) => a[i] as Buffer;
-const F = (a: Wire, i: number) => a[i] as Float64Array;
-
-/** Per entry: see fill_stat in the addon (times as whole seconds, then their nanoseconds). */
-const ATTR_FIELDS = 16;
-const ROOT_ID = 1;
-/** The largest request the kernel sends: max_write, which libfuse also makes max_pages. */
-const MAX_WRITE = 1 << 20;
-/** READ buffers kept for reuse (MAX_WRITE each): enough for the reads the kernel has in flight. */
-const READ_BUFFER_BYTES = MAX_WRITE;
-const READ_BUFFERS_KEPT = 16;
-// setattr's to_set bits (fuse_lowlevel.h).
-const SET_MODE = 1, SET_UID = 2, SET_GID = 4, SET_SIZE = 8, SET_ATIME = 16, SET_MTIME = 32, SET_ATIME_NOW = 128, SET_MTIME_NOW = 256;
-const RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2;
 const { ENOENT, EEXIST, EINVAL, ERANGE, ENOTCONN } = osc.errno;
-
-function packAttr(a: Attr, into: Float64Array, index = 0): void {
-  const o = index * ATTR_FIELDS;
-  into[o] = a.ino;
-  into[o + 1] = a.mode;
-  into[o + 2] = a.nlink;
-  into[o + 3] = a.uid;
-  into[o + 4] = a.gid;
-  into[o + 5] = a.rdev;
-  into[o + 6] = a.size;
-  into[o + 7] = a.blksize;
-  into[o + 8] = a.blocks;
-  into[o + 12] = a.dev;
-  const times = [a.atimeNs, a.mtimeNs, a.ctimeNs];
-  const ms = [a.atimeMs, a.mtimeMs, a.ctimeMs];
-  for (let i = 0; i < 3; i++) {
-    const ns = times[i];
-    if (ns !== undefined) {
-      into[o + 9 + i] = Number(ns / NS_PER_S);
-      into[o + 13 + i] = Number(ns % NS_PER_S);
-    } else {
-      const sec = Math.floor(ms[i]! / 1000);
-      into[o + 9 + i] = sec;
-      into[o + 13 + i] = Math.round((ms[i]! - sec * 1000) * 1e6);
-    }
-  }
-}
-
-const NS_PER_S = 1_000_000_000n;
-
-/** setattr's time: `sec`/`nsec` from the request, or "now" / "leave unchanged" by its bits. */
-function requestedTime(toSet: number, setBit: number, nowBit: number, sec: number, nsec: number): TimeSpec {
-  if (toSet & nowBit) return 'now';
-  if (toSet & setBit) return BigInt(sec) * NS_PER_S + BigInt(nsec);
-  return 'omit';
-}
-
-/** One inode the kernel knows (or a directory on the way to one), named by its place in the tree. */
-class FsNode {
-  nlookup = 0;
-  /** The file type bits (S_IFMT) the kernel was told: it refuses a node that changes type (EIO). */
-  type = 0;
-  children: Map<string, FsNode> | null = null;
-  /** The last listing sent for this directory, for READDIR requests that continue it. */
-  listing: Listing | null = null;
-  /**
-   * Entries in the last listing sent whole: the kernel's next request, past its end, is
-   * answered empty without listing the directory again (every listing ends with one).
-   */
-  listedWhole = -1;
-  /** The attributes when the file lost its name while the kernel held it (for fstat). */
-  openedAttr: Attr | null = null;
-  /** A handle taken when the file lost its name while the kernel still knew it (see keepIfKnown). */
-  kept = 0;
-  private cachedPath: string | null = null;
-  private cachedAt = -1;
-
-  constructor(readonly id: number, public parent: FsNode | null, public name: string) {}
-
-  /** The path, recomputed only after a rename moved something (`generation` changed). */
-  path(generation: number): string {
-    if (this.cachedAt === generation && this.cachedPath !== null) return this.cachedPath;
-    const p = this.parent === null ? (this.id === ROOT_ID ? '/' : `/.overpack-unlinked-${this.id}`) : childOf(this.parent.path(generation), this.name);
-    this.cachedPath = p;
-    this.cachedAt = generation;
-    return p;
-  }
-}
-
-/** A directory's names as listed at offset 0, with the inode number and type READDIR needs. */
-interface Listing {
-  names: string[];
-  attrs: Float64Array;
-}
-
-/** Smallest directory entries in a reply: header (24 bytes; 152 with attributes) plus a name, 8-aligned. */
-const MIN_DIRENT = 32;
-const MIN_DIRENTPLUS = 160;
-
-/**
- * The kernel's view of the tree: node id → node, each node under its parent by name. A node
- * lives while the kernel holds lookups on it (LOOKUP, CREATE, MKDIR, ... and READDIRPLUS
- * entries count one each; FORGET gives them back) or while it has living children.
- * Unlinked nodes are detached: reachable by id (open files keep working through their
- * handles) but no longer by path.
- */
-class NodeTable {
-  private readonly byId = new Map<number, FsNode>();
-  private nextId = 2;
-  /** Bumped by every rename, so cached paths are recomputed. */
-  generation = 0;
-  readonly root = new FsNode(ROOT_ID, null, '');
-
-  /** `dropped` hears of every node the table lets go (to close what it kept). */
-  constructor(private readonly dropped: (n: FsNode) => void) {
-    this.root.nlookup = 1;
-    this.root.type = S_IFDIR;
-    this.byId.set(ROOT_ID, this.root);
-  }
-
-  get size(): number {
-    return this.byId.size;
-  }
-
-  get(id: number): FsNode | undefined {
-    return this.byId.get(id);
-  }
-
-  pathOf(id: number): string | null {
-    const n = this.byId.get(id);
-    return n ? n.path(this.generation) : null;
-  }
-
-  peekChild(parent: FsNode, name: string): FsNode | undefined {
-    return parent.children?.get(name);
-  }
-
-  /**
-   * The node for `name` under `parent`, counting one lookup; created when missing. A child
-   * of another type is a node whose entry was replaced meanwhile: it is detached and a new
-   * node stands for the new entry (the kernel would refuse a node that changes type).
-   */
-  looked(parent: FsNode, name: string, type: number): FsNode {
-    let n = parent.children?.get(name);
-    if (n && n.type !== type) {
-      this.detach(parent, name);
-      n = undefined;
-    }
-    if (!n) {
-      n = new FsNode(this.nextId++, parent, name);
-      n.type = type;
-      (parent.children ??= new Map()).set(name, n);
-      this.byId.set(n.id, n);
-    }
-    n.nlookup++;
-    return n;
-  }
-
-  forget(id: number, count: number): void {
-    const n = this.byId.get(id);
-    if (!n || id === ROOT_ID) return;
-    n.nlookup -= count;
-    this.maybeDrop(n);
-  }
-
-  private maybeDrop(n: FsNode): void {
-    if (n.nlookup > 0 || n.id === ROOT_ID || (n.children !== null && n.children.size > 0)) return;
-    this.byId.delete(n.id);
-    if (n.kept) this.dropped(n);
-    const parent = n.parent;
-    if (parent && parent.children?.get(n.name) === n) {
-      parent.children.delete(n.name);
-      this.maybeDrop(parent);
-    }
-  }
-
-  /** `name` under `parent` was removed: its node stays reachable by id until forgotten. */
-  detach(parent: FsNode, name: string): void {
-    const n = parent.children?.get(name);
-    if (!n) return;
-    parent.children!.delete(name);
-    n.parent = null;
-    this.generation++;
-    this.maybeDrop(n);
-    this.maybeDrop(parent);
-  }
-
-  move(parent: FsNode, name: string, newParent: FsNode, newName: string): void {
-    const n = parent.children?.get(name);
-    this.detach(newParent, newName);
-    if (!n) return;
-    parent.children!.delete(name);
-    n.parent = newParent;
-    n.name = newName;
-    (newParent.children ??= new Map()).set(newName, n);
-    this.generation++;
-    this.maybeDrop(parent);
-  }
-}
 
 class Fuse3Server {
   private readonly nodes = new NodeTable((n) => void this.ops.release(n.path(this.nodes.generation), n.kept).catch(() => undefined));

@@ -55,7 +55,6 @@ function runAsNode(): void {
   }
   if (args[0] === '-e' || args[0] === '--eval') {
     process.argv = [process.execPath, ...args.slice(2)];
-    // eslint-disable-next-line @typescript-eslint/no-implied-eval
     new Function('require', args[1] ?? '')(nodeModule.createRequire(path.join(process.cwd(), '[eval]')));
     return;
   }

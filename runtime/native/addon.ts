@@ -54,7 +54,6 @@ export interface OverpackAddon {
 
 declare global {
   // Set by the bundle's launcher: loads an addon extracted from the bundle.
-  // eslint-disable-next-line no-var
   var __overpackLoadAddon: ((name: string) => Record<string, unknown>) | undefined;
 }
 
