@@ -162,7 +162,7 @@ function variants(data: ReturnType<typeof prepareData>, bundles: Record<'tree' |
     {
       name: 'squashfuse+fuse-overlayfs',
       missing: () => (have('squashfuse') && have('fuse-overlayfs') && fs.existsSync(data.squash) ? null : 'install squashfuse, squashfs-tools and fuse-overlayfs'),
-      mount: async (lower, work, which) => {
+      mount: async (_lower, work, which) => {
         const [sq, u, w, m] = fresh(work, 'sq', 'u', 'w', 'm');
         sh(`squashfuse ${which === 'w4' ? data.w4Squash : data.squash} ${sq}`);
         sh(`fuse-overlayfs -o lowerdir=${sq},upperdir=${u},workdir=${w} ${m} 2>/dev/null`);
