@@ -17,6 +17,8 @@ import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 import { appendImage, BuildError, type ImageStats } from '../runtime/image/writer.js';
 import { validateManifest, type Manifest } from '../runtime/launcher/manifest.js';
+import { MANIFEST_SCHEMA } from '../runtime/launcher/manifest-schema.js';
+import { MANIFEST_OPTIONS } from '../runtime/launcher/manifest-validator.js';
 import { FUSE_ADDON, LIBFUSE, nativeDir } from '../runtime/fuse/native.js';
 import { FUSE3_ADDON, LIBFUSE3 } from '../runtime/fuse/fuse3.js';
 import { missingInterpreter } from './interpreter.js';
@@ -113,6 +115,31 @@ function addonFiles(): Array<{ name: string; file: string }> {
 }
 
 /**
+ * In the bundle, the manifest validator is ajv's standalone code for the schema, made here:
+ * nothing to compile at launch, and ajv itself stays out of the runtime.
+ */
+function manifestValidatorPlugin(): esbuild.Plugin {
+  return {
+    name: 'overpack-manifest-validator',
+    setup(b) {
+      b.onResolve({ filter: /[\\/]manifest-validator\.js$/ }, () => ({ path: 'manifest-validator', namespace: 'overpack-generated' }));
+      b.onResolve({ filter: /^overpack-manifest-standalone$/ }, () => ({ path: 'standalone', namespace: 'overpack-generated' }));
+      b.onLoad({ filter: /^manifest-validator$/, namespace: 'overpack-generated' }, () => ({
+        contents: "import validate from 'overpack-manifest-standalone';\nexport function manifestValidator() { return validate; }\n",
+        loader: 'js',
+        resolveDir: ROOT,
+      }));
+      b.onLoad({ filter: /^standalone$/, namespace: 'overpack-generated' }, () => {
+        const { Ajv2020 } = require('ajv/dist/2020.js') as { Ajv2020: new (opts: object) => { compile(schema: object): unknown } };
+        const standalone = (require('ajv/dist/standalone') as { default: (ajv: unknown, fn: unknown) => string }).default;
+        const ajv = new Ajv2020({ ...MANIFEST_OPTIONS, code: { source: true } });
+        return { contents: standalone(ajv, ajv.compile(MANIFEST_SCHEMA)), loader: 'js', resolveDir: ROOT };
+      });
+    },
+  };
+}
+
+/**
  * esbuild turns the launcher and everything it imports into one CommonJS file. Native addons
  * cannot be bundled: each package's loader is redirected to the launcher's, which dlopens the
  * copy extracted from the bundle.
@@ -130,6 +157,7 @@ async function bundleRuntime(): Promise<string> {
     legalComments: 'none',
     logLevel: 'silent',
     plugins: [
+      manifestValidatorPlugin(),
       {
         name: 'overpack-native-addons',
         setup(b) {

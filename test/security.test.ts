@@ -85,7 +85,7 @@ esac
     for (const n of names) assert.match(r.stderr, new RegExp(`env\\.${n}: reserved, the runtime sets it`), n);
     assert.match(r.stderr, /env\."A=B": not a valid variable name/);
     assert.doesNotMatch(r.stderr, /env\.OK/);
-    const schema = JSON.parse(fs.readFileSync(path.join(ROOT, 'builder', 'overpack.schema.json'), 'utf8')) as { properties: { env: { propertyNames: unknown }; security: unknown } };
+    const schema = JSON.parse(fs.readFileSync(path.join(ROOT, 'dist', 'overpack.schema.json'), 'utf8')) as { properties: { env: { propertyNames: unknown }; security: unknown } };
     assert.ok(schema.properties.env.propertyNames && schema.properties.security, 'the schema says so too');
   });
 

@@ -1,0 +1,78 @@
+/**
+ * The app manifest (`overpack.json`), defined once: this JSON Schema is what `overpack build`
+ * and the runtime validate against (ajv; see manifest-validator.ts), what the TypeScript type
+ * `Manifest` is derived from, and what `npm run build` writes to `dist/overpack.schema.json`
+ * for editors. `x-hint` is ours: the words an error about that field uses.
+ */
+import type { FromSchema } from 'json-schema-to-ts';
+
+/**
+ * Environment names the runtime sets or relies on: the manifest's `env` cannot set them (build
+ * error), and the runtime drops them from a manifest anyway (an index made by hand).
+ */
+export const RESERVED_ENV = ['APPDIR', 'ARGV0', 'OWD', 'PATH', 'NODE_OPTIONS'] as const;
+export const RESERVED_ENV_PREFIX = 'OVERPACK_';
+
+export const ON_EXIT = ['preserve', 'discard'] as const;
+export const INODE_MODES = ['virtual', 'persistent'] as const;
+
+export const MANIFEST_SCHEMA = {
+  $schema: 'https://json-schema.org/draft/2020-12/schema',
+  $id: 'https://overpack.dev/schema/overpack.json',
+  title: 'overpack app manifest (overpack.json)',
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'version', 'entrypoint'],
+  properties: {
+    $schema: { type: 'string' },
+    name: {
+      type: 'string',
+      pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      description: 'App name; also names its data and mount directories',
+      'x-hint': 'letters, digits, ".", "_" and "-" only, starting with a letter or digit, at most 64 characters',
+    },
+    version: { type: 'string', minLength: 1, 'x-hint': 'must be a non-empty string' },
+    entrypoint: {
+      type: 'string',
+      minLength: 1,
+      pattern: '^(?!/)(?!.*(^|/)\\.\\.(/|$)).+$',
+      description: "Path inside the app dir: native binary, shebang script, or .js/.mjs/.cjs (run on the bundle's own Node)",
+      'x-hint': 'must be a relative path inside the app directory (no leading "/", no "..")',
+    },
+    args: { type: 'array', items: { type: 'string' }, description: "Arguments put before the user's", 'x-hint': 'must be an array of strings' },
+    env: {
+      type: 'object',
+      description: `Extra environment for the app. Names the runtime sets are reserved: ${RESERVED_ENV.join(', ')} and every ${RESERVED_ENV_PREFIX}* name`,
+      'x-hint': 'must be an object of strings',
+      propertyNames: { pattern: '^[A-Za-z_][A-Za-z0-9_]*$', not: { anyOf: [{ enum: RESERVED_ENV }, { pattern: `^${RESERVED_ENV_PREFIX}` }] } },
+      additionalProperties: { type: 'string', pattern: '^[^\\u0000]*$', 'x-hint': 'must be a string without NUL characters' },
+    },
+    overlay: {
+      type: 'object',
+      additionalProperties: false,
+      'x-hint': 'must be an object',
+      properties: {
+        onExit: { enum: ON_EXIT, default: 'preserve' },
+        inodeMode: { enum: INODE_MODES, default: 'virtual' },
+      },
+    },
+    security: {
+      type: 'object',
+      additionalProperties: false,
+      description: 'Signature policy, enforced by the runtime before anything is mounted or run',
+      'x-hint': 'must be an object',
+      properties: {
+        requireSignature: { type: 'boolean', default: false, description: 'Refuse to run unless the bundle carries a valid Ed25519 signature (overpack build --sign)', 'x-hint': 'must be true or false' },
+        publicKey: {
+          type: 'string',
+          description: 'The Ed25519 key that must have signed the bundle: base64 of its raw 32 bytes (as `overpack keygen` prints it) or a PEM public key; implies requireSignature',
+          'x-hint': 'must be a string (base64 of the raw key, as `overpack keygen` prints it, or a PEM public key)',
+        },
+      },
+      not: { type: 'object', required: ['publicKey', 'requireSignature'], properties: { requireSignature: { const: false } } },
+      'x-not-hint': 'publicKey: a required signer contradicts requireSignature: false (drop one of them)',
+    },
+  },
+} as const;
+
+export type Manifest = FromSchema<typeof MANIFEST_SCHEMA>;
