@@ -22,11 +22,11 @@ import { MANIFEST_OPTIONS } from '../runtime/launcher/manifest-validator.js';
 import { FUSE_ADDON, LIBFUSE, nativeDir } from '../runtime/fuse/native.js';
 import { FUSE3_ADDON, LIBFUSE3 } from '../runtime/fuse/fuse3.js';
 import { missingInterpreter } from './interpreter.js';
+import { runtimeRecord, SEA_FUSE } from './runtime-record.js';
 import { fingerprint, parsePublicKeyText, rawPublicKey, readPrivateKeyFile, signBundleFile, SignatureError } from '../runtime/image/signature.js';
 
 const require = createRequire(import.meta.url);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 /**
  * useCodeCache: V8's compile cache of the runtime script goes into the blob. Both Node
  * processes of a .js app's launch (the runtime, then the app in node mode) compile the whole
@@ -268,6 +268,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       manifest,
       addons: addonFiles(),
       signed: key !== null,
+      runtime: runtimeRecord(runtime),
       onWarning: opts.onWarning,
       onProgress: (done, total) => {
         const now = Date.now();

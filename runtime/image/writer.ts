@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as xattr from 'fs-xattr';
 import { Blake3, blake3 } from '../hash/blake3.js';
-import { alignUp, encodeFooter, FLAG_SIGNED, IMAGE_VERSION, sha256, type ImageAddon, type ImageEntry, type ImageIndex } from './format.js';
+import { alignUp, encodeFooter, FLAG_SIGNED, IMAGE_VERSION, sha256, type ImageAddon, type ImageEntry, type ImageIndex, type RuntimeRecord } from './format.js';
 import { CHUNK_SIZE, encodeTree } from './tree.js';
 
 export interface ImageSource {
@@ -21,6 +21,8 @@ export interface ImageSource {
   onProgress?: (done: number, total: number) => void;
   /** Sets the footer's SIGNED flag: the caller appends a signature trailer (signature.ts) next. */
   signed?: boolean;
+  /** What the bundle's first bytes are (the runtime executable), recorded in the index. */
+  runtime?: RuntimeRecord;
 }
 
 export interface ImageStats {
@@ -250,6 +252,7 @@ export async function appendImage(bundle: string, src: ImageSource): Promise<Ima
       manifest: src.manifest,
       addons,
       tree: { offset: treeOffset, ...tree.location },
+      ...(src.runtime ? { runtime: src.runtime } : {}),
     };
     const indexBytes = Buffer.from(JSON.stringify(index), 'utf8');
     const indexOffset = out.appendBytes(indexBytes);

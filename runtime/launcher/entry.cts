@@ -47,6 +47,10 @@ function runAsNode(): void {
     if (n !== 1 || b[0] !== 0x31) process.exit(70);
     mark('node mode: gate open');
   }
+  // fork() and spawn(process.execPath) from the app then start the plain Node (plain-node.ts),
+  // which takes Node's whole command line (execArgv included).
+  const plain = process.env.OVERPACK_NODE;
+  if (plain) process.execPath = plain;
   // In a single-executable application argv[1] repeats the executable; the script follows.
   const args = process.argv.slice(2);
   if (args[0] === '-v' || args[0] === '--version') {

@@ -12,6 +12,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { restoreDefaultSignal } from '../native/syscalls.js';
 import { makeRunDir, removeAbandonedRunDirs } from './run-dir.js';
 import { EXEC_SCRIPT } from './exec-script.js';
+import { plainNode } from './plain-node.js';
 import { appDetached, forwardSignals } from './signals.js';
 import { fuseDeviceFds, isMounted } from '../fuse/unmount.js';
 import { readImage, ImageError } from '../image/format.js';
@@ -442,8 +443,18 @@ async function main(): Promise<void> {
   const runDir = makeRunDir(name);
   const binDir = path.join(runDir, 'bin');
   fs.mkdirSync(binDir);
-  // `node` on the app's PATH is this bundle, so `#!/usr/bin/env node` scripts use its Node.
-  fs.symlinkSync(bundle, path.join(binDir, 'node'));
+  // `node` on the app's PATH is this bundle's Node, as a plain Node (see plain-node.ts), so
+  // `#!/usr/bin/env node` scripts and `node -p ...` work as with the real one; a bundle from
+  // before the index recorded its runtime gets the bundle itself (scripts and -e only).
+  let nodeForApp = bundle;
+  try {
+    nodeForApp = plainNode(image.fd, image.index.runtime) ?? bundle;
+  } catch (err) {
+    if (/SHA-256/.test((err as Error).message)) throw new LaunchError(`${bundle}: ${(err as Error).message}; the bundle is damaged, download or build it again`, 65);
+    say(`warning: cannot prepare the bundle's node for the app (${(err as Error).message}); the node on its PATH runs scripts only`);
+  }
+  fs.symlinkSync(nodeForApp, path.join(binDir, 'node'));
+  process.env.OVERPACK_NODE = nodeForApp;
   const cleanup: Array<() => void> = [() => fs.rmSync(runDir, { recursive: true, force: true })];
   const finish = () => {
     for (const f of cleanup.reverse()) {
