@@ -187,6 +187,28 @@ describe('bundles', () => {
     assert.equal(pipeline(`"${bundle}"`), '141');
   });
 
+  it('a cache on a noexec filesystem: the native files go to the data directory; with nowhere to load them, exit 3 saying why', () => {
+    const nx = path.join(base, 'noexec');
+    fs.mkdirSync(nx, { recursive: true });
+    // In a private mount namespace: the tmpfs goes away with it, whatever happens.
+    const inNoexec = (vars: string) =>
+      spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs -o noexec tmpfs "${nx}" && mkdir -p "${nx}/c" "${nx}/d" "${nx}/t" && ${vars} "${shellApp}"`], { encoding: 'utf8', env: { ...env, HOME: nx }, timeout: 60000 });
+    const cacheOnly = inNoexec(`XDG_CACHE_HOME="${nx}/c" XDG_DATA_HOME="${home}/.local/share"`);
+    assert.equal(cacheOnly.status, 0, cacheOnly.stderr);
+    assert.match(cacheOnly.stdout, /hello from the shell template/);
+    assert.ok(fs.readdirSync(path.join(home, '.local/share/overpack/exec-cache/native')).length > 0, 'the addons went to the data directory');
+    const nowhere = inNoexec(`XDG_CACHE_HOME="${nx}/c" XDG_DATA_HOME="${nx}/d" TMPDIR="${nx}/t"`);
+    assert.equal(nowhere.status, 3, nowhere.stderr);
+    assert.match(nowhere.stderr, /mounted noexec .*set XDG_CACHE_HOME to a directory on a filesystem that allows executables/);
+  });
+
+  it('a /dev/fuse that is no FUSE device: exit 3, the cause and the fallback', () => {
+    const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `mount --bind /dev/null /dev/fuse && "${shellApp}"`], { encoding: 'utf8', env, timeout: 60000 });
+    assert.equal(r.status, 3, r.stderr);
+    assert.match(r.stderr, /cannot mount the overlay .*--overpack-extract-and-run/s);
+    assert.deepEqual(mountsUnder(home), []);
+  });
+
   it('a missing interpreter is named: a warning at build time, exit 127 and its name at run time', () => {
     const app = copyTemplate('shell');
     for (const [line, name] of [['#!/usr/bin/python9 -u', '/usr/bin/python9'], ['#!/usr/bin/env -S python9 -u', 'python9']] as const) {

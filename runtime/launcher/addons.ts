@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import type { ImageAddon } from '../image/format.js';
-import { cacheHome } from './paths.js';
+import { execCacheRoot } from './exec-dir.js';
 
 declare global {
   // eslint-disable-next-line no-var
@@ -17,7 +17,7 @@ declare global {
 
 export function extractAddons(bundleFd: number, addons: ImageAddon[]): string {
   const key = createHash('sha256').update(addons.map((a) => `${a.name}:${a.hash}`).join('\n')).digest('hex').slice(0, 16);
-  const dir = path.join(cacheHome(), 'overpack', 'native', key);
+  const dir = path.join(execCacheRoot(), 'native', key);
   if (!fs.existsSync(path.join(dir, '.complete'))) {
     const tmp = `${dir}.tmp-${process.pid}`;
     fs.rmSync(tmp, { recursive: true, force: true });

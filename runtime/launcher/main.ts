@@ -13,6 +13,8 @@ import { restoreDefaultSignal } from '../native/syscalls.js';
 import { makeRunDir, removeAbandonedRunDirs } from './run-dir.js';
 import { EXEC_SCRIPT } from './exec-script.js';
 import { plainNode } from './plain-node.js';
+import { NoExecError } from './exec-dir.js';
+import { FALLBACK_HINT } from '../fuse/preflight.js';
 import { appDetached, forwardSignals } from './signals.js';
 import { fuseDeviceFds, isMounted } from '../fuse/unmount.js';
 import { readImage, ImageError } from '../image/format.js';
@@ -384,7 +386,12 @@ async function main(): Promise<void> {
   }
   // BLAKE3 (file verification) and FUSE live in the addons: make them loadable first.
   privateDir(path.join(cacheHome(), 'overpack'));
-  extractAddons(image.fd, image.index.addons);
+  try {
+    extractAddons(image.fd, image.index.addons);
+  } catch (err) {
+    if (err instanceof NoExecError) throw new LaunchError(err.message, 3);
+    throw err;
+  }
   const dataDir = appDataDir(bundle, manifest.name);
   // Made only by what keeps data (a preserved run, a reset), not by every launch.
   const makeDataDir = () => {
@@ -535,6 +542,9 @@ async function main(): Promise<void> {
       await overlay.mount();
     } catch (err) {
       if (err instanceof OverlayError && (err.code === 'NO_FUSE' || err.code === 'NO_FUSERMOUNT')) throw new LaunchError(err.message, 3);
+      // The kernel or libfuse refused the mount (a /dev/fuse that is no FUSE device, a
+      // container without the capability, ...): this machine's FUSE, not a bug of ours.
+      if (err instanceof OverlayError && err.code === 'MOUNT_FAILED') throw new LaunchError(`${err.message}. ${FALLBACK_HINT}`, 3);
       throw err;
     }
     mark('runtime: mounted');

@@ -11,12 +11,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import type { RuntimeRecord } from '../image/format.js';
-import { cacheHome, privateDir } from './paths.js';
+import { privateDir } from './paths.js';
+import { execCacheRoot } from './exec-dir.js';
 
 const CHUNK = 4 << 20;
 
 export function plainNodePath(record: RuntimeRecord): string {
-  return path.join(cacheHome(), 'overpack', 'node', record.sha256.slice(0, 32), 'node');
+  return path.join(execCacheRoot(), 'node', record.sha256.slice(0, 32), 'node');
 }
 
 /** The plain Node for this bundle's runtime, copied out on first use; null for older bundles. */
