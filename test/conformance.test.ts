@@ -215,6 +215,30 @@ describe('timestamps keep nanoseconds', () => {
   }
 });
 
+describe('file capabilities and writes', () => {
+  const p = pair('conf-caps');
+  before(async () => {
+    for (const root of [p.lower, p.plain]) {
+      fs.writeFileSync(path.join(root, 'tool'), 'binary');
+      execFileSync('setcap', ['cap_net_raw+ep', path.join(root, 'tool')]);
+    }
+    await mountPair(p);
+  });
+  after(() => teardown(p));
+
+  it('a write drops security.capability as on a plain directory, also after many writes without one', () => {
+    const script = [
+      'getcap tool', 'echo more >> tool', 'getcap tool; echo "after write: $(getcap tool | wc -l)"',
+      'touch f', 'for i in 1 2 3 4 5; do echo $i >> f; done', 'getcap f | wc -l',
+      'setcap cap_net_raw+ep f', 'getcap f', 'echo 6 >> f', 'echo "after write: $(getcap f | wc -l)"',
+      'setcap cap_net_raw+ep f', 'setcap -r f', 'getcap f | wc -l', 'cat f | wc -l',
+    ].join(' && ');
+    const { plain, mount } = sameInBoth(p, script);
+    assert.equal(mount, plain);
+    assert.match(plain, /tool cap_net_raw=ep/);
+  });
+});
+
 describe('fifos, sockets and device nodes', () => {
   const p = pair('conf-special');
   before(async () => {

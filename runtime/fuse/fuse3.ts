@@ -35,7 +35,8 @@ import {
 
 export { FUSE3_ADDON, LIBFUSE3 } from '../native/addon.js';
 
-const { ENOENT, EEXIST, EINVAL, ERANGE, ENOTCONN } = osc.errno;
+const { ENOENT, EEXIST, EINVAL, ERANGE, ENOTCONN, ENODATA } = osc.errno;
+const CAPS_XATTR = 'security.capability';
 
 class Fuse3Server {
   private readonly nodes = new NodeTable((n) => void this.ops.release(n.path(this.nodes.generation), n.kept).catch(() => undefined));
@@ -358,8 +359,18 @@ class Fuse3Server {
         await ops.setxattr(this.pathOf(N(a, 0)), S(a, 1), B(a, 2), N(a, 3));
         f.replyErr(req, 0);
         return;
-      case OP.GETXATTR:
-        return this.replySized(req, await ops.getxattr(this.pathOf(N(a, 0)), S(a, 1)), N(a, 2));
+      case OP.GETXATTR: {
+        const name = S(a, 1);
+        let value: Buffer;
+        try {
+          value = await ops.getxattr(this.pathOf(N(a, 0)), name);
+        } catch (err) {
+          // Asked before every write: remember "none" so the addon answers the next ones itself.
+          if (name === CAPS_XATTR && (err as { errno?: number }).errno === ENODATA && this.session) this.fuse.noCapability(this.session, N(a, 0));
+          throw err;
+        }
+        return this.replySized(req, value, N(a, 2));
+      }
       case OP.LISTXATTR: {
         const names = await ops.listxattr(this.pathOf(N(a, 0)));
         return this.replySized(req, Buffer.from(names.map((n) => `${n}\0`).join(''), 'utf8'), N(a, 1));

@@ -38,6 +38,8 @@ export interface OverpackAddon {
   invalEntry(s: Session, parent: number, name: string): number;
   /** Drops the kernel's cached attributes of a node (not its pages). */
   invalInode(s: Session, ino: number): number;
+  /** Remembers that node `ino` has no security.capability: the addon answers the kernel's next asks itself. */
+  noCapability(s: Session, ino: number): void;
   libfuseVersion(): number;
   copyRange(inFd: number, inOffset: number, outFd: number, outOffset: number, length: number, done: (errno: number, copied: number) => void): void;
   /** 0 or a positive errno. */

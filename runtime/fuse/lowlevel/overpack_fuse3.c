@@ -57,6 +57,14 @@ enum {
 /* Requests handled per poll wakeup before yielding to the rest of the event loop. */
 #define BATCH 64
 
+/* Before every write the kernel asks for the file's security.capability (to drop it, as a
+ * write must); almost no file has one. The answer "none" is remembered per node here, so those
+ * requests are answered without a trip to JS, and forgotten when that xattr is set or removed
+ * through the mount. Node ids are never reused (fuse3.ts), so a remembered id stays right; a
+ * slot taken by another id only means asking JS again. */
+#define NO_CAPS_SLOTS 4096
+static const char CAPS_XATTR[] = "security.capability";
+
 typedef struct session {
   napi_env env;
   struct fuse_session *se;
@@ -71,6 +79,8 @@ typedef struct session {
    * so a late answer (after unmount) never touches freed memory. */
   size_t outstanding;
   uint32_t max_write;
+  /* Nodes known to carry no security.capability (see ll_getxattr), direct-mapped by id. */
+  fuse_ino_t no_caps[NO_CAPS_SLOTS];
 } session;
 
 static void finish_session(session *s);
@@ -277,7 +287,12 @@ static void ll_statfs(fuse_req_t req, fuse_ino_t ino) {
   dispatch(S(), req, OP_STATFS, 1, a);
 }
 
+static void forget_no_caps(session *s, fuse_ino_t ino, const char *name) {
+  if (s->no_caps[ino % NO_CAPS_SLOTS] == ino && strcmp(name, CAPS_XATTR) == 0) s->no_caps[ino % NO_CAPS_SLOTS] = 0;
+}
+
 static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags) {
+  forget_no_caps(S(), ino, name);
   napi_value data;
   void *copy;
   if (napi_create_buffer_copy(ENV, size, value, &copy, &data) != napi_ok) {
@@ -289,6 +304,10 @@ static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 }
 
 static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
+  if (ino && S()->no_caps[ino % NO_CAPS_SLOTS] == ino && strcmp(name, CAPS_XATTR) == 0) {
+    fuse_reply_err(req, ENODATA);
+    return;
+  }
   napi_value a[3] = {num(ENV, ino), str(ENV, name), num(ENV, (double)size)};
   dispatch(S(), req, OP_GETXATTR, 3, a);
 }
@@ -299,6 +318,7 @@ static void ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 static void ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
+  forget_no_caps(S(), ino, name);
   napi_value a[2] = {num(ENV, ino), str(ENV, name)};
   dispatch(S(), req, OP_REMOVEXATTR, 2, a);
 }
@@ -819,6 +839,18 @@ static napi_value js_inval_inode(napi_env env, napi_callback_info info) {
   return ret_int(env, fuse_lowlevel_notify_inval_inode(s->se, (fuse_ino_t)get_double(env, argv[1]), -1, 0));
 }
 
+/* noCapability(session, ino): JS found no security.capability on this node (see NO_CAPS_SLOTS). */
+static napi_value js_no_capability(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session *s = get_session(env, argv[0]);
+  if (!s || s->closed) return NULL;
+  fuse_ino_t ino = (fuse_ino_t)get_double(env, argv[1]);
+  s->no_caps[ino % NO_CAPS_SLOTS] = ino;
+  return NULL;
+}
+
 /* replyLseek(req, offset) */
 static napi_value js_reply_lseek(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -1013,6 +1045,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"replyReadlink", js_reply_readlink}, {"replyStatfs", js_reply_statfs}, {"replyDir", js_reply_dir},
     {"replyNone", js_reply_none}, {"invalEntry", js_inval_entry}, {"invalInode", js_inval_inode},
     {"libfuseVersion", js_version}, {"copyRange", js_copy_range}, {"replyLseek", js_reply_lseek},
+    {"noCapability", js_no_capability},
     {"mknod", js_mknod}, {"fallocate", js_fallocate}, {"seek", js_seek}, {"utimens", js_utimens},
     {"defaultSignal", js_default_signal},
   };
