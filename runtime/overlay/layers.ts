@@ -1,13 +1,13 @@
 /**
- * The layer manager: resolves merged paths over a read-only lower `Layer` and a writable upper
- * directory, and performs the upper-side mutations every operation is built from (copy-up,
+ * The layer manager: resolves merged paths over a read-only lower `Layer` and the writable
+ * `UpperDir`, and performs the upper-side steps every operation is built from (copy-up,
  * whiteouts, opaque directories). It keeps a cache of what each merged directory looks like;
- * the cache stays exact because every change to the upper goes through this class.
+ * the cache stays exact because every change to the upper goes through the UpperDir, and every
+ * change of a directory's shape is told here (afterCreate, forgetDir, the marker methods).
  */
-import fs, { promises as fsp, constants as fsc } from 'node:fs';
+import fs, { promises as fsp } from 'node:fs';
 import * as xattr from 'fs-xattr';
 import { FsError } from './errors.js';
-import { lstatExact } from './dir-layer.js';
 import { mknod, utimens } from '../native/syscalls.js';
 import {
   childOf,
@@ -19,8 +19,8 @@ import {
   type EntryStat,
   type Layer,
 } from './layer.js';
-import { LongPaths } from './long-paths.js';
-import { OPAQUE_MARKER, WORK_DIR, isReserved, whiteoutName, whitedOutName } from './whiteout.js';
+import { UpperDir } from './upper-dir.js';
+import { OPAQUE_MARKER, isReserved, whitedOutName } from './whiteout.js';
 
 /** What a merged directory is made of. */
 interface DirInfo {
@@ -59,50 +59,27 @@ export class LayerStack {
   private readonly dirs = new Map<string, DirInfo>();
   /** Copy-ups in flight, so two requests for one path share a single copy. */
   private readonly copying = new Map<string, Promise<void>>();
-  private tmpSeq = 0;
-  private readonly longPaths = new LongPaths();
-  readonly workDir: string;
+  readonly upper: UpperDir;
 
-  constructor(readonly lower: Layer, readonly upperRoot: string) {
-    this.workDir = `${upperRoot}/${WORK_DIR}`;
-  }
-
-  /** The upper's file for a merged path, as a string every system call takes (see long-paths.ts). */
-  upperPath(path: string): string {
-    return this.longPaths.reach(this.rawUpperPath(path));
-  }
-
-  private rawUpperPath(path: string): string {
-    return path === '/' ? this.upperRoot : this.upperRoot + path;
+  constructor(readonly lower: Layer, upperRoot: string) {
+    this.upper = new UpperDir(upperRoot);
   }
 
   /** Prepares the upper: creates it and an empty scratch dir (dropping leftovers of a crash). */
   async init(): Promise<void> {
-    await fsp.mkdir(this.upperRoot, { recursive: true });
-    await fsp.rm(this.workDir, { recursive: true, force: true });
-    await fsp.mkdir(this.workDir, { mode: 0o700 });
+    await this.upper.init();
     this.dirs.clear();
-  }
-
-  private tmpName(): string {
-    return `${this.workDir}/${process.pid}.${++this.tmpSeq}`;
   }
 
   /** Synchronous: see DirLayer.lstat. */
   private async lstatUpper(path: string): Promise<EntryStat | null> {
-    try {
-      return lstatExact(this.upperPath(path));
-    } catch (err) {
-      if (code(err) === 'ENOTDIR') return null;
-      throw err;
-    }
+    return this.upper.lstat(path);
   }
 
   private async readUpperMarkers(path: string): Promise<{ opaque: boolean; whiteouts: Set<string> }> {
     const whiteouts = new Set<string>();
     let opaque = false;
-    for (const name of fs.readdirSync(this.upperPath(path))) {
-      if (!isReserved(name)) continue;
+    for (const name of this.upper.markers(path)) {
       if (name === OPAQUE_MARKER) opaque = true;
       const hidden = whitedOutName(name);
       if (hidden !== null) whiteouts.add(hidden);
@@ -142,7 +119,7 @@ export class LayerStack {
 
   /** Forgets what is cached about `path` and everything beneath it. */
   private invalidateTree(path: string): void {
-    this.longPaths.forget(this.rawUpperPath(path));
+    this.upper.forget(path);
     this.dirs.delete(path);
     const prefix = path + '/';
     for (const key of this.dirs.keys()) if (key.startsWith(prefix)) this.dirs.delete(key);
@@ -189,7 +166,7 @@ export class LayerStack {
     const out: Array<{ name: string; type: ReturnType<typeof entryType>; upper: boolean }> = [];
     const seen = new Set<string>();
     if (info.upper) {
-      for (const d of fs.readdirSync(this.upperPath(path), { withFileTypes: true })) {
+      for (const d of this.upper.entries(path)) {
         if (isReserved(d.name)) continue;
         seen.add(d.name);
         const type = d.isDirectory() ? 'dir' : d.isFile() ? 'file' : d.isSymbolicLink() ? 'symlink' : 'other';
@@ -249,11 +226,11 @@ export class LayerStack {
       const st = await this.lower.lstat(path);
       if (!st) throw new FsError('ENOENT', 'copy-up', path);
       // Assembled in the scratch dir and renamed into place, so it appears complete or not at all.
-      const tmp = this.tmpName();
+      const tmp = this.upper.tmpName();
       fs.mkdirSync(tmp, { mode: 0o700 });
       await this.copyMetadata(st, path, tmp);
       try {
-        fs.renameSync(tmp, this.upperPath(path));
+        this.upper.place(tmp, path);
       } catch (err) {
         fs.rmSync(tmp, { recursive: true, force: true });
         if (code(err) !== 'EEXIST' && code(err) !== 'ENOTEMPTY') throw err;
@@ -285,7 +262,7 @@ export class LayerStack {
     } else {
       await this.once(path, async () => {
         await this.ensureUpperDir(parentOf(path));
-        const tmp = this.tmpName();
+        const tmp = this.upper.tmpName();
         const type = entryType(lower.mode);
         if (type === 'symlink') {
           fs.symlinkSync(await this.lower.readlink(path), tmp);
@@ -297,7 +274,7 @@ export class LayerStack {
         }
         try {
           await this.copyMetadata(lower, path, tmp);
-          fs.renameSync(tmp, this.upperPath(path));
+          this.upper.place(tmp, path);
         } catch (err) {
           fs.rmSync(tmp, { force: true });
           throw err;
@@ -325,7 +302,7 @@ export class LayerStack {
   async writeWhiteout(path: string): Promise<void> {
     const dir = parentOf(path);
     await this.ensureUpperDir(dir);
-    fs.closeSync(fs.openSync(this.upperPath(childOf(dir, whiteoutName(nameOf(path)))), 'w', 0o600));
+    this.upper.writeWhiteout(dir, nameOf(path));
     const info = await this.dirInfo(dir);
     info?.whiteouts.add(nameOf(path));
     if (this.dirs.has(path)) this.invalidateTree(path); // only a directory has cached state
@@ -337,13 +314,13 @@ export class LayerStack {
     const info = await this.dirInfo(dir);
     const name = nameOf(path);
     if (!info || !info.whiteouts.has(name)) return false;
-    fs.rmSync(this.upperPath(childOf(dir, whiteoutName(name))), { force: true });
+    this.upper.removeWhiteout(dir, name);
     info.whiteouts.delete(name);
     return true;
   }
 
   async makeOpaque(path: string): Promise<void> {
-    fs.closeSync(fs.openSync(this.upperPath(childOf(path, OPAQUE_MARKER)), 'w', 0o600));
+    this.upper.markOpaque(path);
     this.invalidateTree(path);
   }
 
@@ -359,13 +336,8 @@ export class LayerStack {
    * next mount, which empties the scratch dir; `settle()` waits for it.
    */
   async removeUpperDir(path: string): Promise<void> {
-    const real = this.upperPath(path);
-    try {
-      fs.rmdirSync(real);
-    } catch (err) {
-      if (code(err) !== 'ENOTEMPTY' && code(err) !== 'EEXIST') throw err;
-      const tmp = this.tmpName();
-      fs.renameSync(real, tmp);
+    if (!this.upper.rmdirIfEmpty(path)) {
+      const tmp = this.upper.moveToScratch(path);
       const p: Promise<void> = fsp
         .rm(tmp, { recursive: true, force: true })
         .catch(() => undefined)
@@ -378,15 +350,12 @@ export class LayerStack {
   /** Waits for the background work still touching the upper (before it is finalized). */
   async settle(): Promise<void> {
     while (this.removing.size > 0) await Promise.all([...this.removing]);
-    this.longPaths.closeAll();
+    this.upper.closeAll();
   }
 
   /** Empties an upper directory of its markers (a merged-empty dir holds only those). */
   async clearMarkers(path: string): Promise<void> {
-    const real = this.upperPath(path);
-    for (const name of await fsp.readdir(real)) {
-      if (isReserved(name)) await fsp.rm(`${real}/${name}`, { recursive: true, force: true });
-    }
+    await this.upper.clearMarkers(path);
     this.invalidateTree(path);
   }
 
@@ -412,6 +381,6 @@ export class LayerStack {
 
   /** Synchronous, like the reads and writes through the descriptor (see operations.ts). */
   async openUpper(path: string, flags: number, mode?: number): Promise<number> {
-    return fs.openSync(this.upperPath(path), flags | fsc.O_NOFOLLOW, mode ?? 0o666);
+    return this.upper.open(path, flags, mode);
   }
 }

@@ -4,12 +4,11 @@
  * POSIX filesystem would. Reads come from whichever layer holds the entry; anything that
  * changes an entry copies it up first.
  */
-import fs, { promises as fsp, constants as fsc } from 'node:fs';
-import * as xattr from 'fs-xattr';
+import fs, { constants as fsc } from 'node:fs';
 import type { Attr, DirListing, FileSpan, FsOps, StatFs, TimeSpec } from '../fuse/binding.js';
-import { fallocate, mknod, seek, SEEK_DATA, utimens } from '../native/syscalls.js';
+import { seek, SEEK_DATA } from '../native/syscalls.js';
 import { FsError } from './errors.js';
-import { getXattrAt, toEntryStat } from './dir-layer.js';
+import { toEntryStat } from './dir-layer.js';
 import { InodeStore } from './inodes.js';
 import { childOf, entryType, nameOf, parentOf, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type EntryStat, type LayerFile } from './layer.js';
 import { isDir, LayerStack, type Node } from './layers.js';
@@ -166,7 +165,7 @@ export class OverlayOps implements FsOps {
 
   async statfs(path: string): Promise<StatFs> {
     void path;
-    const s = await fsp.statfs(this.stack.upperRoot);
+    const s = await this.stack.upper.statfs();
     return {
       bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail,
       files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255,
@@ -182,7 +181,7 @@ export class OverlayOps implements FsOps {
     const upperFiles = entries.filter((e) => e.upper && e.type === 'file');
     const linkInos = new Map<string, number>();
     for (const e of upperFiles) {
-      const st = fs.lstatSync(this.stack.upperPath(childOf(path, e.name)), { throwIfNoEntry: false }) ?? null;
+      const st = this.stack.upper.links(childOf(path, e.name));
       if (st && st.nlink > 1) linkInos.set(e.name, st.ino);
     }
     // Fifos, sockets and devices: their type bits come from a stat (listings only say 'other').
@@ -207,7 +206,7 @@ export class OverlayOps implements FsOps {
     const node = await this.stack.require('readlink', path);
     if (node.upper) {
       if (entryType(node.upper.mode) !== 'symlink') throw new FsError('EINVAL', 'readlink', path);
-      return fsp.readlink(this.stack.upperPath(path));
+      return this.stack.upper.readlink(path);
     }
     if (entryType(node.lower!.mode) !== 'symlink') throw new FsError('EINVAL', 'readlink', path);
     return this.stack.lower.readlink(path);
@@ -295,7 +294,7 @@ export class OverlayOps implements FsOps {
 
   async truncate(path: string, size: number): Promise<void> {
     await this.copyUp(path);
-    fs.truncateSync(this.stack.upperPath(path), size);
+    this.stack.upper.truncate(path, size);
   }
 
   async ftruncate(path: string, fh: number, size: number): Promise<void> {
@@ -316,10 +315,7 @@ export class OverlayOps implements FsOps {
     if (!isDir((parent.upper ?? parent.lower)!)) throw new FsError('ENOTDIR', 'mknod', path);
     if (await this.stack.lookup(path)) throw new FsError('EEXIST', 'mknod', path);
     await this.stack.ensureUpperDir(parentOf(path));
-    const real = this.stack.upperPath(path);
-    mknod(real, mode, rdev);
-    // The process umask must not alter the mode the caller asked for (the kernel applied theirs).
-    fs.chmodSync(real, mode & 0o7777);
+    this.stack.upper.mknod(path, mode, rdev);
     await this.stack.afterCreate(path, false);
     this.inodes.forget(path, false);
   }
@@ -328,9 +324,7 @@ export class OverlayOps implements FsOps {
     refuseReserved('mkdir', path);
     if (await this.stack.lookup(path)) throw new FsError('EEXIST', 'mkdir', path);
     await this.stack.ensureUpperDir(parentOf(path));
-    const real = this.stack.upperPath(path);
-    fs.mkdirSync(real, mode & 0o7777);
-    fs.chmodSync(real, mode & 0o7777);
+    this.stack.upper.mkdir(path, mode);
     await this.stack.afterCreate(path, true);
     this.inodes.forget(path, true);
   }
@@ -341,7 +335,7 @@ export class OverlayOps implements FsOps {
     if (isDir(st)) throw new FsError('EISDIR', 'unlink', path);
     const lowerHas = await this.stack.lowerHas(path);
     this.dropPathHandles(path, false);
-    if (node.upper) fs.unlinkSync(this.stack.upperPath(path));
+    if (node.upper) this.stack.upper.unlink(path);
     if (lowerHas) await this.stack.writeWhiteout(path);
     this.inodes.forget(path, false);
   }
@@ -362,7 +356,7 @@ export class OverlayOps implements FsOps {
     refuseReserved('symlink', path);
     if (await this.stack.lookup(path)) throw new FsError('EEXIST', 'symlink', path);
     await this.stack.ensureUpperDir(parentOf(path));
-    fs.symlinkSync(target, this.stack.upperPath(path));
+    this.stack.upper.symlink(target, path);
     await this.stack.afterCreate(path, false);
     this.inodes.forget(path, false);
   }
@@ -375,7 +369,7 @@ export class OverlayOps implements FsOps {
     const before = this.attrOf(existing, src).ino;
     const upper = await this.copyUp(existing);
     await this.stack.ensureUpperDir(parentOf(path));
-    fs.linkSync(this.stack.upperPath(existing), this.stack.upperPath(path));
+    this.stack.upper.link(existing, path);
     await this.stack.afterCreate(path, false);
     // Both names keep the number the existing one had.
     this.inodes.forget(path, false);
@@ -406,7 +400,7 @@ export class OverlayOps implements FsOps {
     else await this.copyUp(from);
     await this.stack.ensureUpperDir(parentOf(to));
     if (dst?.upper && srcIsDir) await this.stack.clearMarkers(to); // rename(2) needs the target empty
-    fs.renameSync(this.stack.upperPath(from), this.stack.upperPath(to));
+    this.stack.upper.rename(from, to);
     if (srcIsDir) {
       this.stack.forgetDir(from);
       this.stack.forgetDir(to);
@@ -427,32 +421,27 @@ export class OverlayOps implements FsOps {
     return this.stack.copyUp(path);
   }
 
-  private async modify(path: string): Promise<{ real: string; st: EntryStat }> {
-    const st = await this.copyUp(path);
-    return { real: this.stack.upperPath(path), st };
-  }
-
   async chmod(path: string, mode: number): Promise<void> {
-    const { real, st } = await this.modify(path);
+    const st = await this.copyUp(path);
     if (entryType(st.mode) === 'symlink') throw new FsError('EOPNOTSUPP', 'chmod', path);
-    fs.chmodSync(real, mode & 0o7777);
+    this.stack.upper.chmod(path, mode);
   }
 
   async chown(path: string, uid: number, gid: number): Promise<void> {
-    const { real } = await this.modify(path);
+    await this.copyUp(path);
     // -1 (as unsigned 32-bit) means "leave unchanged".
-    fs.lchownSync(real, uid === 0xffffffff ? -1 : uid, gid === 0xffffffff ? -1 : gid);
+    this.stack.upper.chown(path, uid === 0xffffffff ? -1 : uid, gid === 0xffffffff ? -1 : gid);
   }
 
   async utimens(path: string, atime: TimeSpec, mtime: TimeSpec): Promise<void> {
-    const { real } = await this.modify(path);
-    utimens(real, atime, mtime);
+    await this.copyUp(path);
+    this.stack.upper.utimens(path, atime, mtime);
   }
 
   async fallocate(path: string, fh: number, mode: number, offset: number, length: number): Promise<void> {
     const h = fh === 0 ? await this.pathHandle(path, true) : this.handle('fallocate', path, fh);
     if (h.kind !== 'upper') throw new FsError('EBADF', 'fallocate', path, 'opened read-only');
-    fallocate(h.fd, mode, offset, length);
+    this.stack.upper.fallocate(h.fd, mode, offset, length);
   }
 
   /**
@@ -470,16 +459,16 @@ export class OverlayOps implements FsOps {
 
   /** The upper copy to change an xattr on. fs-xattr follows symlinks, so links are refused
    * (Linux refuses user.* xattrs on symlinks too). */
-  private async xattrUpper(op: string, path: string): Promise<string> {
+  private async xattrUpper(op: string, path: string): Promise<void> {
     const node = await this.stack.require(op, path);
     if (entryType((node.upper ?? node.lower)!.mode) === 'symlink') throw new FsError('EPERM', op, path);
     await this.copyUp(path);
-    return this.stack.upperPath(path);
   }
 
   async setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void> {
     void flags;
-    xattr.setAttributeSync(await this.xattrUpper('setxattr', path), name, value);
+    await this.xattrUpper('setxattr', path);
+    this.stack.upper.setXattr(path, name, value);
   }
 
   async getxattr(path: string, name: string): Promise<Buffer> {
@@ -487,7 +476,7 @@ export class OverlayOps implements FsOps {
     const st = (node.upper ?? node.lower)!;
     let value: Buffer | null = null;
     if (entryType(st.mode) !== 'symlink') {
-      value = node.upper ? await getXattrAt(this.stack.upperPath(path), name) : await this.stack.lower.getXattr(path, name);
+      value = node.upper ? await this.stack.upper.getXattr(path, name) : await this.stack.lower.getXattr(path, name);
     }
     if (value === null) throw new FsError('ENODATA', 'getxattr', path);
     return value;
@@ -497,11 +486,12 @@ export class OverlayOps implements FsOps {
     const node = await this.stack.require('listxattr', path);
     const st = (node.upper ?? node.lower)!;
     if (entryType(st.mode) === 'symlink') return [];
-    if (node.upper) return xattr.listAttributesSync(this.stack.upperPath(path));
+    if (node.upper) return this.stack.upper.listXattrs(path);
     return this.stack.lower.listXattrs(path);
   }
 
   async removexattr(path: string, name: string): Promise<void> {
-    xattr.removeAttributeSync(await this.xattrUpper('removexattr', path), name);
+    await this.xattrUpper('removexattr', path);
+    this.stack.upper.removeXattr(path, name);
   }
 }

@@ -298,7 +298,7 @@ export class OverlayFS {
     } catch (err) {
       // Leave the disk as it was found.
       if (!upperExisted) await fsp.rm(upper, { recursive: true, force: true }).catch(() => undefined);
-      else await fsp.rm(stack.workDir, { recursive: true, force: true }).catch(() => undefined);
+      else await fsp.rm(stack.upper.workDir, { recursive: true, force: true }).catch(() => undefined);
       if (this.createdMountPoint) await fsp.rmdir(mountPoint).catch(() => undefined);
       if (err instanceof OverlayError) throw err;
       throw new OverlayError('MOUNT_FAILED', 'mount', mountPoint, `cannot mount the overlay at ${mountPoint}: ${(err as Error).message}`, { cause: err });
