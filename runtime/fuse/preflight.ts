@@ -9,7 +9,7 @@ import path from 'node:path';
 
 export type FuseProblem = { code: 'NO_FUSE' | 'NO_FUSERMOUNT'; message: string };
 
-const FALLBACK_HINT =
+export const FALLBACK_HINT =
   'Without FUSE, bundles can still run with --overpack-extract-and-run (or OVERPACK_EXTRACT_AND_RUN=1).';
 
 function findOnPath(name: string): string | null {
