@@ -87,7 +87,8 @@ export function compileAddon(tc: Toolchain, addon: AddonSources): string[] {
     '-shared', '-fPIC', '-pthread', '-O2', '-g0',
     `-DNODE_GYP_MODULE_NAME=${addon.name}`, '-DBUILDING_NODE_EXTENSION',
     '-I', napiHeaders(),
-    ...(addon.includeDirs ?? []).flatMap((d) => ['-I', d]),
+    // gcc reads a leading `=` as the sysroot only when there is one.
+    ...(addon.includeDirs ?? []).flatMap((d) => ['-I', tc.sysroot ? d : d.replace(/^=/, '')]),
     ...(addon.cflags ?? []),
     '-o', addon.output,
     ...addon.sources,

@@ -43,8 +43,8 @@ function prepare(target: Target, host: Target | null): void {
     say(`warning: the natives for ${target} are not built, so no bundles for it (the engine here falls back to fuse-native): ${(err as Error).message}`);
     return;
   }
-  const above = BUNDLED_NATIVES.flatMap((name) => glibcFloorViolations(`${dest}/${name}`));
-  if (above.length > 0) say(`WARNING: natives for ${target} need more than glibc ${GLIBC_FLOOR}: ${above.map((v) => `${v.file} needs ${v.version}`).join(', ')}`);
+  const above = BUNDLED_NATIVES.map((name) => ({ name, versions: glibcFloorViolations(`${dest}/${name}`).map((v) => v.version) })).filter((f) => f.versions.length > 0);
+  if (above.length > 0) say(`WARNING: natives for ${target} need more than glibc ${GLIBC_FLOOR}: ${above.map((f) => `${f.name} needs ${f.versions.join(', ')}`).join('; ')}`);
 }
 
 function main(): void {
