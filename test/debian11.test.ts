@@ -107,6 +107,13 @@ describe('bundles on Debian 11 (glibc 2.31)', () => {
     assert.doesNotMatch(r.stdout, /left-mounted/, 'the runtime unmounted what it mounted');
   });
 
+  it('the fallback without FUSE runs there too (extract and run)', () => {
+    const r = inDebian11(`${optDir}/shell.run --overpack-extract-and-run x; echo "status $?"`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /running without FUSE/);
+    assert.match(r.stdout, /hello from the shell template \(run \d+\), args: x\nstatus 0\n/);
+  });
+
   it('a Node bundle (.js entrypoint) runs on its own Node there and keeps its settings', () => {
     const r = inDebian11(`
       ${optDir}/node.run set colour blue; echo "status $?"
