@@ -19,8 +19,9 @@ import { appendImage, BuildError, type ImageStats } from '../runtime/image/write
 import { validateManifest, type Manifest } from '../runtime/launcher/manifest.js';
 import { MANIFEST_SCHEMA } from '../runtime/launcher/manifest-schema.js';
 import { MANIFEST_OPTIONS } from '../runtime/launcher/manifest-validator.js';
-import { FUSE_ADDON, LIBFUSE, nativeDir } from '../runtime/fuse/native.js';
-import { FUSE3_ADDON, LIBFUSE3 } from '../runtime/fuse/fuse3.js';
+import { nativeDirFor } from '../runtime/fuse/native.js';
+import { hostTarget, type Target } from '../runtime/native/targets.js';
+import { BLAKE_ADDON, BUNDLED_NATIVES, XATTR_ADDON } from './native/target-natives.js';
 import { missingInterpreter } from './interpreter.js';
 import { runtimeRecord, SEA_FUSE } from './runtime-record.js';
 import { fingerprint, parsePublicKeyText, rawPublicKey, readPrivateKeyFile, signBundleFile, SignatureError } from '../runtime/image/signature.js';
@@ -92,24 +93,17 @@ export function readManifest(appDir: string): Manifest {
   return manifest;
 }
 
-/** The addons a bundle carries, from this installation. */
-function addonFiles(): Array<{ name: string; file: string }> {
-  const dir = nativeDir();
-  const xattrDir = path.dirname(require.resolve('fs-xattr'));
-  const blakeDir = path.dirname(require.resolve(`@napi-rs/blake-hash-${process.platform}-${process.arch}-gnu/package.json`));
-  const files = [
-    { name: FUSE_ADDON, file: path.join(dir, FUSE_ADDON) },
-    { name: LIBFUSE, file: path.join(dir, LIBFUSE) },
-    { name: 'xattr.node', file: path.join(xattrDir, 'build', 'Release', 'xattr.node') },
-    { name: 'blake.node', file: path.join(blakeDir, `blake.${process.platform}-${process.arch}-gnu.node`) },
-  ];
-  // The libfuse 3 binding is optional at build time (it needs libfuse3-dev); without it the
-  // bundle serves its mount with fuse-native.
-  if (fs.existsSync(path.join(dir, FUSE3_ADDON))) {
-    files.push({ name: FUSE3_ADDON, file: path.join(dir, FUSE3_ADDON) }, { name: LIBFUSE3, file: path.join(dir, LIBFUSE3) });
-  }
+/**
+ * The natives a bundle for `target` carries, from this installation's `dist/native/<target>/`
+ * (made by `npm run build`): our libfuse 3 addon with its libfuse3, fs-xattr and BLAKE3.
+ */
+export function addonFiles(target: Target = hostTarget()): Array<{ name: string; file: string }> {
+  const dir = nativeDirFor(target);
+  const files = BUNDLED_NATIVES.map((name) => ({ name, file: path.join(dir, name) }));
   for (const f of files) {
-    if (!fs.existsSync(f.file)) throw new BuildError(f.file, 'addons', `native addon ${f.file} is missing; run \`npm install\` (or \`npm run build\`) in the overpack checkout`);
+    if (!fs.existsSync(f.file)) {
+      throw new BuildError(f.file, 'addons', `native addon ${f.file} for ${target} is missing; run \`npm run build\` in the overpack checkout (its warnings say why it was not made)`);
+    }
   }
   return files;
 }
@@ -161,14 +155,16 @@ async function bundleRuntime(): Promise<string> {
       {
         name: 'overpack-native-addons',
         setup(b) {
-          b.onResolve({ filter: /^node-gyp-build$/ }, () => ({ path: path.join(ROOT, 'runtime', 'launcher', 'node-gyp-build-shim.cjs') }));
+          // Only the natives above are in a bundle; an addon found on disk by node-gyp-build
+          // (fuse-native's way) would be missing at run time.
+          b.onResolve({ filter: /^node-gyp-build$/ }, (args) => ({ errors: [{ text: `${args.importer} loads a native addon through node-gyp-build, which a bundle cannot carry` }] }));
           b.onLoad({ filter: /[\\/]fs-xattr[\\/]index\.js$/ }, async (args) => {
             const src = await fs.promises.readFile(args.path, 'utf8');
             const needle = "createRequire(import.meta.url)('./build/Release/xattr')";
             if (!src.includes(needle)) throw new Error(`fs-xattr changed: ${args.path} no longer loads its addon the expected way`);
-            return { contents: src.replace(needle, lazyAddon('xattr.node')), loader: 'js' };
+            return { contents: src.replace(needle, lazyAddon(XATTR_ADDON)), loader: 'js' };
           });
-          b.onLoad({ filter: /[\\/]@napi-rs[\\/]blake-hash[\\/]index\.js$/ }, () => ({ contents: `module.exports = ${lazyAddon('blake.node')};`, loader: 'js' }));
+          b.onLoad({ filter: /[\\/]@napi-rs[\\/]blake-hash[\\/]index\.js$/ }, () => ({ contents: `module.exports = ${lazyAddon(BLAKE_ADDON)};`, loader: 'js' }));
         },
       },
     ],

@@ -1,25 +1,22 @@
 /**
- * Where the native addons live and how they are loaded.
+ * Where the native addons live and how fuse-native is loaded.
  *
- * fuse-native's prebuilt addon links against `libfuse.so.2` but carries no rpath, so on a
- * machine without libfuse2 it cannot load. `prepare-native` copies the addon next to the
- * `libfuse.so` that fuse-native ships (renamed `libfuse.so.2`) and sets the addon's rpath
- * to `$ORIGIN`. The same directory is what the builder ships inside a bundle; the launcher
- * extracts it and points OVERPACK_NATIVE_DIR at it.
+ * `dist/native/<target>/` holds, per target, what a bundle for it ships (see
+ * `builder/native/target-natives.ts`); the host's directory also holds fuse-native, for the
+ * engine on this machine only. fuse-native's prebuilt addon links against `libfuse.so.2` but
+ * carries no rpath, so on a machine without libfuse2 it cannot load: the build copies it next
+ * to the `libfuse.so` that fuse-native ships (renamed `libfuse.so.2`) and sets the addon's
+ * rpath to `$ORIGIN`. Inside a bundle the launcher extracts the natives and points
+ * OVERPACK_NATIVE_DIR at them.
  */
 import { createRequire, Module } from 'node:module';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Target } from '../native/targets.js';
 
 /** Created on first use: in the single-executable bundle there is no import.meta.url. */
 const moduleRequire = () => createRequire(import.meta.url);
-
-declare global {
-  // Set by the bundle's launcher: fuse-native as bundled into the executable.
-  // eslint-disable-next-line no-var
-  var __overpackFuseNative: (() => unknown) | undefined;
-}
 
 export const FUSE_ADDON = 'fuse-native.node';
 export const LIBFUSE = 'libfuse.so.2';
@@ -34,6 +31,11 @@ export function packageRoot(): string {
 
 export function platformTag(): string {
   return `${process.platform}-${process.arch}`;
+}
+
+/** The prepared natives of one target (what a bundle for it ships). */
+export function nativeDirFor(target: Target): string {
+  return path.join(packageRoot(), 'dist', 'native', target);
 }
 
 /** Directory holding the prepared addons for this platform. */
@@ -68,10 +70,6 @@ let fuseNative: FuseNativeClass | undefined;
  */
 export function loadFuseNative(): FuseNativeClass {
   if (fuseNative) return fuseNative;
-  if (globalThis.__overpackFuseNative) {
-    fuseNative = globalThis.__overpackFuseNative() as FuseNativeClass;
-    return fuseNative;
-  }
   const require = moduleRequire();
   const addonPath = path.join(nativeDir(), FUSE_ADDON);
   if (!existsSync(addonPath)) {

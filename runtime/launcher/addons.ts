@@ -1,6 +1,6 @@
 /**
  * Native addons inside a bundle: extracted once per content hash to
- * `$XDG_CACHE_HOME/overpack/native/<hash>/` (rpath `$ORIGIN` makes fuse-native find the
+ * `$XDG_CACHE_HOME/overpack/native/<hash>/` (rpath `$ORIGIN` makes our libfuse 3 addon find the
  * libfuse beside it) and loaded with process.dlopen, the one way a single executable can load
  * a file from disk.
  */

@@ -15,19 +15,20 @@ import { EXEC_SCRIPT } from './exec-script.js';
 import { plainNode } from './plain-node.js';
 import { NoExecError } from './exec-dir.js';
 import { FALLBACK_HINT } from '../fuse/preflight.js';
+import { loadAddon } from '../native/addon.js';
 import { appDetached, forwardSignals } from './signals.js';
 import { fuseDeviceFds, isMounted } from '../fuse/unmount.js';
 import { readImage, ImageError } from '../image/format.js';
 import { SignatureError } from '../image/signature.js';
 import { ImageLayer } from '../image/image-layer.js';
 import { extractAddons } from './addons.js';
-import { loadBundledFuseNative } from './bundled.cjs';
 import { extractTree } from './extract.js';
 import { isReservedEnv, validateManifest, type Manifest } from './manifest.js';
 import { enforceSignature, signatureRequirement, type SignatureState } from './trust.js';
 import { cacheHome, dataHome, privateDir, safeName } from './paths.js';
 import { acquireOrJoin, InstanceError, type Instance } from './instance.js';
 import { mark } from './trace.js';
+import type { FuseBinding } from '../fuse/binding.js';
 
 mark('runtime: modules loaded');
 
@@ -482,7 +483,6 @@ async function main(): Promise<void> {
       exitLike(result);
     }
 
-    globalThis.__overpackFuseNative = loadBundledFuseNative;
     const discard = flags.discard || manifest.overlay?.onExit === 'discard';
     let upper = upperPreserved;
     let instance: Instance | null = null;
@@ -538,6 +538,7 @@ async function main(): Promise<void> {
     // fs/promises) initialize while the app's Node starts up, not before it.
     const { OverlayFS, OverlayError } = await import('../overlay/index.js');
     const overlay = new OverlayFS(layer).setUpper(upper).setMountpoint(mountPoint).setInodeMode(manifest.overlay?.inodeMode ?? 'virtual');
+    overlay.setBinding(await bundledBinding());
     try {
       await overlay.mount();
     } catch (err) {
@@ -576,6 +577,21 @@ async function main(): Promise<void> {
     finish();
     throw err;
   }
+}
+
+/**
+ * A bundle carries one FUSE binding, our libfuse 3 addon (with its libfuse3): where it cannot
+ * load (another architecture's bundle, a libc too old), that is "FUSE unavailable" with the
+ * way to run without it.
+ */
+async function bundledBinding(): Promise<FuseBinding> {
+  const { fuse3Binding } = await import('../fuse/fuse3.js');
+  try {
+    loadAddon();
+  } catch (err) {
+    throw new LaunchError(`${(err as Error).message}. ${FALLBACK_HINT}`, 3);
+  }
+  return fuse3Binding;
 }
 
 main().catch((err: unknown) => {

@@ -1,10 +1,8 @@
 /**
- * Build step (run by `npm run build`, hence by `npm install`): prepares the FUSE addons in
- * `dist/native/<platform>/` beside their libfuse, with rpath `$ORIGIN`, so neither the
- * development tree nor a bundle depends on the host's libfuse2 or libfuse3:
- * - fuse-native (libfuse 2), compiled from its own source with two fixes (below);
- * - our libfuse 3 addon (`lowlevel/`), compiled with node-gyp against libfuse3-dev, shipped
- *   with the host's `libfuse3.so.3`.
+ * fuse-native (libfuse 2) for the development machine: `overpack mount` and the engine can
+ * serve with it (OVERPACK_FUSE_BINDING=fuse-native); bundles do not carry it. Placed in
+ * `dist/native/<host>/` beside the libfuse 2 that fuse-native ships, rpath `$ORIGIN`, so
+ * nothing depends on the host's libfuse2.
  *
  * The addon is compiled from fuse-native's own C source with two fixes: fuse-native 2.2.6 passes
  * the access time twice to `utimens` (the modification time is lost) and does not translate
@@ -17,8 +15,7 @@ import { copyFileSync, mkdirSync, chmodSync, readFileSync, writeFileSync, exists
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { FUSE_ADDON, LIBFUSE, nativeDir, packageRoot, platformTag } from './native.js';
-import { FUSE3_ADDON, LIBFUSE3 } from './fuse3.js';
+import { FUSE_ADDON, LIBFUSE, packageRoot, platformTag } from '../../runtime/fuse/native.js';
 
 const require = createRequire(import.meta.url);
 
@@ -115,40 +112,12 @@ function setOriginRpath(file: string): void {
 }
 
 /**
- * Our libfuse 3 addon. Without libfuse3-dev it is skipped with a warning: the engine then
- * serves mounts with fuse-native only.
+ * fuse-native, for `overpack mount` and the engine on this machine (bundles do not ship it):
+ * the patched addon, or the prebuilt one if it cannot be compiled, beside its libfuse 2.
  */
-function prepareFuse3(dest: string): void {
-  const sources = path.join(packageRoot(), 'runtime', 'fuse', 'lowlevel');
-  if (!existsSync('/usr/include/fuse3/fuse_lowlevel.h')) {
-    console.error('overpack: warning: libfuse3-dev is not installed (Debian: apt-get install libfuse3-dev); the libfuse 3 binding is not built, mounts will use fuse-native');
-    rmSync(path.join(dest, FUSE3_ADDON), { force: true });
-    return;
-  }
-  const buildDir = path.join(packageRoot(), 'dist', 'native-build', 'fuse3');
-  rmSync(buildDir, { recursive: true, force: true });
-  mkdirSync(buildDir, { recursive: true });
-  for (const f of ['overpack_fuse3.c', 'binding.gyp']) copyFileSync(path.join(sources, f), path.join(buildDir, f));
-  gypRebuild(buildDir);
-  const built = path.join(buildDir, 'build', 'Release', 'overpack_fuse3.node');
-  // The libfuse3 the addon was linked against, as the dynamic loader finds it.
-  const ldd = execFileSync('ldd', [built], { encoding: 'utf8' });
-  const lib = /libfuse3\.so\.3 => (\S+)/.exec(ldd)?.[1];
-  if (!lib) throw new Error(`cannot find the libfuse3.so.3 that ${built} links against:\n${ldd}`);
-  copyFileSync(built, path.join(dest, FUSE3_ADDON));
-  copyFileSync(lib, path.join(dest, LIBFUSE3));
-  chmodSync(path.join(dest, FUSE3_ADDON), 0o755);
-  setOriginRpath(path.join(dest, FUSE3_ADDON));
-}
-
-function main(): void {
-  if (process.platform !== 'linux') {
-    console.error(`overpack: native addons are only prepared on Linux (this is ${platformTag()})`);
-    return;
-  }
+export function prepareFuseNative(dest: string): void {
   const pkgDir = path.dirname(require.resolve('fuse-native/package.json'));
   const prebuilt = path.join(pkgDir, 'prebuilds', platformTag());
-  const dest = nativeDir();
   mkdirSync(dest, { recursive: true });
   let addon: string;
   try {
@@ -161,7 +130,4 @@ function main(): void {
   copyFileSync(path.join(prebuilt, 'libfuse.so'), path.join(dest, LIBFUSE));
   chmodSync(path.join(dest, FUSE_ADDON), 0o755);
   setOriginRpath(path.join(dest, FUSE_ADDON));
-  prepareFuse3(dest);
 }
-
-main();
