@@ -83,15 +83,16 @@ describe('bundles', () => {
   });
 
   it('--overpack-mount serves the app dir; a runtime killed with SIGKILL is cleaned up by the next launch', async () => {
+    const runDirs = () => fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('overpack-hello-shell-'));
+    const before = runDirs();
     const server = spawn(shellApp, ['--overpack-mount'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     const mp = await new Promise<string>((resolve) => server.stdout.once('data', (d) => resolve(String(d).trim())));
     assert.ok(mp.startsWith(path.join(home, '.cache', 'overpack', 'mnt', 'hello-shell-')));
     const inside = spawnSync(path.join(mp, 'signal.sh'), [], { encoding: 'utf8', timeout: 1000, killSignal: 'SIGTERM' });
     assert.match(inside.stdout, /ready/);
     assert.equal(fs.readFileSync(path.join(mp, 'data-a.bin')).length, 300000);
-    const runDirs = () => fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('overpack-hello-shell-'));
-    const left = runDirs();
-    assert.ok(left.length > 0, 'the serving runtime has its run directory');
+    const left = runDirs().filter((n) => !before.includes(n));
+    assert.equal(left.length, 1, 'the serving runtime has its run directory');
     server.kill('SIGKILL');
     await new Promise((r) => server.on('exit', r));
     assert.deepEqual(mountsUnder(home), [mp], 'the kill left a stale mount');

@@ -72,6 +72,8 @@ function checkInputs(tc: Toolchain, linked: string[], own: string[], output: str
 export interface AddonSources {
   /** The module name NAPI_MODULE registers. */
   name: string;
+  /** 'program': an executable of its own instead of an addon (no N-API, position-independent). */
+  kind?: 'addon' | 'program';
   sources: string[];
   output: string;
   /** `=/usr/include/x` is inside the sysroot (gcc's `=` prefix), or the host's without one. */
@@ -84,7 +86,7 @@ export interface AddonSources {
 export function compileAddon(tc: Toolchain, addon: AddonSources): string[] {
   const args = [
     ...sysrootArgs(tc),
-    '-shared', '-fPIC', '-pthread', '-O2', '-g0',
+    ...(addon.kind === 'program' ? ['-fPIE', '-pie'] : ['-shared', '-fPIC']), '-pthread', '-O2', '-g0',
     `-DNODE_GYP_MODULE_NAME=${addon.name}`, '-DBUILDING_NODE_EXTENSION',
     '-I', napiHeaders(),
     // gcc reads a leading `=` as the sysroot only when there is one.

@@ -3,13 +3,15 @@
  * - `overpack-fuse3.node`, our libfuse 3 addon, beside the `libfuse3.so.3` it was linked
  *   with (rpath `$ORIGIN`), so the target machine needs no libfuse3;
  * - `xattr.node`, fs-xattr's C sources compiled the same way as ours;
- * - `blake.node`, @napi-rs/blake-hash's prebuilt addon for the target.
+ * - `blake.node`, @napi-rs/blake-hash's prebuilt addon for the target;
+ * - `overpack-exec`, the small program that starts the app so that it dies with the runtime
+ *   (`runtime/fuse/lowlevel/overpack_exec.c`).
  * Compiled against the target's sysroot when there is one (`sysroot.ts`), else the host's.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { FUSE3_ADDON, LIBFUSE3 } from '../../runtime/fuse/fuse3.js';
+import { EXEC_HELPER, FUSE3_ADDON, LIBFUSE3 } from '../../runtime/native/addon.js';
 import { packageRoot } from '../../runtime/fuse/native.js';
 import { compileAddon, CompileError, type Toolchain } from './compile.js';
 import { blakeAddon } from './blake-prebuilt.js';
@@ -19,7 +21,7 @@ const require = createRequire(import.meta.url);
 export const XATTR_ADDON = 'xattr.node';
 export const BLAKE_ADDON = 'blake.node';
 /** Every file a bundle carries from its target's directory, in the order they are stored. */
-export const BUNDLED_NATIVES = [FUSE3_ADDON, LIBFUSE3, XATTR_ADDON, BLAKE_ADDON] as const;
+export const BUNDLED_NATIVES = [FUSE3_ADDON, LIBFUSE3, XATTR_ADDON, BLAKE_ADDON, EXEC_HELPER] as const;
 
 export function prepareTargetNatives(tc: Toolchain, dest: string, warn: (message: string) => void): void {
   fs.mkdirSync(dest, { recursive: true });
@@ -48,5 +50,13 @@ export function prepareTargetNatives(tc: Toolchain, dest: string, warn: (message
   });
 
   fs.copyFileSync(blakeAddon(tc.target, warn), path.join(dest, BLAKE_ADDON));
+
+  compileAddon(tc, {
+    name: 'overpack_exec',
+    kind: 'program',
+    sources: [path.join(packageRoot(), 'runtime', 'fuse', 'lowlevel', 'overpack_exec.c')],
+    output: path.join(dest, EXEC_HELPER),
+    cflags: ['-Wall', '-Wextra'],
+  });
   for (const name of BUNDLED_NATIVES) fs.chmodSync(path.join(dest, name), 0o755);
 }

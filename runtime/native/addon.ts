@@ -11,6 +11,8 @@ import { nativeDir, NativeAddonError } from '../fuse/native.js';
 
 export const FUSE3_ADDON = 'overpack-fuse3.node';
 export const LIBFUSE3 = 'libfuse3.so.3';
+/** Not an addon: the program the launcher starts the app through (overpack_exec.c). */
+export const EXEC_HELPER = 'overpack-exec';
 
 export type Req = number;
 export interface Session {
