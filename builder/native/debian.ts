@@ -37,7 +37,7 @@ export class DebootstrapError extends Error {
 }
 
 /**
- * Runs debootstrap for `suite` into `dir` with the shared package cache; throws with the
+ * Runs debootstrap for bullseye into `dir` with the shared package cache; throws with the
  * reason (not installed, no network, ...) and the tail of its log.
  */
 export function debootstrap(arch: DebianArch, dir: string, options: readonly string[]): void {

@@ -9,14 +9,14 @@
  * fails. Other targets are then not prepared at all (building a bundle for them is an error).
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { hostTargetOrNull, TARGETS, type Target } from '../../runtime/native/targets.js';
 import { nativeDirFor, platformTag } from '../../runtime/fuse/native.js';
 import { ensureSysroot, SysrootError } from './sysroot.js';
 import { toolchain } from './compile.js';
-import { prepareTargetNatives } from './target-natives.js';
+import { BUNDLED_NATIVES, prepareTargetNatives } from './target-natives.js';
 import { prepareFuseNative } from './fuse-native.js';
 import { GLIBC_FLOOR, glibcFloorViolations } from './glibc-needs.js';
-import { BUNDLED_NATIVES } from './target-natives.js';
 
 function say(message: string): void {
   console.error(`overpack: ${message}`);
@@ -31,7 +31,7 @@ function prepare(target: Target, host: Target | null): void {
     if (!(err instanceof SysrootError)) throw err;
     if (target !== host) {
       say(`warning: no natives for ${target}, so no bundles for it: ${err.message}`);
-      for (const name of BUNDLED_NATIVES) fs.rmSync(`${dest}/${name}`, { force: true });
+      for (const name of BUNDLED_NATIVES) fs.rmSync(path.join(dest, name), { force: true });
       return;
     }
     say(`WARNING: no Debian 11 sysroot for ${target} (${err.message}); building its natives against this machine's glibc instead: bundles built here may not start on older distributions, and test/glibc-floor fails`);
@@ -43,7 +43,7 @@ function prepare(target: Target, host: Target | null): void {
     say(`warning: the natives for ${target} are not built, so no bundles for it (the engine here falls back to fuse-native): ${(err as Error).message}`);
     return;
   }
-  const above = BUNDLED_NATIVES.map((name) => ({ name, versions: glibcFloorViolations(`${dest}/${name}`).map((v) => v.version) })).filter((f) => f.versions.length > 0);
+  const above = BUNDLED_NATIVES.map((name) => ({ name, versions: glibcFloorViolations(path.join(dest, name)).map((v) => v.version) })).filter((f) => f.versions.length > 0);
   if (above.length > 0) say(`WARNING: natives for ${target} need more than glibc ${GLIBC_FLOOR}: ${above.map((f) => `${f.name} needs ${f.versions.join(', ')}`).join('; ')}`);
 }
 
