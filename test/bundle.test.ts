@@ -188,6 +188,28 @@ describe('bundles', () => {
     assert.equal(pipeline(`"${bundle}"`), '141');
   });
 
+  it('an app does not outlive its runtime killed with SIGKILL (shell and Node apps), and the next launch runs', async () => {
+    const app = copyTemplate('shell');
+    for (const [entrypoint, text] of [
+      ['bin/hello.sh', '#!/bin/sh\necho "pid $$"\nwhile :; do sleep 0.1; done\n'],
+      ['server.js', "console.log(`pid ${process.pid}`);\nsetInterval(() => {}, 1000);\n"],
+    ] as const) {
+      fs.writeFileSync(path.join(app, entrypoint), text, { mode: 0o755 });
+      fs.writeFileSync(path.join(app, 'overpack.json'), JSON.stringify({ name: 'orphan', version: '1.0.0', entrypoint, overlay: { onExit: 'discard' } }));
+      const bundle = path.join(base, 'orphan.run');
+      assert.equal(build(app, bundle).status, 0);
+      const p = spawn(bundle, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const appPid = await new Promise<number>((resolve) => p.stdout!.on('data', (d) => /pid (\d+)/.test(String(d)) && resolve(Number(/pid (\d+)/.exec(String(d))![1]))));
+      assert.notEqual(appPid, p.pid, 'the app is a process of its own');
+      p.kill('SIGKILL');
+      await new Promise((r) => p.on('exit', r));
+      const alive = () => { try { process.kill(appPid, 0); return true; } catch { return false; } };
+      for (let i = 0; i < 50 && alive(); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(alive(), false, `${entrypoint}: the app died with its runtime`);
+      for (const m of mountsUnder(home)) forceUnmount(m); // the killed runtime's stale mount (the next launch would clean it too)
+    }
+  });
+
   it('a cache on a noexec filesystem: the native files go to the data directory; with nowhere to load them, exit 3 saying why', () => {
     const nx = path.join(base, 'noexec');
     fs.mkdirSync(nx, { recursive: true });

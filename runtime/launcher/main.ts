@@ -15,7 +15,7 @@ import { EXEC_SCRIPT } from './exec-script.js';
 import { plainNode } from './plain-node.js';
 import { NoExecError } from './exec-dir.js';
 import { FALLBACK_HINT } from '../fuse/preflight.js';
-import { loadAddon } from '../native/addon.js';
+import { EXEC_HELPER, loadAddon } from '../native/addon.js';
 import { appDetached, forwardSignals } from './signals.js';
 import { fuseDeviceFds, isMounted } from '../fuse/unmount.js';
 import { readImage, ImageError } from '../image/format.js';
@@ -196,6 +196,13 @@ async function cleanStaleMounts(mntRoot: string): Promise<void> {
 
 type AppResult = { code: number | null; signal: NodeJS.Signals | null };
 
+/** The bundle's overpack-exec among its extracted natives, or null. */
+function execHelper(): string | null {
+  const dir = process.env.OVERPACK_NATIVE_DIR;
+  const file = dir ? path.join(dir, EXEC_HELPER) : null;
+  return file && fs.existsSync(file) ? file : null;
+}
+
 /** Runs the app with stdio inherited and signals forwarded; resolves with its exit status. */
 function runApp(appDir: string, manifest: Manifest, userArgs: string[], bundle: string, binDir: string): Promise<AppResult> {
   const app = startApp(appDir, manifest, userArgs, bundle, binDir, false);
@@ -244,7 +251,11 @@ function startApp(appDir: string, manifest: Manifest, userArgs: string[], bundle
   if (isJs) env.OVERPACK_NODE_DISPATCH = bundle;
   // A JS entrypoint runs on this bundle as node, which lives outside the mount: spawned
   // directly. Anything else goes through a shell outside the mount (see exec-script.ts).
-  const [program, argv] = isJs ? [process.execPath, [entry, ...args]] : ['/bin/sh', ['-c', EXEC_SCRIPT, entry, ...args]];
+  const [direct, directArgv] = isJs ? [process.execPath, [entry, ...args]] : ['/bin/sh', ['-c', EXEC_SCRIPT, entry, ...args]];
+  // Through overpack-exec (see overpack_exec.c), the app dies with this process even when it
+  // is killed with SIGKILL; bundles from before it shipped start the app directly.
+  const helper = execHelper();
+  const [program, argv] = helper ? [helper, [String(process.pid), direct, ...directArgv]] : [direct, directArgv];
   // The app must not inherit /dev/fuse (libfuse opens it without close-on-exec): holding it, an
   // app would keep a dead runtime's mount hanging instead of failing. Giving the child a pipe at
   // those descriptor numbers replaces them; our ends are closed at once.
