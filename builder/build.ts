@@ -264,7 +264,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       manifest,
       addons: addonFiles(),
       signed: key !== null,
-      runtime: runtimeRecord(runtime),
+      executable: runtimeRecord(runtime),
       onWarning: opts.onWarning,
       onProgress: (done, total) => {
         const now = Date.now();

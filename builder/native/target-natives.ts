@@ -28,10 +28,10 @@ export function prepareTargetNatives(tc: Toolchain, dest: string, warn: (message
   // Nothing of an earlier build may survive a failed step and be shipped with the new ones.
   for (const name of BUNDLED_NATIVES) fs.rmSync(path.join(dest, name), { force: true });
 
-  const fuse3 = path.join(packageRoot(), 'runtime', 'fuse', 'lowlevel', 'overpack_fuse3.c');
+  const lowlevel = path.join(packageRoot(), 'runtime', 'fuse', 'lowlevel');
   const linked = compileAddon(tc, {
     name: 'overpack_fuse3',
-    sources: [fuse3],
+    sources: [path.join(lowlevel, 'overpack_fuse3.c'), path.join(lowlevel, 'syscalls.c')],
     output: path.join(dest, FUSE3_ADDON),
     includeDirs: ['=/usr/include/fuse3'],
     libs: ['-lfuse3', '-lm'],
@@ -54,7 +54,7 @@ export function prepareTargetNatives(tc: Toolchain, dest: string, warn: (message
   compileAddon(tc, {
     name: 'overpack_exec',
     kind: 'program',
-    sources: [path.join(packageRoot(), 'runtime', 'fuse', 'lowlevel', 'overpack_exec.c')],
+    sources: [path.join(lowlevel, 'overpack_exec.c')],
     output: path.join(dest, EXEC_HELPER),
     cflags: ['-Wall', '-Wextra'],
   });

@@ -60,7 +60,7 @@ export interface ImageIndex {
   addons: ImageAddon[];
   tree: TreeLocation;
   /** The runtime executable in front of the image (absent in bundles before it was recorded). */
-  runtime?: RuntimeRecord;
+  executable?: RuntimeRecord;
 }
 
 /**
@@ -154,8 +154,8 @@ export function openTree(index: ImageIndex, footer: Footer, fd: number, bundle: 
   };
   if (index === null || typeof index !== 'object' || index.format !== 'overpack-image' || index.version !== IMAGE_VERSION) bad('not an overpack image index');
   if (!Array.isArray(index.addons)) bad('addons missing');
-  const r = index.runtime;
-  if (r !== undefined && (typeof r !== 'object' || r === null || !Number.isSafeInteger(r.size) || r.size > footer.imageStart || typeof r.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(r.sha256) || !Number.isSafeInteger(r.seaFuse) || r.seaFuse < 0 || r.seaFuse >= r.size)) bad('bad runtime record');
+  const r = index.executable;
+  if (r !== undefined && (typeof r !== 'object' || r === null || !Number.isSafeInteger(r.size) || r.size > footer.imageStart || typeof r.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(r.sha256) || !Number.isSafeInteger(r.seaFuse) || r.seaFuse < 0 || r.seaFuse >= r.size)) bad('bad executable record');
   const t = index.tree;
   const isCount = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
   const isRange = (v: unknown) => Array.isArray(v) && v.length === 2 && v.every(isCount);

@@ -22,7 +22,7 @@ export interface ImageSource {
   /** Sets the footer's SIGNED flag: the caller appends a signature trailer (signature.ts) next. */
   signed?: boolean;
   /** What the bundle's first bytes are (the runtime executable), recorded in the index. */
-  runtime?: RuntimeRecord;
+  executable?: RuntimeRecord;
 }
 
 export interface ImageStats {
@@ -252,7 +252,7 @@ export async function appendImage(bundle: string, src: ImageSource): Promise<Ima
       manifest: src.manifest,
       addons,
       tree: { offset: treeOffset, ...tree.location },
-      ...(src.runtime ? { runtime: src.runtime } : {}),
+      ...(src.executable ? { executable: src.executable } : {}),
     };
     const indexBytes = Buffer.from(JSON.stringify(index), 'utf8');
     const indexOffset = out.appendBytes(indexBytes);

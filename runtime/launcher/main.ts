@@ -467,7 +467,7 @@ async function main(): Promise<void> {
   // before the index recorded its runtime gets the bundle itself (scripts and -e only).
   let nodeForApp = bundle;
   try {
-    nodeForApp = plainNode(image.fd, image.index.runtime) ?? bundle;
+    nodeForApp = plainNode(image.fd, image.index.executable) ?? bundle;
   } catch (err) {
     if (/SHA-256/.test((err as Error).message)) throw new LaunchError(`${bundle}: ${(err as Error).message}; the bundle is damaged, download or build it again`, 65);
     say(`warning: cannot prepare the bundle's node for the app (${(err as Error).message}); the node on its PATH runs scripts only`);
