@@ -20,6 +20,10 @@ import { validateManifest, type Manifest } from '../runtime/launcher/manifest.js
 import { FUSE_ADDON, LIBFUSE, nativeDir } from '../runtime/fuse/native.js';
 import { FUSE3_ADDON, LIBFUSE3 } from '../runtime/fuse/fuse3.js';
 import { fingerprint, parsePublicKeyText, rawPublicKey, readPrivateKeyFile, signBundleFile, SignatureError } from '../runtime/image/signature.js';
+import { hostTarget, type Target } from '../runtime/native/targets.js';
+import { glibcFloor } from './elf.js';
+import { chooseNode, type ChosenNode } from './node-choice.js';
+import { prepareRuntimeBinary, seaMethod, type SeaMethod } from './sea.js';
 
 const require = createRequire(import.meta.url);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -31,12 +35,16 @@ const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
  * on a hello-world bundle: see the README's Performance section. (The script uses no dynamic
  * import(), which a code-cached SEA main cannot do.) Part of the cache key: a change rebuilds.
  */
-const SEA_OPTIONS = { disableExperimentalSEAWarning: true, useCodeCache: true };
+const SEA_OPTIONS = { disableExperimentalSEAWarning: true };
 
 export interface BuildOptions {
   appDir: string;
   output?: string;
   node?: string;
+  /** `lts`, a line (`26`) or a version (`26.12.1`): the official Node, fetched and cached. */
+  nodeVersion?: string;
+  /** The platform the bundle runs on [default: this machine's]. */
+  target?: Target;
   /** PEM file of an Ed25519 private key: sign the bundle with it. */
   sign?: string;
   onProgress?: (message: string) => void;
@@ -51,6 +59,9 @@ export interface BuildResult {
   seconds: number;
   /** Fingerprint of the signing key, when signed. */
   signer?: string;
+  target: Target;
+  nodeVersion: string;
+  glibc: string | null;
 }
 
 export function readManifest(appDir: string): Manifest {
@@ -78,8 +89,9 @@ export function readManifest(appDir: string): Manifest {
   return manifest;
 }
 
-/** The addons a bundle carries, from this installation. */
-function addonFiles(): Array<{ name: string; file: string }> {
+/** The addons a bundle for `target` carries, from this installation. */
+function addonFiles(target: Target): Array<{ name: string; file: string }> {
+  if (target !== hostTarget()) return foreignAddonFiles(target);
   const dir = nativeDir();
   const xattrDir = path.dirname(require.resolve('fs-xattr'));
   const blakeDir = path.dirname(require.resolve(`@napi-rs/blake-hash-${process.platform}-${process.arch}-gnu/package.json`));
@@ -96,6 +108,23 @@ function addonFiles(): Array<{ name: string; file: string }> {
   }
   for (const f of files) {
     if (!fs.existsSync(f.file)) throw new BuildError(f.file, 'addons', `native addon ${f.file} is missing; run \`npm install\` (or \`npm run build\`) in the overpack checkout`);
+  }
+  return files;
+}
+
+/**
+ * Addons for another architecture come prepared in dist/native/<target>/ (built by
+ * `npm run build` with a cross toolchain), all four of them: nothing from node_modules, which
+ * holds this machine's builds.
+ */
+function foreignAddonFiles(target: Target): Array<{ name: string; file: string }> {
+  const dir = path.join(path.dirname(nativeDir()), target);
+  const names = [FUSE_ADDON, LIBFUSE, 'xattr.node', 'blake.node'];
+  if (fs.existsSync(path.join(dir, FUSE3_ADDON))) names.push(FUSE3_ADDON, LIBFUSE3);
+  const files = names.map((name) => ({ name, file: path.join(dir, name) }));
+  const missing = files.filter((f) => !fs.existsSync(f.file)).map((f) => f.name);
+  if (missing.length) {
+    throw new BuildError(dir, 'addons', `the native addons for ${target} are missing from ${dir} (${missing.join(', ')}); run \`npm run build\` in the overpack checkout to cross-build them (needs gcc-aarch64-linux-gnu), then build again`);
   }
   return files;
 }
@@ -168,23 +197,53 @@ function cacheDir(): string {
   return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'overpack', 'build');
 }
 
-/** The runtime executable (node + SEA blob), built once per node binary and runtime source. */
-async function runtimeExecutable(node: string, progress: (m: string) => void): Promise<string> {
+function fileHash(file: string): string {
+  const h = createHash('sha256');
+  const fd = fs.openSync(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(4 << 20);
+    for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));
+  } finally {
+    fs.closeSync(fd);
+  }
+  return h.digest('hex');
+}
+
+/**
+ * The runtime executable (node + SEA blob), built once per runtime source, Node binary
+ * content, blob generator and strip tool: the key covers everything that changes its bytes,
+ * never a path or a time, so a build anywhere gives the same bytes from the same inputs.
+ */
+async function runtimeExecutable(node: ChosenNode, progress: (m: string) => void, warn: (m: string) => void): Promise<string> {
   const js = await bundleRuntime();
-  const nodeStat = fs.statSync(node);
-  const key = createHash('sha256').update(js).update(JSON.stringify(SEA_OPTIONS)).update(`${fs.realpathSync(node)}:${nodeStat.size}:${nodeStat.mtimeMs}`).digest('hex').slice(0, 24);
+  const method: SeaMethod = seaMethod(node, warn);
+  const key = createHash('sha256')
+    .update(js)
+    .update(JSON.stringify({ ...SEA_OPTIONS, useCodeCache: node.codeCache, method: method.name, strip: method.strip?.identity ?? null }))
+    .update(fileHash(node.binary))
+    .update(node.generator === node.binary ? 'self' : fileHash(node.generator))
+    .digest('hex')
+    .slice(0, 24);
   const cached = path.join(cacheDir(), `runtime-${key}`);
   if (fs.existsSync(cached)) return cached;
-  progress('building the runtime executable (node single-executable application; once per node version)');
+  progress(`building the runtime executable for ${node.target} (Node ${node.version} single-executable application, ${method.name}; once per Node binary)`);
   fs.mkdirSync(cacheDir(), { recursive: true, mode: 0o700 });
   const work = fs.mkdtempSync(path.join(cacheDir(), 'work-'));
   try {
     fs.writeFileSync(path.join(work, 'main.cjs'), js);
-    fs.writeFileSync(path.join(work, 'sea-config.json'), JSON.stringify({ main: path.join(work, 'main.cjs'), output: path.join(work, 'sea.blob'), ...SEA_OPTIONS }));
-    execFileSync(node, ['--experimental-sea-config', path.join(work, 'sea-config.json')], { stdio: ['ignore', 'ignore', 'pipe'] });
     const exe = path.join(work, 'runtime');
-    fs.copyFileSync(node, exe);
-    fs.chmodSync(exe, 0o755);
+    prepareRuntimeBinary(node.binary, exe, method, warn);
+    const config = { main: path.join(work, 'main.cjs'), ...SEA_OPTIONS, useCodeCache: node.codeCache };
+    if (method.name === 'build-sea') {
+      // Node >= 25.5 writes the whole executable: the node given as "executable" plus the blob.
+      fs.writeFileSync(path.join(work, 'sea-config.json'), JSON.stringify({ ...config, executable: exe, output: path.join(work, 'runtime.sea') }));
+      execFileSync(node.generator, ['--build-sea', path.join(work, 'sea-config.json')], { stdio: ['ignore', 'ignore', 'pipe'] });
+      fs.chmodSync(path.join(work, 'runtime.sea'), 0o755);
+      fs.renameSync(path.join(work, 'runtime.sea'), cached);
+      return cached;
+    }
+    fs.writeFileSync(path.join(work, 'sea-config.json'), JSON.stringify({ ...config, output: path.join(work, 'sea.blob') }));
+    execFileSync(node.generator, ['--experimental-sea-config', path.join(work, 'sea-config.json')], { stdio: ['ignore', 'ignore', 'pipe'] });
     const { inject } = require('postject') as { inject: (file: string, name: string, data: Buffer, opts: { sentinelFuse: string }) => Promise<void> };
     // postject reports harmless notes about ELF sections on stderr; keep the build output clean.
     const write = process.stderr.write.bind(process.stderr);
@@ -210,8 +269,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const output = path.resolve(opts.output ?? `${manifest.name}.run`);
   if (output.startsWith(appDir + path.sep)) throw new BuildError(output, 'build', `the output ${output} must not be inside the app directory`);
   const key = signingKey(opts, manifest, path.join(appDir, 'overpack.json'), opts.onWarning ?? (() => undefined));
-  const node = opts.node ? path.resolve(opts.node) : process.execPath;
-  const runtime = await runtimeExecutable(node, progress);
+  const warnings = opts.onWarning ?? (() => undefined);
+  const node = await chooseNode({ node: opts.node, nodeVersion: opts.nodeVersion, target: opts.target, cacheRoot: cacheDir(), progress, warn: warnings });
+  const addons = addonFiles(node.target);
+  const runtime = await runtimeExecutable(node, progress, warnings);
+  // The oldest glibc the bundle can run on: the newest symbol version any shipped ELF needs.
+  const glibc = glibcFloor([node.binary, ...addons.filter((a) => a.name.endsWith('.node') || a.name.includes('.so')).map((a) => a.file)]);
   // The output's directory may be shared (/tmp): an unguessable name, created exclusively, so
   // nobody can have put a file or a symlink there for us to write through.
   const tmp = `${output}.tmp-${randomBytes(8).toString('hex')}`;
@@ -224,7 +287,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const stats = await appendImage(tmp, {
       appDir,
       manifest,
-      addons: addonFiles(),
+      addons,
+      runtime: { target: node.target, node: `v${node.version}`, glibc },
       signed: key !== null,
       onWarning: opts.onWarning,
       onProgress: (done, total) => {
@@ -242,7 +306,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     fs.chmodSync(tmp, 0o755);
     fs.renameSync(tmp, output);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    return { output, manifest, stats, bundleBytes: fs.statSync(output).size, seconds, signer };
+    return { output, manifest, stats, bundleBytes: fs.statSync(output).size, seconds, signer, target: node.target, nodeVersion: node.version, glibc };
   } catch (err) {
     fs.rmSync(tmp, { force: true });
     throw err;
