@@ -21,7 +21,7 @@ import { FUSE_ADDON, LIBFUSE, nativeDir } from '../runtime/fuse/native.js';
 import { FUSE3_ADDON, LIBFUSE3 } from '../runtime/fuse/fuse3.js';
 import { fingerprint, parsePublicKeyText, rawPublicKey, readPrivateKeyFile, signBundleFile, SignatureError } from '../runtime/image/signature.js';
 import { hostTarget, type Target } from '../runtime/native/targets.js';
-import { glibcFloor } from './elf.js';
+import { EM_AARCH64, EM_X86_64, ElfError, elfMachine, glibcFloor, machineName } from './elf.js';
 import { chooseNode, type ChosenNode } from './node-choice.js';
 import { prepareRuntimeBinary, seaMethod, type SeaMethod } from './sea.js';
 
@@ -193,6 +193,25 @@ function signingKey(opts: BuildOptions, manifest: Manifest, manifestFile: string
   return key;
 }
 
+/**
+ * Every shipped ELF must be for the target; returns the oldest glibc the bundle can run on:
+ * the newest GLIBC_ symbol version the Node binary or any addon needs.
+ */
+function checkNatives(node: string, addons: Array<{ name: string; file: string }>, target: Target): string | null {
+  const wanted = target === 'linux-arm64' ? EM_AARCH64 : EM_X86_64;
+  const files = [node, ...addons.map((a) => a.file)];
+  try {
+    for (const f of addons) {
+      const machine = elfMachine(f.file);
+      if (machine !== wanted) throw new BuildError(f.file, 'addons', `native addon ${f.file} is an ${machineName(machine)} file, but the bundle is for ${target} (${machineName(wanted)}); rebuild the addons with \`npm run build\``);
+    }
+    return glibcFloor(files);
+  } catch (err) {
+    if (err instanceof ElfError) throw new BuildError(err.file, 'addons', `native addon ${err.message}; rebuild the addons with \`npm run build\``);
+    throw err;
+  }
+}
+
 function cacheDir(): string {
   return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'overpack', 'build');
 }
@@ -270,11 +289,11 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   if (output.startsWith(appDir + path.sep)) throw new BuildError(output, 'build', `the output ${output} must not be inside the app directory`);
   const key = signingKey(opts, manifest, path.join(appDir, 'overpack.json'), opts.onWarning ?? (() => undefined));
   const warnings = opts.onWarning ?? (() => undefined);
+  // The addons first: a missing one fails the build before any download.
+  const addons = addonFiles(opts.target ?? hostTarget());
   const node = await chooseNode({ node: opts.node, nodeVersion: opts.nodeVersion, target: opts.target, cacheRoot: cacheDir(), progress, warn: warnings });
-  const addons = addonFiles(node.target);
   const runtime = await runtimeExecutable(node, progress, warnings);
-  // The oldest glibc the bundle can run on: the newest symbol version any shipped ELF needs.
-  const glibc = glibcFloor([node.binary, ...addons.filter((a) => a.name.endsWith('.node') || a.name.includes('.so')).map((a) => a.file)]);
+  const glibc = checkNatives(node.binary, addons, node.target);
   // The output's directory may be shared (/tmp): an unguessable name, created exclusively, so
   // nobody can have put a file or a symlink there for us to write through.
   const tmp = `${output}.tmp-${randomBytes(8).toString('hex')}`;
