@@ -22,7 +22,7 @@ import { FUSE3_ADDON, LIBFUSE3 } from '../runtime/fuse/fuse3.js';
 import { fingerprint, parsePublicKeyText, rawPublicKey, readPrivateKeyFile, signBundleFile, SignatureError } from '../runtime/image/signature.js';
 import { hostTarget, type Target } from '../runtime/native/targets.js';
 import { EM_AARCH64, EM_X86_64, ElfError, elfMachine, glibcFloor, machineName } from './elf.js';
-import { chooseNode, type ChosenNode } from './node-choice.js';
+import { checkArchitecture, chooseNode, type ChosenNode } from './node-choice.js';
 import { prepareRuntimeBinary, seaMethod, type SeaMethod } from './sea.js';
 
 const require = createRequire(import.meta.url);
@@ -289,8 +289,11 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   if (output.startsWith(appDir + path.sep)) throw new BuildError(output, 'build', `the output ${output} must not be inside the app directory`);
   const key = signingKey(opts, manifest, path.join(appDir, 'overpack.json'), opts.onWarning ?? (() => undefined));
   const warnings = opts.onWarning ?? (() => undefined);
-  // The addons first: a missing one fails the build before any download.
-  const addons = addonFiles(opts.target ?? hostTarget());
+  // Cheap checks first: a --node for the wrong architecture or a missing addon fails the
+  // build before any download.
+  const target = opts.target ?? hostTarget();
+  if (opts.node !== undefined && fs.existsSync(opts.node)) checkArchitecture(path.resolve(opts.node), target, opts.target !== undefined);
+  const addons = addonFiles(target);
   const node = await chooseNode({ node: opts.node, nodeVersion: opts.nodeVersion, target: opts.target, cacheRoot: cacheDir(), progress, warn: warnings });
   const runtime = await runtimeExecutable(node, progress, warnings);
   const glibc = checkNatives(node.binary, addons, node.target);

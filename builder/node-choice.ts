@@ -40,7 +40,7 @@ export interface NodeChoiceOptions {
 const MACHINE: Record<Target, number> = { 'linux-x64': EM_X86_64, 'linux-arm64': EM_AARCH64 };
 
 /** Fails unless `file` is a 64-bit little-endian ELF for `target`. */
-function checkArchitecture(file: string, target: Target, targetGiven: boolean): void {
+export function checkArchitecture(file: string, target: Target, targetGiven: boolean): void {
   let ident;
   try {
     ident = elfIdent(file);
