@@ -251,7 +251,7 @@ async function runtimeExecutable(node: ChosenNode, progress: (m: string) => void
   try {
     fs.writeFileSync(path.join(work, 'main.cjs'), js);
     const exe = path.join(work, 'runtime');
-    prepareRuntimeBinary(node.binary, exe, method, warn);
+    prepareRuntimeBinary(node.binary, exe, method);
     const config = { main: path.join(work, 'main.cjs'), ...SEA_OPTIONS, useCodeCache: node.codeCache };
     if (method.name === 'build-sea') {
       // Node >= 25.5 writes the whole executable: the node given as "executable" plus the blob.

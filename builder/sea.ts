@@ -50,7 +50,7 @@ export function seaMethod(node: ChosenNode, warn: (m: string) => void): SeaMetho
 }
 
 /** Copies `node` to `dest` as the runtime's base, stripped of symbols when a strip tool exists. */
-export function prepareRuntimeBinary(node: string, dest: string, method: SeaMethod, _warn: (m: string) => void): void {
+export function prepareRuntimeBinary(node: string, dest: string, method: SeaMethod): void {
   fs.copyFileSync(node, dest);
   fs.chmodSync(dest, 0o755);
   if (!method.strip) return;
