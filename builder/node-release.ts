@@ -17,10 +17,11 @@ export const NODE_LINES: readonly NodeLine[] = [
 ];
 
 /**
- * The line a bundle gets when no Node is named. See the README ("Bundles": the default Node)
- * for the launch times and sizes this choice rests on.
+ * The line a bundle gets when no Node is named: 24, because the official Node 26 builds need
+ * libatomic.so.1, which minimal systems lack (a Debian 11 minbase root, slim containers), so a
+ * Node 26 bundle does not even start there. See the README ("Bundles": the default Node).
  */
-export const DEFAULT_LINE = 26;
+export const DEFAULT_LINE = 24;
 
 /** The newest line in LTS: what `--node-version lts` means. */
 export function newestLtsLine(): number {

@@ -81,6 +81,10 @@ describe('the Node runtime of bundles', () => {
     const needed = addonFiles('linux-x64').flatMap((f) => glibcVersionsNeeded(f.file));
     assert.ok(needed.includes(`GLIBC_${info.glibc}`), `${info.glibc} is needed by a shipped native`);
     assert.equal(info.glibc, GLIBC_FLOOR);
+    // And it loads nothing a minimal system lacks (Node 26's official builds need libatomic).
+    const needs = spawnSync('readelf', ['-d', defaultBundle], { encoding: 'utf8' }).stdout.match(/\[([^\]]+\.so[^\]]*)\]/g) ?? [];
+    const base = ['libc.so.6', 'libm.so.6', 'libdl.so.2', 'libpthread.so.0', 'libstdc++.so.6', 'libgcc_s.so.1', 'ld-linux-x86-64.so.2'];
+    assert.deepEqual(needs.map((n) => n.slice(1, -1)).filter((n) => !base.includes(n)), []);
   });
 
   it('a bundle made before the index recorded its runtime still inspects', () => {
@@ -130,6 +134,30 @@ describe('the Node runtime of bundles', () => {
     const q = spawnSync('qemu-aarch64-static', [out, '--overpack-version'], { encoding: 'utf8', env, timeout: 120000 });
     assert.equal(q.status, 0, q.stderr);
     assert.match(q.stdout, /linux-arm64/);
+  });
+
+  it('an arm64 shell bundle under qemu-user: --overpack-extract, --overpack-extract-and-run, and a FUSE mount keeping state', () => {
+    const shellApp = path.join(base, 'shell-arm64');
+    fs.cpSync(path.join(ROOT, 'templates', 'shell'), shellApp, { recursive: true });
+    const out = path.join(base, 'shell-arm64.run');
+    const b = build([shellApp, '-o', out, '--target', 'linux-arm64']);
+    assert.equal(b.status, 0, b.stderr);
+    const qemu = (args: string[]) => spawnSync('qemu-aarch64-static', [out, ...args], { encoding: 'utf8', env, cwd: base, timeout: 120000 });
+    const dest = path.join(base, 'shell-arm64-extracted');
+    const x = qemu(['--overpack-extract', dest]);
+    assert.equal(x.status, 0, x.stderr);
+    assert.equal(fs.readFileSync(path.join(dest, 'bin', 'hello.sh'), 'utf8'), fs.readFileSync(path.join(shellApp, 'bin', 'hello.sh'), 'utf8'));
+    const e = qemu(['--overpack-extract-and-run', 'one']);
+    assert.equal(e.status, 0, e.stderr);
+    assert.match(e.stdout, /hello from the shell template \(run 1\), args: one/);
+    // Through FUSE: the arm64 runtime serves its mount under emulation; the state is kept.
+    for (const n of [1, 2]) {
+      const r = qemu(['two']);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`\\(run ${n}\\), args: two`));
+    }
+    assert.equal(qemu(['--fail', '7']).status, 7);
+    assert.deepEqual(mountsUnder(home), []);
   });
 
   it('--node must be a Node ELF for the target: clear errors, exit 2, no stack trace', () => {

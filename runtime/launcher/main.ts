@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { restoreDefaultSignal } from '../native/syscalls.js';
 import { makeRunDir, removeAbandonedRunDirs } from './run-dir.js';
@@ -196,11 +196,23 @@ async function cleanStaleMounts(mntRoot: string): Promise<void> {
 
 type AppResult = { code: number | null; signal: NodeJS.Signals | null };
 
-/** The bundle's overpack-exec among its extracted natives, or null. */
+/**
+ * The bundle's overpack-exec among its extracted natives, once this kernel is known to run it,
+ * or null. Under user-mode emulation (an arm64 bundle under qemu-aarch64 without binfmt_misc)
+ * the runtime itself runs but the kernel cannot exec another arm64 program: the app is then
+ * started directly. Tried once per natives directory, remembered beside it.
+ */
 function execHelper(): string | null {
   const dir = process.env.OVERPACK_NATIVE_DIR;
-  const file = dir ? path.join(dir, EXEC_HELPER) : null;
-  return file && fs.existsSync(file) ? file : null;
+  if (!dir) return null;
+  const file = path.join(dir, EXEC_HELPER);
+  const works = `${file}.runs-here`;
+  if (fs.existsSync(works)) return file;
+  if (!fs.existsSync(file)) return null;
+  const probe = spawnSync(file, [String(process.pid), '/bin/sh', '-c', 'exit 0'], { stdio: 'ignore', timeout: 5000 });
+  if (probe.status !== 0) return null;
+  fs.writeFileSync(works, '');
+  return file;
 }
 
 /** Runs the app with stdio inherited and signals forwarded; resolves with its exit status. */
