@@ -152,6 +152,9 @@ async function bundleRuntime(): Promise<string> {
   const lazyAddon = (name: string) => `new Proxy({}, { get: (_, k) => globalThis.__overpackLoadAddon(${JSON.stringify(name)})[k] })`;
   const result = await esbuild.build({
     entryPoints: [path.join(ROOT, 'runtime', 'launcher', 'entry.cts')],
+    // esbuild names each module in comments by its path from here: from the checkout, not the
+    // cwd, so the same sources give the same script (and bundle) wherever the build runs.
+    absWorkingDir: ROOT,
     bundle: true,
     platform: 'node',
     target: 'node20',

@@ -347,6 +347,12 @@ describe('bundles', () => {
     const again = path.join(base, 'again.run');
     assert.equal(build(path.join(base, 'app-shell'), again).status, 0);
     assert.ok(fs.readFileSync(again).equals(fs.readFileSync(shellApp)), 'byte-identical');
+    // From another working directory too (esbuild's module names are relative to the checkout).
+    const elsewhere = path.join(base, 'elsewhere.run');
+    const fromRoot = spawnSync(process.execPath, [CLI, 'build', path.join(base, 'app-shell'), '-o', elsewhere], { encoding: 'utf8', env: buildEnv, cwd: '/', timeout: 300000 });
+    assert.equal(fromRoot.status, 0, fromRoot.stderr);
+    assert.doesNotMatch(fromRoot.stderr, /building the runtime executable/, 'the cached runtime is reused');
+    assert.ok(fs.readFileSync(elsewhere).equals(fs.readFileSync(shellApp)), 'byte-identical from another cwd');
     const bad = path.join(base, 'badapp');
     fs.mkdirSync(bad);
     fs.writeFileSync(path.join(bad, 'overpack.json'), JSON.stringify({ name: 'x y', version: '1', entrypoint: '../out', colour: 'red', overlay: { onExit: 'keep' } }));

@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { hostTargetOrNull, type Target } from '../../runtime/native/targets.js';
+import { packageRoot } from '../../runtime/fuse/native.js';
 
 const TRIPLETS: Record<Target, string> = { 'linux-x64': 'x86_64-linux-gnu', 'linux-arm64': 'aarch64-linux-gnu' };
 
@@ -88,6 +89,8 @@ export function compileAddon(tc: Toolchain, addon: AddonSources): string[] {
     ...sysrootArgs(tc),
     ...(addon.kind === 'program' ? ['-fPIE', '-pie'] : ['-shared', '-fPIC']), '-pthread', '-O2', '-g0',
     `-DNODE_GYP_MODULE_NAME=${addon.name}`, '-DBUILDING_NODE_EXTENSION',
+    // Source paths (__FILE__ in fs-xattr) relative to the checkout: the same bytes from any checkout.
+    `-ffile-prefix-map=${packageRoot()}/=`,
     '-I', napiHeaders(),
     // gcc reads a leading `=` as the sysroot only when there is one.
     ...(addon.includeDirs ?? []).flatMap((d) => ['-I', tc.sysroot ? d : d.replace(/^=/, '')]),
