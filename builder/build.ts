@@ -30,6 +30,8 @@ import { checkArchitecture, chooseNode, type ChosenNode } from './node-choice.js
 import { prepareRuntimeBinary, seaMethod, type SeaMethod } from './sea.js';
 
 const require = createRequire(import.meta.url);
+/** The runtime script's name inside the bundle: what its stack frames show. */
+const RUNTIME_SCRIPT = 'overpack-runtime.cjs';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 /**
  * useCodeCache: V8's compile cache of the runtime script goes into the blob. Both Node
@@ -258,7 +260,7 @@ async function runtimeExecutable(node: ChosenNode, progress: (m: string) => void
   const method: SeaMethod = seaMethod(node, warn);
   const key = createHash('sha256')
     .update(js)
-    .update(JSON.stringify({ ...SEA_OPTIONS, useCodeCache: node.codeCache, method: method.name, strip: method.strip?.identity ?? null }))
+    .update(JSON.stringify({ ...SEA_OPTIONS, main: RUNTIME_SCRIPT, useCodeCache: node.codeCache, method: method.name, strip: method.strip?.identity ?? null }))
     .update(fileHash(node.binary))
     .update(node.generator === node.binary ? 'self' : fileHash(node.generator))
     .digest('hex')
@@ -269,20 +271,22 @@ async function runtimeExecutable(node: ChosenNode, progress: (m: string) => void
   fs.mkdirSync(cacheDir(), { recursive: true, mode: 0o700 });
   const work = fs.mkdtempSync(path.join(cacheDir(), 'work-'));
   try {
-    fs.writeFileSync(path.join(work, 'main.cjs'), js);
+    fs.writeFileSync(path.join(work, RUNTIME_SCRIPT), js);
     const exe = path.join(work, 'runtime');
     prepareRuntimeBinary(node.binary, exe, method);
-    const config = { main: path.join(work, 'main.cjs'), ...SEA_OPTIONS, useCodeCache: node.codeCache };
+    // Relative, with the generator run in `work`: the script's name in stack traces is then
+    // RUNTIME_SCRIPT, not a temporary directory that is gone (and not in the bundle's bytes).
+    const config = { main: RUNTIME_SCRIPT, ...SEA_OPTIONS, useCodeCache: node.codeCache };
     if (method.name === 'build-sea') {
       // Node >= 25.5 writes the whole executable: the node given as "executable" plus the blob.
       fs.writeFileSync(path.join(work, 'sea-config.json'), JSON.stringify({ ...config, executable: exe, output: path.join(work, 'runtime.sea') }));
-      execFileSync(node.generator, ['--build-sea', path.join(work, 'sea-config.json')], { stdio: ['ignore', 'ignore', 'pipe'] });
+      execFileSync(node.generator, ['--build-sea', 'sea-config.json'], { stdio: ['ignore', 'ignore', 'pipe'], cwd: work });
       fs.chmodSync(path.join(work, 'runtime.sea'), 0o755);
       fs.renameSync(path.join(work, 'runtime.sea'), cached);
       return cached;
     }
     fs.writeFileSync(path.join(work, 'sea-config.json'), JSON.stringify({ ...config, output: path.join(work, 'sea.blob') }));
-    execFileSync(node.generator, ['--experimental-sea-config', path.join(work, 'sea-config.json')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync(node.generator, ['--experimental-sea-config', 'sea-config.json'], { stdio: ['ignore', 'ignore', 'pipe'], cwd: work });
     const { inject } = require('postject') as { inject: (file: string, name: string, data: Buffer, opts: { sentinelFuse: string }) => Promise<void> };
     // postject reports harmless notes about ELF sections on stderr; keep the build output clean.
     const write = process.stderr.write.bind(process.stderr);

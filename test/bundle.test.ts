@@ -233,6 +233,19 @@ describe('bundles', () => {
     assert.deepEqual(mountsUnder(home), []);
   });
 
+  it('stack traces name the runtime script by a stable name, not a build directory', () => {
+    const app = path.join(base, 'app-stack');
+    fs.mkdirSync(app, { recursive: true });
+    fs.writeFileSync(path.join(app, 'app.js'), 'console.log(new Error("where").stack);\n');
+    fs.writeFileSync(path.join(app, 'overpack.json'), JSON.stringify({ name: 'stack', version: '1.0.0', entrypoint: 'app.js', overlay: { onExit: 'discard' } }));
+    const bundle = path.join(base, 'stack.run');
+    assert.equal(build(app, bundle).status, 0);
+    const r = run(bundle);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /at runAsNode \(overpack-runtime\.cjs:\d+:\d+\)/);
+    assert.doesNotMatch(r.stdout, /work-[A-Za-z0-9]{6}/);
+  });
+
   it('a missing interpreter is named: a warning at build time, exit 127 and its name at run time', () => {
     const app = copyTemplate('shell');
     for (const [line, name] of [['#!/usr/bin/python9 -u', '/usr/bin/python9'], ['#!/usr/bin/env -S python9 -u', 'python9']] as const) {
