@@ -33,6 +33,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <unistd.h>
+#include "napi_util.h"
 #include "syscalls.h"
 
 /* Operation codes shared with fuse3.ts (OP there). */
@@ -85,21 +86,9 @@ typedef struct session {
 
 static void finish_session(session *s);
 
-#define CHECK(call)                                                                  \
-  do {                                                                               \
-    if ((call) != napi_ok) {                                                         \
-      napi_throw_error(env, NULL, "overpack-fuse3: N-API call failed: " #call);      \
-      return NULL;                                                                   \
-    }                                                                                \
-  } while (0)
 
 /* ---------- calling into JS ---------- */
 
-static napi_value num(napi_env env, double v) {
-  napi_value r;
-  napi_create_double(env, v, &r);
-  return r;
-}
 
 static napi_value str(napi_env env, const char *s) {
   napi_value r;
@@ -573,13 +562,7 @@ static void fill_stat(napi_env env, napi_value arr, size_t index, struct stat *s
   }
 }
 
-static double get_double(napi_env env, napi_value v) {
-  double d = 0;
-  napi_get_value_double(env, v, &d);
-  return d;
-}
 
-static napi_value ret_int(napi_env env, int rc) { return num(env, rc); }
 
 /* replyErr(req, errno) — errno 0 is success for requests that carry no data. */
 static napi_value js_reply_err(napi_env env, napi_callback_info info) {

@@ -16,29 +16,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "napi_util.h"
 #include "syscalls.h"
 
-#define CHECK(call)                                                                  \
-  do {                                                                               \
-    if ((call) != napi_ok) {                                                         \
-      napi_throw_error(env, NULL, "overpack-fuse3: N-API call failed: " #call);      \
-      return NULL;                                                                   \
-    }                                                                                \
-  } while (0)
 
-static napi_value num(napi_env env, double v) {
-  napi_value r;
-  napi_create_double(env, v, &r);
-  return r;
-}
 
-static double get_double(napi_env env, napi_value v) {
-  double d = 0;
-  napi_get_value_double(env, v, &d);
-  return d;
-}
 
-static napi_value ret_int(napi_env env, int rc) { return num(env, rc); }
 
 /* Each returns 0 or a positive errno (seek: the new offset, or -errno). */
 
