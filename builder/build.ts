@@ -238,7 +238,28 @@ function cacheDir(): string {
   return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'overpack', 'build');
 }
 
+/**
+ * SHA-256 of a file (a Node binary: 100+ MB, 0.3-0.5 s to hash), remembered in the build cache
+ * while the file's inode, size, mtime and ctime stay the same, so a build does not hash its
+ * Node again each time.
+ */
 function fileHash(file: string): string {
+  const st = fs.statSync(file, { bigint: true });
+  const stamp = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+  const record = path.join(cacheDir(), 'hashes', createHash('sha256').update(fs.realpathSync(file)).digest('hex').slice(0, 32));
+  try {
+    const [seen, hash] = fs.readFileSync(record, 'utf8').split(' ');
+    if (seen === stamp && hash) return hash;
+  } catch {
+    /* not hashed yet */
+  }
+  const hash = hashWhole(file);
+  fs.mkdirSync(path.dirname(record), { recursive: true, mode: 0o700 });
+  fs.writeFileSync(record, `${stamp} ${hash}`);
+  return hash;
+}
+
+function hashWhole(file: string): string {
   const h = createHash('sha256');
   const fd = fs.openSync(file, 'r');
   try {

@@ -4,13 +4,11 @@
  * only). It lives in our libfuse 3 addon because that is the native code we already build and
  * ship; where the addon cannot load, callers fall back to reading and writing in JS.
  */
-import { constants as osc } from 'node:os';
 import { tryAddon } from '../native/addon.js';
+import { errnoError } from '../native/syscalls.js';
 
 /** Copies `length` bytes; resolves with the bytes copied (fewer: the source ended early). */
 export type CopyRange = (inFd: number, inOffset: number, outFd: number, outOffset: number, length: number) => Promise<number>;
-
-const errnoNames = new Map(Object.entries(osc.errno).map(([name, n]) => [n, name]));
 
 let cached: CopyRange | null | undefined;
 
@@ -25,8 +23,7 @@ export function kernelCopyRange(): CopyRange | null {
     new Promise((resolve, reject) =>
       native(inFd, inOffset, outFd, outOffset, length, (errno, copied) => {
         if (errno === 0) return resolve(copied);
-        const code = errnoNames.get(errno) ?? `errno ${errno}`;
-        reject(Object.assign(new Error(`copy_file_range: ${code}`), { code, errno: -errno }));
+        reject(errnoError(errno, 'copy_file_range'));
       }),
     );
   return cached;

@@ -16,16 +16,26 @@ function run(cmd: string, args: string[]): Promise<{ ok: boolean; missing: boole
   });
 }
 
-/** Whether `path` is a mountpoint right now (from /proc/self/mountinfo, no I/O into the mount). */
-export function isMounted(path: string): boolean {
-  const escaped = path.replace(/[\\ \t\n]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
+/** This process's mounts (/proc/self/mountinfo, no I/O into any mount): mountpoints unescaped. */
+export function mountTable(): Array<{ mountPoint: string; options: string[] }> {
+  let text: string;
   try {
-    return readFileSync('/proc/self/mountinfo', 'utf8')
-      .split('\n')
-      .some((line) => line.split(' ')[4] === escaped);
+    text = readFileSync('/proc/self/mountinfo', 'utf8');
   } catch {
-    return false;
+    return [];
   }
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const f = line.split(' ');
+      return { mountPoint: (f[4] ?? '').replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))), options: (f[5] ?? '').split(',') };
+    });
+}
+
+/** Whether `path` is a mountpoint right now. */
+export function isMounted(path: string): boolean {
+  return mountTable().some((m) => m.mountPoint === path);
 }
 
 export interface UnmountResult {

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { cacheHome, dataHome, privateDir } from './paths.js';
+import { mountTable } from '../fuse/unmount.js';
 
 /** The mount options of the filesystem holding `p` (the longest mountpoint prefix), from mountinfo. */
 function mountOptions(p: string): string[] {
@@ -20,12 +21,11 @@ function mountOptions(p: string): string[] {
   }
   let best = '';
   let options: string[] = [];
-  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const f = line.split(' ');
-    const mp = (f[4] ?? '').replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  for (const m of mountTable()) {
+    const mp = m.mountPoint;
     if ((real === mp || real.startsWith(mp.endsWith('/') ? mp : `${mp}/`)) && mp.length >= best.length) {
       best = mp;
-      options = (f[5] ?? '').split(',');
+      options = m.options;
     }
   }
   return options;

@@ -8,19 +8,14 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { procStatFields } from './proc-stat.js';
 
 const PREFIX = 'overpack-';
 const OWNER = 'owner';
 
 /** The start time of process `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat), or null. */
 function startTime(pid: number | 'self'): string | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
-  } catch {
-    return null;
-  }
+  return procStatFields(pid)?.[19] ?? null;
 }
 
 export function makeRunDir(name: string): string {

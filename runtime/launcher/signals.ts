@@ -13,7 +13,7 @@
  * Whether we are in the foreground is read when the signal arrives (a job can be moved with
  * `fg`/`bg` meanwhile), from /proc/self/stat.
  */
-import fs from 'node:fs';
+import { procStatFields } from './proc-stat.js';
 import tty from 'node:tty';
 
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
@@ -26,13 +26,8 @@ function hasTerminal(): boolean {
 
 /** Whether this process is in its terminal's foreground process group (fields 5 and 8 of stat). */
 function inForeground(): boolean {
-  try {
-    const stat = fs.readFileSync('/proc/self/stat', 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return f[2] === f[5] && Number(f[5]) > 0;
-  } catch {
-    return false;
-  }
+  const f = procStatFields('self');
+  return f !== null && f[2] === f[5] && Number(f[5]) > 0;
 }
 
 /** Spawn option for the app (or an inner runtime): a session of its own when there is no terminal. */
