@@ -182,6 +182,17 @@ function removeAny(p: string): boolean {
   return true;
 }
 
+/** Makes an entry beside `dst` (`make`, then `meta`) and renames it over whatever `cur` was. */
+function placeEntry(dir: string, dst: string, cur: fs.Stats | undefined, make: (tmp: string) => void, meta: (tmp: string) => void): void {
+  const tmp = tmpName(dir);
+  step();
+  make(tmp);
+  meta(tmp);
+  if (cur?.isDirectory()) removeAny(dst);
+  step();
+  fs.renameSync(tmp, dst);
+}
+
 let tmpSeq = 0;
 const tmpName = (dir: string) => path.join(dir, `.overpack-commit-tmp-${process.pid}-${++tmpSeq}`);
 
@@ -228,13 +239,7 @@ async function apply(upper: string, target: string, plan: ReturnType<typeof plan
           sum.skipped++;
           continue;
         }
-        const tmp = tmpName(dir);
-        step();
-        fs.symlinkSync(targetText, tmp);
-        setMeta(tmp, st, true, src);
-        if (cur?.isDirectory()) removeAny(dst);
-        step();
-        fs.renameSync(tmp, dst);
+        placeEntry(dir, dst, cur, (tmp) => fs.symlinkSync(targetText, tmp), (tmp) => setMeta(tmp, st, true, src));
         sum.written++;
         continue;
       }
@@ -244,13 +249,7 @@ async function apply(upper: string, target: string, plan: ReturnType<typeof plan
           sum.skipped++;
           continue;
         }
-        const tmp = tmpName(dir);
-        step();
-        mknod(tmp, st.mode, st.rdev);
-        setMeta(tmp, st, false, src);
-        if (cur?.isDirectory()) removeAny(dst);
-        step();
-        fs.renameSync(tmp, dst);
+        placeEntry(dir, dst, cur, (tmp) => mknod(tmp, st.mode, st.rdev), (tmp) => setMeta(tmp, st, false, src));
         sum.written++;
         continue;
       }
