@@ -156,8 +156,10 @@ describe('bundles', () => {
         p.on('exit', (code) => resolve(`${/signals \d+/.exec(out)?.[0] ?? out} exit ${code}`));
       });
     // Under a pseudo-terminal (script(1)): Ctrl-C and a window change go to the foreground group.
+    // `exec` so that script's shell is not in that group too: dash (SHELL unset in CI) waits for
+    // its child and then dies of the same Ctrl-C, exit 130, whatever the program did.
     const onTerminal = (cmd: string) =>
-      session('script', ['-qfec', cmd, '/dev/null'], false, (p) => {
+      session('script', ['-qfec', `exec ${cmd}`, '/dev/null'], false, (p) => {
         p.stdin!.write('\x03');
       });
     it('Ctrl-C on a terminal: one SIGINT', async () => {
