@@ -129,7 +129,11 @@ function fresh(work: string, ...names: string[]): string[] {
   });
 }
 
-function variants(data: ReturnType<typeof prepareData>, bundles: Record<'tree' | 'w4', string>): Variant[] {
+function variants(data: ReturnType<typeof prepareData>, bundles: Record<'tree' | 'w4', string>, rawBundles: Record<'tree' | 'w4', string>): Variant[] {
+  const imageMount = (files: Record<'tree' | 'w4', string>): Variant['mount'] => async (_lower, work, which) => {
+    const home = fresh(work, 'home')[0]!;
+    return serverMount([files[which], '--overpack-mount', '--overpack-discard'], { ...process.env, HOME: home, XDG_CACHE_HOME: path.join(home, 'c'), XDG_DATA_HOME: path.join(home, 'd') });
+  };
   return [
     {
       name: 'native',
@@ -191,14 +195,8 @@ function variants(data: ReturnType<typeof prepareData>, bundles: Record<'tree' |
         return serverMount([process.execPath, CLI, 'mount', lower, '--upper', u!, '--mountpoint', m!, '--on-exit', 'discard'], { ...process.env, OVERPACK_FUSE_BINDING: 'fuse-native' });
       },
     },
-    {
-      name: 'overpack-image',
-      missing: () => (fs.existsSync(bundles.tree) ? null : 'bundle build failed'),
-      mount: async (_lower, work, which) => {
-        const home = fresh(work, 'home')[0]!;
-        return serverMount([bundles[which], '--overpack-mount', '--overpack-discard'], { ...process.env, HOME: home, XDG_CACHE_HOME: path.join(home, 'c'), XDG_DATA_HOME: path.join(home, 'd') });
-      },
-    },
+    { name: 'overpack-image', missing: () => (fs.existsSync(bundles.tree) ? null : 'bundle build failed'), mount: imageMount(bundles) },
+    { name: 'overpack-image-raw', missing: () => (fs.existsSync(rawBundles.tree) ? null : 'bundle build failed'), mount: imageMount(rawBundles) },
   ];
 }
 
@@ -280,22 +278,29 @@ async function main(): Promise<void> {
   const data = prepareData();
   const work = fs.mkdtempSync(path.join(DATA, 'run-'));
   const bundles = { tree: path.join(DATA, 'tree.run'), w4: path.join(DATA, 'w4.run') };
+  // The same data with its contents stored raw: what compression costs on reads.
+  const rawBundles = { tree: path.join(DATA, 'tree-raw.run'), w4: path.join(DATA, 'w4-raw.run') };
   const bundlesStarted = Date.now();
   // Both at once (two cores; the runtime executable comes from the builder's cache, filled
   // atomically). Rebuilt every run (quick with the runtime cached): a bundle left by an older
   // checkout would measure an older runtime.
+  for (const which of ['tree', 'w4'] as const) {
+    const app = path.join(DATA, `app-${which}`);
+    fs.rmSync(app, { recursive: true, force: true });
+    sh(`cp -al ${which === 'tree' ? data.tree : data.w4} ${app}`);
+    fs.writeFileSync(path.join(app, 'overpack.json'), JSON.stringify({ name: `bench-${which}`, version: '1', entrypoint: 'overpack.sh' }));
+    fs.writeFileSync(path.join(app, 'overpack.sh'), '#!/bin/sh\n', { mode: 0o755 });
+  }
   await Promise.all(
-    (['tree', 'w4'] as const).map((which) => {
+    (['tree', 'w4', 'tree-raw', 'w4-raw'] as const).map((name) => {
+      const which = name.startsWith('tree') ? 'tree' : 'w4';
+      const out = name.endsWith('raw') ? rawBundles[which] : bundles[which];
       const app = path.join(DATA, `app-${which}`);
       // A bundle needs a manifest: a tiny app dir whose tree is the data (symlinks are stored as
       // links, so the manifest goes beside a hard-linked copy of the data).
-      log(`building the overpack-image bundle of the ${which} data`);
-      fs.rmSync(app, { recursive: true, force: true });
-      sh(`cp -al ${which === 'tree' ? data.tree : data.w4} ${app}`);
-      fs.writeFileSync(path.join(app, 'overpack.json'), JSON.stringify({ name: `bench-${which}`, version: '1', entrypoint: 'overpack.sh' }));
-      fs.writeFileSync(path.join(app, 'overpack.sh'), '#!/bin/sh\n', { mode: 0o755 });
+      log(`building the overpack-image bundle of the ${which} data${out === bundles[which] ? '' : ', stored raw'}`);
       // Built with the sections' builder cache, never the real user's ~/.cache/overpack.
-      const p = spawn(process.execPath, [CLI, 'build', app, '-o', bundles[which]], { stdio: ['ignore', 'ignore', 'pipe'], env: scratchEnv(path.join(DATA, 'build-home')) });
+      const p = spawn(process.execPath, [CLI, 'build', app, '-o', out, '--compression', out === bundles[which] ? 'zstd' : 'none'], { stdio: ['ignore', 'ignore', 'pipe'], env: scratchEnv(path.join(DATA, 'build-home')) });
       let err = '';
       p.stderr.on('data', (d) => (err += d));
       return new Promise<void>((resolve) =>
@@ -307,7 +312,7 @@ async function main(): Promise<void> {
     }),
   );
   log(`bundles built in ${((Date.now() - bundlesStarted) / 1000).toFixed(0)} s`);
-  const all = variants(data, bundles).filter((v) => {
+  const all = variants(data, bundles, rawBundles).filter((v) => {
     // The fuse-native comparison is not one of the issue's variants: full mode only, so that
     // quick mode stays a few minutes.
     if (quick && v.name === 'overpack-dir-fuse-native') return false;
@@ -337,8 +342,8 @@ async function main(): Promise<void> {
       // The data in the page cache, once (nothing here evicts it later): for the warm workloads,
       // after the cold ones' drops, so that the first repetition's warm-ups find it there as the
       // later ones do; for W4, the lower and the images made of it.
-      if ((first.start ?? 'warm') === 'warm') readIntoCache([data.tree, bundles.tree, data.squash]);
-      if (first.start === 'cached') readIntoCache([data.w4, bundles.w4, data.w4Squash]);
+      if ((first.start ?? 'warm') === 'warm') readIntoCache([data.tree, bundles.tree, rawBundles.tree, data.squash]);
+      if (first.start === 'cached') readIntoCache([data.w4, bundles.w4, rawBundles.w4, data.w4Squash]);
       for (let r = 0; r < reps; r++) {
         for (const v of all) {
           let t = Date.now();

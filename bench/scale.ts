@@ -15,7 +15,8 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { alignUp, encodeFooter, IMAGE_VERSION, readImage, type ImageAddon, type ImageEntry, type ImageIndex } from '../runtime/image/format.js';
-import { encodeTree } from '../runtime/image/tree.js';
+import { encodeTree } from '../runtime/image/tree-encode.js';
+import { CODEC_IDS } from '../runtime/image/codec.js';
 import { blake3 } from '../runtime/hash/blake3.js';
 import { buildBundle, helloApps, median, mib, ms, processMemory, scratchEnv, serveBundle, type BenchContext, type Section, type Table } from './common.js';
 
@@ -75,7 +76,7 @@ export function writeSyntheticBundle(source: string, out: string, files: number)
       if (k % 100 === 0) dir(`/node_modules/pkg${pkg}`);
       if (k % 10 === 0) dir(`/node_modules/pkg${pkg}/d${sub}`);
       const content = Buffer.from(`module.exports = ${k};\n`);
-      entries.push({ path: `/node_modules/pkg${pkg}/d${sub}/f${k % 10}.js`, type: 'file', mode: 0o644, uid: 0, gid: 0, mtimeMs, size: content.length, hash: blake3(content).toString('hex'), offset: pos });
+      entries.push({ path: `/node_modules/pkg${pkg}/d${sub}/f${k % 10}.js`, type: 'file', mode: 0o644, uid: 0, gid: 0, mtimeMs, size: content.length, hash: blake3(content).toString('hex'), pieces: [{ codec: CODEC_IDS.raw, position: pos, storedLength: content.length, frameLength: content.length, offsetInFrame: 0 }] });
       pending.push(content);
       pendingBytes += content.length;
       pos += content.length;

@@ -16,6 +16,8 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 import { appendImage, BuildError, type ImageStats } from '../runtime/image/writer.js';
+import { DEFAULT_COMPRESSION, describeCompression, type Compression } from '../runtime/image/codec.js';
+import { loadAddon } from '../runtime/native/addon.js';
 import { validateManifest, type Manifest } from '../runtime/launcher/manifest.js';
 import { MANIFEST_SCHEMA } from '../runtime/launcher/manifest-schema.js';
 import { MANIFEST_OPTIONS } from '../runtime/launcher/manifest-validator.js';
@@ -52,6 +54,8 @@ export interface BuildOptions {
   target?: Target;
   /** PEM file of an Ed25519 private key: sign the bundle with it. */
   sign?: string;
+  /** How file contents are stored [default: DEFAULT_COMPRESSION]. */
+  compression?: Compression;
   onProgress?: (message: string) => void;
   onWarning?: (message: string) => void;
 }
@@ -61,6 +65,8 @@ export interface BuildResult {
   manifest: Manifest;
   stats: ImageStats;
   bundleBytes: number;
+  /** The runtime executable in front of the image. */
+  runtimeBytes: number;
   seconds: number;
   /** Fingerprint of the signing key, when signed. */
   signer?: string;
@@ -341,6 +347,14 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const target = opts.target ?? hostTarget();
   if (opts.node !== undefined && fs.existsSync(opts.node)) checkArchitecture(path.resolve(opts.node), target, opts.target !== undefined);
   const addons = addonFiles(target);
+  const compression = opts.compression ?? DEFAULT_COMPRESSION;
+  if (compression.codec !== 'none') {
+    try {
+      loadAddon();
+    } catch (err) {
+      throw new BuildError(appDir, 'build', `--compression ${describeCompression(compression)} needs overpack's addon, which does not load here (${(err as Error).message}); build it (npm run build) or pass --compression none`);
+    }
+  }
   const node = await chooseNode({ node: opts.node, nodeVersion: opts.nodeVersion, target: opts.target, cacheRoot: cacheDir(), progress, warn: warnings });
   const runtime = await runtimeExecutable(node, progress, warnings);
   const glibc = checkNatives(node.binary, addons, node.target);
@@ -360,6 +374,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       runtime: { target: node.target, node: `v${node.version}`, glibc },
       signed: key !== null,
       executable: runtimeRecord(runtime),
+      compression,
       onWarning: opts.onWarning,
       onProgress: (done, total) => {
         const now = Date.now();
@@ -376,7 +391,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     fs.chmodSync(tmp, 0o755);
     fs.renameSync(tmp, output);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    return { output, manifest, stats, bundleBytes: fs.statSync(output).size, seconds, signer, target: node.target, nodeVersion: node.version, glibc };
+    return { output, manifest, stats, bundleBytes: fs.statSync(output).size, runtimeBytes: fs.statSync(runtime).size, seconds, signer, target: node.target, nodeVersion: node.version, glibc };
   } catch (err) {
     fs.rmSync(tmp, { force: true });
     throw err;

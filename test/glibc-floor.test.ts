@@ -26,7 +26,7 @@ describe(`glibc floor ${GLIBC_FLOOR}`, () => {
     it(`every native a ${target} bundle ships needs at most GLIBC_${GLIBC_FLOOR}, and is built for ${target}`, () => {
       // Throws (fails) when the natives of the target were not prepared: see npm run build's warnings.
       const files = addonFiles(target);
-      assert.deepEqual(files.map((f) => f.name).sort(), ['blake.node', 'libfuse3.so.3', 'overpack-exec', 'overpack-fuse3.node', 'xattr.node']);
+      assert.deepEqual(files.map((f) => f.name).sort(), ['blake.node', 'libfuse3.so.3', 'libzstd.so.1', 'overpack-exec', 'overpack-fuse3.node', 'xattr.node']);
       const report = files.map((f) => `${f.name}: ${glibcNeeds(f.file).join(' ')}`).join('\n  ');
       const above = files.flatMap((f) => glibcFloorViolations(f.file));
       assert.deepEqual(above.map((v) => `${path.basename(v.file)} needs ${v.version}`), [], `${target} natives above GLIBC_${GLIBC_FLOOR}:\n  ${report}`);

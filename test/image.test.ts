@@ -11,11 +11,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { appendImage } from '../runtime/image/writer.js';
 import { encodeFooter, FOOTER_SIZE, IMAGE_VERSION, readImage, sha256, ImageError, type ImageIndex } from '../runtime/image/format.js';
-import { CHUNK_SIZE, encodeTree, PAGE_SIZE, pageStarts, RECORD_SIZE, storePages, TreeError, type TreeEntry } from '../runtime/image/tree.js';
+import { encodeTree, pageStarts, storePages } from '../runtime/image/tree-encode.js';
+import { PAGE_SIZE, PIECE_REF_SIZE, PIECE_SIZE, RECORD_SIZE, TreeError, type TreeEntry } from '../runtime/image/tree-layout.js';
 import { inflateRawSync } from 'node:zlib';
 import { FsError } from '../runtime/overlay/errors.js';
 import { ImageLayer } from '../runtime/image/image-layer.js';
-import { kernelCopyRange } from '../runtime/fuse/copy-range.js';
 import { CLI, forceUnmount, tempDir } from './helpers.js';
 
 const base = tempDir('image');
@@ -93,6 +93,15 @@ function tamperedEntries(name: string, edit: (entries: TreeEntry[]) => void, fro
   p.stored = t.bytes;
   p.index.tree = { offset: p.index.tree.offset, ...t.location };
   return assemble(name, p, { rehash: false });
+}
+
+/** A copy of an image with the piece ref of record `i`'s piece `k` edited (pages re-hashed). */
+function tamperedRef(name: string, i: number, k: number, edit: (ref: Buffer) => void, from = good): string {
+  const p = parts(from);
+  const first = p.tree.readUInt32LE(i * RECORD_SIZE + 40);
+  const at = p.index.tree.pieceTable[0] + (first + k) * PIECE_REF_SIZE;
+  edit(p.tree.subarray(at, at + PIECE_REF_SIZE));
+  return assemble(name, p);
 }
 
 /** A copy of the good image with raw bytes of record `i` edited (pages re-hashed). */
@@ -195,8 +204,13 @@ describe('image reader', () => {
     ['a wrong parent', () => tamperedRecord('parent.img', 3, u32at(12, 1)), /its parent is 1/],
     ['a parent after the child', () => tamperedRecord('parent-after.img', 2, u32at(12, 4)), /parent does not come before it/],
     ['children outside the tree', () => tamperedRecord('children.img', 2, u32at(44, 1000)), /children lie outside/],
-    ['data before the image', () => tamperedRecord('offset.img', 1, f64(40, 10)), /data lies outside the image/],
-    ['data past the image', () => tamperedRecord('size.img', 1, f64(24, 1e12)), /data lies outside the image/],
+    ['pieces outside the index', () => tamperedRecord('refs.img', 1, u32at(40, 1000)), /its pieces lie outside the index/],
+    ['a size past its pieces', () => tamperedRecord('size.img', 1, f64(24, 1e12)), /its pieces lie outside the index/],
+    ['data before the image', () => tamperedRef('offset.img', 1, 0, f64(0, 10)), /data lies outside the image/],
+    ['data past the image', () => tamperedRef('past.img', 1, 0, u32at(8, 1e9)), /data lies outside the image|bad stored length/],
+    ['a piece past its frame', () => tamperedRef('frame.img', 1, 0, u32at(16, 1e6)), /it lies outside its frame/],
+    ['a frame bigger than a piece', () => tamperedRef('frame-big.img', 1, 0, u32at(12, PIECE_SIZE + 1)), /it lies outside its frame/],
+    ['an unknown codec', () => tamperedRef('codec.img', 1, 0, (r) => r.writeUInt8(9, 20)), /unknown codec 9/],
     ['a negative size', () => tamperedRecord('negative.img', 1, f64(24, -1)), /bad size/],
     ['an unknown type', () => tamperedRecord('type.img', 1, (r) => r.writeUInt8(9, 0)), /unknown type 9/],
     ['a symlink without target', () => tamperedRecord('no-target.img', 4, u32at(44, 0)), /bad symlink target/],
@@ -267,14 +281,15 @@ describe('image reader', () => {
   it('checks a big file piece by piece: good pieces serve, a damaged one is EIO naming its bytes', async () => {
     const src = path.join(base, 'chunky');
     fs.mkdirSync(src);
-    const big = Buffer.alloc(3 * CHUNK_SIZE + 100, 0x41);
+    const big = Buffer.alloc(3 * PIECE_SIZE + 100, 0x41);
     fs.writeFileSync(path.join(src, 'big'), big);
     const file = path.join(base, 'chunky.img');
     fs.writeFileSync(file, Buffer.alloc(100));
-    await appendImage(file, { appDir: src, manifest: {}, addons: [] });
+    // Stored raw, so that the test can find the third piece's bytes in the bundle.
+    await appendImage(file, { appDir: src, manifest: {}, addons: [], compression: { codec: 'none' } });
     const data = fs.readFileSync(file);
     const pos = data.indexOf(big.subarray(0, 1000));
-    data[pos + 2 * CHUNK_SIZE + 7] = 0x42; // inside the third piece
+    data[pos + 2 * PIECE_SIZE + 7] = 0x42; // inside the third piece
     fs.writeFileSync(file, data);
     const { fd, tree } = readImage(file);
     try {
@@ -282,11 +297,11 @@ describe('image reader', () => {
       const layer = new ImageLayer(file, fd, tree, (p) => reported.push(p));
       const f = await layer.open('/big'); // no whole-file pass before the first read
       const buf = Buffer.alloc(4096);
-      assert.equal(await f.read(buf, 0, 4096, CHUNK_SIZE - 100), 4096, 'pieces 0 and 1 are good');
+      assert.equal(await f.read(buf, 0, 4096, PIECE_SIZE - 100), 4096, 'pieces 0 and 1 are good');
       assert.equal(buf.toString('latin1'), 'A'.repeat(4096));
-      await assert.rejects(f.read(buf, 0, 10, 2 * CHUNK_SIZE + 1), (err: unknown) => err instanceof FsError && err.code === 'EIO' && new RegExp(`bytes ${2 * CHUNK_SIZE}-${3 * CHUNK_SIZE - 1} do not match`).test(err.message));
-      await assert.rejects(f.prepare!(3 * CHUNK_SIZE - 1, 2), /EIO/, 'a range touching the bad piece is refused before any byte is spliced');
-      assert.equal(await f.read(buf, 0, 100, 3 * CHUNK_SIZE), 100, 'the last, short piece is good');
+      await assert.rejects(f.read(buf, 0, 10, 2 * PIECE_SIZE + 1), (err: unknown) => err instanceof FsError && err.code === 'EIO' && new RegExp(`bytes ${2 * PIECE_SIZE}-${3 * PIECE_SIZE - 1} do not match`).test(err.message));
+      await assert.rejects(f.prepare!(3 * PIECE_SIZE - 1, 2), /EIO/, 'a range touching the bad piece is refused before any byte is spliced');
+      assert.equal(await f.read(buf, 0, 100, 3 * PIECE_SIZE), 100, 'the last, short piece is good');
       assert.deepEqual(reported, ['/big', '/big']);
       await assert.rejects(layer.copyFileTo('/big', path.join(base, 'chunky-copy')), /EIO/);
       assert.equal(fs.existsSync(path.join(base, 'chunky-copy')), false);
@@ -295,65 +310,66 @@ describe('image reader', () => {
     }
   });
 
-  it('copies a big file up by the kernel and in JS alike, and leaves nothing behind when it cannot', async () => {
+  it('copies a big file up, raw or compressed, and leaves nothing behind when it cannot', async () => {
     const src = path.join(base, 'copyup');
     fs.mkdirSync(src);
-    const content = Buffer.alloc(3 * CHUNK_SIZE + 12345);
+    const content = Buffer.alloc(3 * PIECE_SIZE + 12345);
     for (let i = 0; i + 4 <= content.length; i += 4) content.writeUInt32LE((i * 2654435761) >>> 0, i);
     fs.writeFileSync(path.join(src, 'big'), content);
-    const file = path.join(base, 'copyup.img');
-    fs.writeFileSync(file, Buffer.alloc(100));
-    await appendImage(file, { appDir: src, manifest: {}, addons: [] });
-    const { fd, tree } = readImage(file);
     const small = path.join(base, 'copyup-full');
-    assert.ok(kernelCopyRange(), 'the libfuse 3 addon offers the kernel copy');
+    fs.mkdirSync(small);
     try {
-      for (const [how, copyRange] of [['kernel copy', undefined], ['JS copy', null]] as const) {
-        // Unchecked, then again after the first copy marked the file checked.
-        const layer = new ImageLayer(file, fd, tree, undefined, copyRange);
-        for (const pass of ['first', 'second']) {
-          const dest = path.join(base, `copyup-${how}-${pass}`);
-          await layer.copyFileTo('/big', dest);
-          assert.ok(fs.readFileSync(dest).equals(content), `${how}, ${pass} copy: byte for byte`);
+      for (const compression of [{ codec: 'none' }, { codec: 'zstd', level: 3 }] as const) {
+        const how = compression.codec;
+        const file = path.join(base, `copyup-${how}.img`);
+        fs.writeFileSync(file, Buffer.alloc(100));
+        await appendImage(file, { appDir: src, manifest: {}, addons: [], compression });
+        const { fd, tree } = readImage(file);
+        try {
+          // Unchecked, then again after the first copy marked the pieces checked.
+          const layer = new ImageLayer(file, fd, tree);
+          for (const pass of ['first', 'second']) {
+            const dest = path.join(base, `copyup-${how}-${pass}`);
+            await layer.copyFileTo('/big', dest);
+            assert.ok(fs.readFileSync(dest).equals(content), `${how}, ${pass} copy: byte for byte`);
+          }
+          // A bundle cut short inside the file's data (the tree read before it was cut).
+          const cut = path.join(base, `copyup-cut-${how}.img`);
+          const ref = [...tree.walk()].find((e) => e.path === '/big')!.pieces![2]!;
+          fs.writeFileSync(cut, fs.readFileSync(file).subarray(0, ref.position + 10));
+          const cutFd = fs.openSync(cut, 'r');
+          try {
+            const dest = path.join(base, 'copyup-from-cut');
+            await assert.rejects(new ImageLayer(cut, cutFd, tree).copyFileTo('/big', dest), (err: unknown) => err instanceof FsError && err.code === 'EIO' && /ends before this file does/.test(err.message));
+            assert.equal(fs.existsSync(dest), false, 'no partial copy is left');
+          } finally {
+            fs.closeSync(cutFd);
+          }
+          // A full disk is ENOSPC for the app, and the partial copy is removed.
+          if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', small]).status !== 0) throw new Error('cannot mount a tmpfs (the tests run as root)');
+          const dest = path.join(small, 'big');
+          await assert.rejects(new ImageLayer(file, fd, tree).copyFileTo('/big', dest), (err: unknown) => (err as { code?: string }).code === 'ENOSPC');
+          assert.equal(fs.existsSync(dest), false, 'no partial copy is left on the full disk');
+        } finally {
+          spawnSync('umount', [small], { stdio: 'ignore' });
+          fs.closeSync(fd);
         }
-      }
-      // A bundle cut short inside the file's data (the tree read before it was cut).
-      const cut = path.join(base, 'copyup-cut.img');
-      fs.writeFileSync(cut, fs.readFileSync(file).subarray(0, fs.readFileSync(file).indexOf(content.subarray(0, 64)) + 2 * CHUNK_SIZE));
-      const cutFd = fs.openSync(cut, 'r');
-      try {
-        for (const copyRange of [undefined, null]) {
-          const dest = path.join(base, 'copyup-from-cut');
-          await assert.rejects(new ImageLayer(cut, cutFd, tree, undefined, copyRange).copyFileTo('/big', dest), (err: unknown) => err instanceof FsError && err.code === 'EIO' && /ends before this file does/.test(err.message));
-          assert.equal(fs.existsSync(dest), false, 'no partial copy is left');
-        }
-      } finally {
-        fs.closeSync(cutFd);
-      }
-      // A full disk is ENOSPC for the app, and the partial copy is removed.
-      fs.mkdirSync(small);
-      if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', small]).status !== 0) throw new Error('cannot mount a tmpfs (the tests run as root)');
-      for (const copyRange of [undefined, null]) {
-        const dest = path.join(small, 'big');
-        await assert.rejects(new ImageLayer(file, fd, tree, undefined, copyRange).copyFileTo('/big', dest), (err: unknown) => (err as { code?: string }).code === 'ENOSPC');
-        assert.equal(fs.existsSync(dest), false, 'no partial copy is left on the full disk');
       }
     } finally {
       spawnSync('umount', [small], { stdio: 'ignore' });
-      fs.closeSync(fd);
     }
   });
 
   it('overpack verify checks the piece hashes of big files, not only their whole hash', async () => {
     const src = path.join(base, 'pieces');
     fs.mkdirSync(src);
-    fs.writeFileSync(path.join(src, 'big'), Buffer.alloc(2 * CHUNK_SIZE + 5, 7));
+    fs.writeFileSync(path.join(src, 'big'), Buffer.alloc(2 * PIECE_SIZE + 5, 7));
     const file = path.join(base, 'pieces.img');
     fs.writeFileSync(file, Buffer.alloc(100));
     await appendImage(file, { appDir: src, manifest: { name: 'p', version: '1', entrypoint: 'big' }, addons: [] });
     assert.equal(spawnSync(process.execPath, [CLI, 'verify', file], { encoding: 'utf8' }).status, 0, 'the untouched image verifies');
     // Piece 1's hash flipped, the data untouched.
-    const forged = tamperedEntries('pieces-forged.img', (es) => void (es.find((e) => e.path === '/big')!.chunks![40]! ^= 1), file);
+    const forged = tamperedEntries('pieces-forged.img', (es) => void (es.find((e) => e.path === '/big')!.pieceHashes![40]! ^= 1), file);
     const r = spawnSync(process.execPath, [CLI, 'verify', forged], { encoding: 'utf8' });
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, /1 of 1 items are corrupt:\n\s+\/big/);
@@ -362,32 +378,35 @@ describe('image reader', () => {
   it('refuses to serve a big file whose piece hashes are missing from the tree', async () => {
     const src = path.join(base, 'chunkless');
     fs.mkdirSync(src);
-    fs.writeFileSync(path.join(src, 'big'), Buffer.alloc(CHUNK_SIZE + 1, 1));
+    fs.writeFileSync(path.join(src, 'big'), Buffer.alloc(PIECE_SIZE + 1, 1));
     const file = path.join(base, 'chunkless.img');
     fs.writeFileSync(file, Buffer.alloc(100));
     await appendImage(file, { appDir: src, manifest: {}, addons: [] });
-    // The chunk map cut out of the tree (the sections moved so that they still add up).
+    // The piece map cut out of the tree (the sections moved so that they still add up).
     const p = parts(file);
-    const [mo, ml] = p.index.tree.chunkMap;
+    const [mo, ml] = p.index.tree.pieceMap;
     p.tree = Buffer.concat([p.tree.subarray(0, mo), p.tree.subarray(mo + ml)]);
-    p.index.tree.chunkMap = [mo, 0];
-    p.index.tree.chunks = [mo, p.index.tree.chunks[1]];
+    p.index.tree.pieceMap = [mo, 0];
+    p.index.tree.pieceHashes = [mo, p.index.tree.pieceHashes[1]];
+    p.index.tree.pieceTable = [mo + p.index.tree.pieceHashes[1], p.index.tree.pieceTable[1]];
     const out = assemble('chunkless-cut.img', p);
     const opened = readImage(out);
     try {
       const f = await new ImageLayer(out, opened.fd, opened.tree).open('/big');
-      await assert.rejects(f.read(Buffer.alloc(10), 0, 10, 0), (err: unknown) => err instanceof FsError && err.code === 'EIO' && /without chunk hashes/.test(err.message));
+      await assert.rejects(f.read(Buffer.alloc(10), 0, 10, 0), (err: unknown) => err instanceof FsError && err.code === 'EIO' && /without piece hashes/.test(err.message));
     } finally {
       fs.closeSync(opened.fd);
     }
   });
 
   it('rejects a tree whose root is not a directory before mounting', () => {
-    rejects(tamperedRecord('root.img', 0, (r) => r.writeUInt8(1, 0)), /first entry must be the root|data lies outside/);
+    rejects(tamperedRecord('root.img', 0, (r) => r.writeUInt8(1, 0)), /first entry must be the root|its pieces lie outside/);
   });
 
   it('rejects an unknown format version, truncation, a bad footer and a wrong index hash', () => {
-    rejects(assemble('v1.img', parts(), { footerVersion: 1 }), /format version 1 is not supported/);
+    rejects(assemble('v1.img', parts(), { footerVersion: 1 }), /format version 1 \(an overpack 0\.1 image .*\) is not read by this overpack \(it reads version 3\); rebuild/);
+    rejects(assemble('v2.img', parts(), { footerVersion: 2 }), /format version 2 \(an uncompressed image .*it still runs with the runtime inside it\)/);
+    rejects(assemble('v9.img', parts(), { footerVersion: 9 }), /format version 9 is not read by this overpack/);
     const data = fs.readFileSync(good);
     const cut = path.join(base, 'cut.img');
     fs.writeFileSync(cut, data.subarray(0, data.length - 10));

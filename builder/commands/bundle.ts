@@ -36,7 +36,7 @@ async function guard<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
-type BuildArgs = { appdir: string; output?: string; node?: string; nodeVersion?: string; target?: Target; sign?: string };
+type BuildArgs = { appdir: string; output?: string; node?: string; nodeVersion?: string; target?: Target; sign?: string; compression: string };
 
 export const buildCommand: CommandModule<object, BuildArgs> = {
   command: 'build <appdir>',
@@ -48,15 +48,23 @@ export const buildCommand: CommandModule<object, BuildArgs> = {
       .option('target', { choices: TARGETS, describe: `Platform the bundle runs on [default: this machine's]` })
       .option('node-version', { type: 'string', describe: `Official Node to embed: lts, a line (26) or a version (26.12.1), fetched from the npm registry and cached [default: the newest ${DEFAULT_LINE}.x]` })
       .option('node', { type: 'string', describe: 'A Node binary of your own to embed, for the target\'s architecture' })
-      .option('sign', { type: 'string', describe: 'Sign the bundle with this Ed25519 private key (PEM, from `overpack keygen`)' }) as unknown as Argv<BuildArgs>,
+      .option('sign', { type: 'string', describe: 'Sign the bundle with this Ed25519 private key (PEM, from `overpack keygen`)' })
+      .option('compression', { type: 'string', default: 'zstd', describe: 'How file contents are stored: none, zstd or zstd:LEVEL (1-19)' }) as unknown as Argv<BuildArgs>,
   handler: async (args) => {
     // Loaded here, not at the top: esbuild and the build pipeline are only needed to build, and
     // every other command (mount above all) starts faster without them.
-    const { build } = await import('../build.js');
-    const r = await guard(() => build({ appDir: args.appdir, output: args.output, node: args.node, nodeVersion: args.nodeVersion, target: args.target, sign: args.sign, onProgress: say, onWarning: warn }));
+    const [{ build }, { parseCompression, CodecError }] = await Promise.all([import('../build.js'), import('../../runtime/image/codec.js')]);
+    let compression;
+    try {
+      compression = parseCompression(args.compression);
+    } catch (err) {
+      if (err instanceof CodecError) fail(err.message, 2);
+      throw err;
+    }
+    const r = await guard(() => build({ appDir: args.appdir, output: args.output, node: args.node, nodeVersion: args.nodeVersion, target: args.target, sign: args.sign, compression, onProgress: say, onWarning: warn }));
     const s = r.stats;
     say(
-      `built ${r.output}: ${s.files} files, ${s.dirs} dirs, ${s.symlinks} symlinks, ${mib(s.bytes)} of files stored as ${mib(s.storedBytes)} (dedup saved ${mib(s.dedupSaved)}), bundle ${mib(r.bundleBytes)} for ${r.target} (Node ${r.nodeVersion}, glibc >= ${r.glibc ?? '?'}), ${r.seconds.toFixed(1)} s${r.signer ? `, signed by ${r.signer}` : ''}`,
+      `built ${r.output}: ${s.files} files, ${s.dirs} dirs, ${s.symlinks} symlinks; files ${mib(s.bytes)} stored as ${mib(s.storedBytes)} (dedup saved ${mib(s.dedupSaved)}, compression ${s.compression}); runtime ${mib(r.runtimeBytes)} (Node ${r.nodeVersion} for ${r.target}, glibc >= ${r.glibc ?? '?'}, stored uncompressed); bundle ${mib(r.bundleBytes)}; ${r.seconds.toFixed(1)} s${r.signer ? `; signed by ${r.signer}` : ''}`,
     );
     process.stdout.write(`${r.output}\n`);
   },
@@ -79,7 +87,7 @@ export const initCommand: CommandModule<object, { dir: string; template: string 
 
 /** The files of an image's tree; an inconsistent tree is an ImageError naming it. */
 async function treeFiles(img: OpenedImage): Promise<ImageEntry[]> {
-  const [{ ImageError }, { TreeError }] = await Promise.all([image(), import('../../runtime/image/tree.js')]);
+  const [{ ImageError }, { TreeError }] = await Promise.all([image(), import('../../runtime/image/tree-layout.js')]);
   try {
     return [...img.tree.walk()].filter((e) => e.type === 'file');
   } catch (err) {
@@ -105,6 +113,8 @@ export const inspectCommand: CommandModule<object, { bundle: string }> = {
     const files = await guard(() => treeFiles(img));
     fs.closeSync(img.fd);
     const distinct = new Map(files.map((f) => [f.hash, f.size]));
+    const content = img.index.content;
+    const runtimeBytes = img.index.executable?.size ?? img.footer.imageStart;
     const info = {
       manifest: img.index.manifest,
       imageFormat: img.footer.version,
@@ -112,8 +122,12 @@ export const inspectCommand: CommandModule<object, { bundle: string }> = {
       entries: img.tree.entries,
       files: files.length,
       fileBytes: files.reduce((n, f) => n + f.size, 0),
-      storedBytes: [...distinct.values()].reduce((n, s) => n + s, 0),
+      distinctBytes: [...distinct.values()].reduce((n, s) => n + s, 0),
+      compression: content?.compression ?? 'unknown',
+      // What the contents take in the bundle, after dedup and compression.
+      storedBytes: content?.storedBytes ?? null,
       imageBytes: img.size - img.footer.imageStart,
+      runtime: { storedBytes: runtimeBytes, bytes: runtimeBytes, compression: 'none' },
       bundleBytes: img.size,
       addons: img.index.addons.map((a) => a.name),
       ...runtimeInfo(img.index.runtime),
@@ -153,35 +167,43 @@ export const verifyCommand: CommandModule<object, { bundle: string; key?: string
       say('signature: none (not signed)');
     }
     const bad: string[] = [];
-    const items: Array<{ what: string; offset: number; size: number; hash: string; algo: 'blake3' | 'sha256'; pieces?: Buffer }> = [
-      ...(await guard(() => treeFiles(img))).map((e) => ({ what: e.path, offset: e.offset!, size: e.size, hash: e.hash!, algo: 'blake3' as const, pieces: e.chunks })),
-      ...img.index.addons.map((a) => ({ what: `addon ${a.name}`, offset: a.offset, size: a.size, hash: a.hash, algo: 'sha256' as const })),
-    ];
-    // One read per 1 MiB piece: the whole file's hash, and for big files each piece's hash
-    // (the runtime checks reads against those).
-    const { CHUNK_SIZE } = await import('../../runtime/image/tree.js');
-    const buf = Buffer.allocUnsafe(CHUNK_SIZE);
-    for (const it of items) {
-      const h = it.algo === 'blake3' ? new Blake3() : createHash('sha256');
-      let piecesOk = true;
-      for (let done = 0, k = 0; done < it.size; k++) {
-        const want = Math.min(buf.length, it.size - done);
-        let got = 0;
-        while (got < want) {
-          const n = fs.readSync(img.fd, buf, got, want - got, it.offset + done + got);
-          if (n === 0) break;
-          got += n;
+    const files = await guard(() => treeFiles(img));
+    // Every distinct content, decoded piece by piece as the runtime reads it: the whole file's
+    // BLAKE3, and for big files each piece's (the runtime checks reads against those).
+    const { ContentReader, ContentError } = await import('../../runtime/image/content.js');
+    const reader = new ContentReader(img.fd, img.tree);
+    const checked = new Map<string, boolean>();
+    for (const e of files) {
+      let ok = checked.get(e.hash!);
+      if (ok === undefined) {
+        const r = img.tree.lookup(e.path)!;
+        const h = new Blake3();
+        ok = true;
+        try {
+          for (let k = 0; k < e.pieces!.length; k++) {
+            const bytes = await reader.piece(r, k);
+            h.update(bytes);
+            if (e.pieceHashes && blake3(bytes).compare(e.pieceHashes, k * 32, k * 32 + 32) !== 0) ok = false;
+          }
+        } catch (err) {
+          if (!(err instanceof ContentError)) throw err;
+          ok = false;
         }
-        if (got === 0) break;
-        h.update(buf.subarray(0, got));
-        if (it.pieces && blake3(buf.subarray(0, got)).compare(it.pieces, k * 32, k * 32 + 32) !== 0) piecesOk = false;
-        done += got;
+        if (h.digest().toString('hex') !== e.hash) ok = false;
+        checked.set(e.hash!, ok);
       }
-      if (h.digest().toString('hex') !== it.hash || !piecesOk) bad.push(it.what);
+      if (!ok) bad.push(e.path);
     }
+    // The addons are stored raw and checked by SHA-256, as the launcher loads them.
+    for (const a of img.index.addons) {
+      const buf = Buffer.allocUnsafe(a.size);
+      const n = fs.readSync(img.fd, buf, 0, a.size, a.offset);
+      if (n !== a.size || createHash('sha256').update(buf).digest('hex') !== a.hash) bad.push(`addon ${a.name}`);
+    }
+    const items = files.length + img.index.addons.length;
     fs.closeSync(img.fd);
-    if (bad.length) problems.push(`${bad.length} of ${items.length} items are corrupt:\n  ${bad.join('\n  ')}`);
+    if (bad.length) problems.push(`${bad.length} of ${items} items are corrupt:\n  ${bad.join('\n  ')}`);
     if (problems.length) fail(problems.join('\n'), 1);
-    say(`ok: ${items.length} items match their hashes`);
+    say(`ok: ${items} items match their hashes`);
   },
 };

@@ -73,8 +73,11 @@ function checkInputs(tc: Toolchain, linked: string[], own: string[], output: str
 export interface AddonSources {
   /** The module name NAPI_MODULE registers. */
   name: string;
-  /** 'program': an executable of its own instead of an addon (no N-API, position-independent). */
-  kind?: 'addon' | 'program';
+  /**
+   * 'program': an executable of its own instead of an addon (no N-API, position-independent);
+   * 'static': a program that needs no shared library at all (libc included), stripped.
+   */
+  kind?: 'addon' | 'program' | 'static';
   sources: string[];
   output: string;
   /** `=/usr/include/x` is inside the sysroot (gcc's `=` prefix), or the host's without one. */
@@ -83,11 +86,22 @@ export interface AddonSources {
   cflags?: string[];
 }
 
+const KIND_FLAGS: Record<NonNullable<AddonSources['kind']>, string[]> = {
+  addon: ['-shared', '-fPIC', '-O2'],
+  program: ['-fPIE', '-pie', '-O2'],
+  static: ['-static', '-Os', '-s', '-ffunction-sections', '-fdata-sections', '-Wl,--gc-sections'],
+};
+
 /** Compiles and links the addon; returns the files the linker read (for the libraries it used). */
 export function compileAddon(tc: Toolchain, addon: AddonSources): string[] {
+  // A static program carries its libc: the host's (gcc's own, matching its libgcc) is as good
+  // as the sysroot's for any target machine, and the sysroot's libc.a cannot be linked with a
+  // newer gcc's libgcc_eh. Only the libraries it names come from the sysroot.
+  const isStatic = addon.kind === 'static';
+  const fromSysroot = (lib: string) => (tc.sysroot && isStatic && lib.startsWith('-l') ? path.join(tc.sysroot, 'usr', 'lib', TRIPLETS[tc.target], `lib${lib.slice(2)}.a`) : lib);
   const args = [
-    ...sysrootArgs(tc),
-    ...(addon.kind === 'program' ? ['-fPIE', '-pie'] : ['-shared', '-fPIC']), '-pthread', '-O2', '-g0',
+    ...(isStatic ? (tc.sysroot ? ['-idirafter', path.join(tc.sysroot, 'usr', 'include')] : []) : sysrootArgs(tc)),
+    ...KIND_FLAGS[addon.kind ?? 'addon'], '-pthread', '-g0',
     `-DNODE_GYP_MODULE_NAME=${addon.name}`, '-DBUILDING_NODE_EXTENSION',
     // Source paths (__FILE__ in fs-xattr) relative to the checkout: the same bytes from any checkout.
     `-ffile-prefix-map=${packageRoot()}/=`,
@@ -99,7 +113,7 @@ export function compileAddon(tc: Toolchain, addon: AddonSources): string[] {
     ...addon.sources,
     // Beside the addon in dist/native/<target>/ and in the bundle's extracted natives.
     '-Wl,-rpath,$ORIGIN', '-Wl,--as-needed', '-Wl,--trace',
-    ...(addon.libs ?? []),
+    ...(addon.libs ?? []).map(fromSysroot),
   ];
   fs.mkdirSync(path.dirname(addon.output), { recursive: true });
   const run = spawnSync(tc.cc, args, { encoding: 'utf8' });
@@ -110,6 +124,6 @@ export function compileAddon(tc: Toolchain, addon: AddonSources): string[] {
   }
   if (run.status !== 0) throw new CompileError(`${tc.cc} ${args.join(' ')} failed:\n${run.stderr}`, addon.output);
   const linked = run.stdout.split('\n').filter((l) => path.isAbsolute(l.trim())).map((l) => l.trim());
-  checkInputs(tc, linked, addon.sources, addon.output);
+  if (!isStatic) checkInputs(tc, linked, addon.sources, addon.output);
   return linked;
 }

@@ -1,8 +1,8 @@
 /**
  * A Debian 11 (bullseye) sysroot per target: glibc 2.31's headers and libraries plus
- * libfuse 3.10. Compiling our addons against it means the linker can only pick glibc symbol
+ * libfuse 3.10 and libzstd 1.4. Compiling our addons against it means the linker can only pick glibc symbol
  * versions that exist in 2.31 (and, for what we call, none above 2.28), whatever the host's
- * glibc is; and bullseye's `libfuse3.so.3` is the one the bundles ship.
+ * glibc is; and bullseye's `libfuse3.so.3` and `libzstd.so.1` are the ones the bundles ship.
  *
  * Made from the packages only (`debootstrap --download-only`, then `dpkg-deb -x` of the few we
  * need): no chroot, no emulator, the same way for every architecture. Cached under
@@ -15,8 +15,8 @@ import { spawnSync } from 'node:child_process';
 import type { Target } from '../../runtime/native/targets.js';
 import { DEBIAN_SUITE, debianArch, debootstrap, debsCache, overpackCache, type DebianArch } from './debian.js';
 
-/** What the sysroot holds: C library and kernel headers, libfuse 3, libgcc_s for -shared links. */
-const PACKAGES = ['libc6', 'libc6-dev', 'libcrypt1', 'libcrypt-dev', 'linux-libc-dev', 'libgcc-s1', 'libfuse3-3', 'libfuse3-dev'];
+/** What the sysroot holds: C library and kernel headers, libfuse 3, libzstd, libgcc_s for -shared links. */
+const PACKAGES = ['libc6', 'libc6-dev', 'libcrypt1', 'libcrypt-dev', 'linux-libc-dev', 'libgcc-s1', 'libfuse3-3', 'libfuse3-dev', 'libzstd1', 'libzstd-dev'];
 /** Written last: a sysroot without it (an interrupted run) is made again. */
 const COMPLETE = '.overpack-sysroot';
 
@@ -48,7 +48,7 @@ export function ensureSysroot(target: Target, progress: (message: string) => voi
     fs.rmSync(download, { recursive: true, force: true });
     fs.rmSync(work, { recursive: true, force: true });
     try {
-      debootstrap(arch, download, ['--download-only', '--variant=minbase', '--include=libc6-dev,libfuse3-dev,linux-libc-dev']);
+      debootstrap(arch, download, ['--download-only', '--variant=minbase', '--include=libc6-dev,libfuse3-dev,linux-libc-dev,libzstd-dev']);
     } catch (err) {
       throw new SysrootError((err as Error).message, target);
     }

@@ -2,11 +2,13 @@
  * The image: an app directory stored read-only at the end of a bundle, served lazily.
  *
  * Bundle layout:  [executable][data][tree][index JSON][footer]
- * - data: each distinct file content once (deduplicated by BLAKE3), back to back (like
- *   squashfs, no padding: reads go through FUSE, never mmap, so alignment buys nothing), then
- *   the native addons;
- * - tree: every entry's metadata in a binary table, stored in deflated 16 KiB pages that are
- *   read on demand (tree.ts);
+ * - data: each distinct file content once (deduplicated by BLAKE3), in frames: compressed
+ *   (zstd by default) or raw, small files packed together, big files one frame per 1 MiB
+ *   piece, all-zero pieces not stored (writer-frames.ts, codec.ts); back to back, no padding
+ *   (reads go through FUSE, never mmap, so alignment buys nothing); then the native addons,
+ *   raw;
+ * - tree: every entry's metadata and where each piece of each file is stored, in a binary
+ *   table kept in deflated 16 KiB pages that are read on demand (tree-layout.ts);
  * - index: UTF-8 JSON (`ImageIndex`): the manifest, the addons, and where the tree is with the
  *   stored length and SHA-256 of each of its pages. Small whatever the app's size. Same app dir, same bytes;
  * - footer: the last FOOTER_SIZE bytes, fixed layout (little-endian):
@@ -16,9 +18,9 @@
  *   All offsets are absolute positions in the bundle file.
  * - optionally, a signature trailer after the footer (signature.ts); then the footer's SIGNED
  *   flag is set.
- * Version 1 (up to overpack 0.1) kept every entry in the JSON index and padded contents to
- * 4 KiB; a bundle carries its own runtime, so old bundles keep running, and this reader asks
- * for a rebuild when handed one.
+ * Older versions: 1 kept every entry in the JSON index and padded contents to 4 KiB; 2 stored
+ * every content raw at one offset. A bundle carries its own runtime, so old bundles keep
+ * running; this reader names their version and asks for a rebuild to inspect them.
  *
  * File contents are identified by BLAKE3 (fast, native). The index, the tree pages and the
  * native addons use SHA-256 instead, from Node's built-in crypto: the BLAKE3 implementation is
@@ -29,11 +31,17 @@
  */
 import fs from 'node:fs';
 import { createHash } from 'node:crypto';
-import { ImageTree, TreeError, type TreeEntry, type TreeLocation } from './tree.js';
+import { ImageTree } from './tree.js';
+import { TreeError, type TreeEntry, type TreeLocation } from './tree-layout.js';
 import { decodeTrailer, isTrailer, SignatureError, TRAILER_SIZE, type SignatureTrailer } from './signature.js';
 
 export const IMAGE_MAGIC = Buffer.from('OVPKIMG\0', 'latin1');
-export const IMAGE_VERSION = 2;
+export const IMAGE_VERSION = 3;
+/** What the earlier versions were, for the message that refuses them. */
+const OLD_VERSIONS: Record<number, string> = {
+  1: 'an overpack 0.1 image with its entries in JSON',
+  2: 'an uncompressed image from before image format 3',
+};
 export const FOOTER_SIZE = 72;
 /** The image starts on a page boundary after the executable (one pad per bundle). */
 export const BLOCK_ALIGN = 4096;
@@ -70,6 +78,15 @@ export interface ImageIndex {
   tree: TreeLocation;
   /** The runtime executable in front of the image (absent in bundles before it was recorded). */
   executable?: RuntimeRecord;
+  /** How file contents are stored: compression, bytes after dedup and as stored, frames. */
+  content?: ContentSummary;
+}
+
+export interface ContentSummary {
+  compression: string; // 'zstd:9', 'none'
+  bytes: number;
+  storedBytes: number;
+  frames: number;
 }
 
 /**
@@ -132,7 +149,8 @@ export function decodeFooter(b: Buffer, fileSize: number, bundle: string): Foote
   }
   const version = b.readUInt32LE(8);
   if (version !== IMAGE_VERSION) {
-    throw new ImageError(bundle, 'read-footer', `image format version ${version} is not supported by this runtime (it reads version ${IMAGE_VERSION}); rebuild the bundle with a matching overpack`);
+    const what = OLD_VERSIONS[version] ? ` (${OLD_VERSIONS[version]}; it still runs with the runtime inside it)` : '';
+    throw new ImageError(bundle, 'read-footer', `image format version ${version}${what} is not read by this overpack (it reads version ${IMAGE_VERSION}); rebuild the bundle with this overpack`);
   }
   const flags = b.readUInt32LE(12);
   if ((flags & ~KNOWN_FLAGS) !== 0) {
@@ -168,7 +186,7 @@ export function openTree(index: ImageIndex, footer: Footer, fd: number, bundle: 
   const t = index.tree;
   const isCount = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
   const isRange = (v: unknown) => Array.isArray(v) && v.length === 2 && v.every(isCount);
-  if (!t || typeof t !== 'object' || ![t.offset, t.length, t.size, t.entries, t.files].every(isCount) || !isRange(t.strings) || !isRange(t.xattrs) || !isRange(t.chunkMap) || !isRange(t.chunks) || typeof t.pages !== 'string') bad('tree location missing');
+  if (!t || typeof t !== 'object' || ![t.offset, t.length, t.size, t.entries, t.files].every(isCount) || ![t.strings, t.xattrs, t.pieceMap, t.pieceHashes, t.pieceTable].every(isRange) || typeof t.pages !== 'string') bad('tree location missing');
   // The tree sits right before the index, after all data: contents must lie below it.
   if (t.offset < footer.imageStart || t.offset + t.length !== footer.indexOffset) bad('the tree lies outside the image');
   const inData = (offset: unknown, size: unknown, what: string) => {

@@ -11,6 +11,8 @@ import { nativeDir, NativeAddonError } from '../fuse/native.js';
 
 export const FUSE3_ADDON = 'overpack-fuse3.node';
 export const LIBFUSE3 = 'libfuse3.so.3';
+/** The image's zstd (codec.c links it; shipped beside the addon like libfuse 3). */
+export const LIBZSTD = 'libzstd.so.1';
 /** Not an addon: the program the launcher starts the app through (overpack_exec.c). */
 export const EXEC_HELPER = 'overpack-exec';
 
@@ -43,7 +45,6 @@ export interface OverpackAddon {
   /** Remembers that node `ino` has no security.capability: the addon answers the kernel's next asks itself. */
   noCapability(s: Session, ino: number): void;
   libfuseVersion(): number;
-  copyRange(inFd: number, inOffset: number, outFd: number, outOffset: number, length: number, done: (errno: number, copied: number) => void): void;
   /** 0 or a positive errno. */
   mknod(path: string, mode: number, rdev: number): number;
   fallocate(fd: number, mode: number, offset: number, length: number): number;
@@ -52,6 +53,11 @@ export interface OverpackAddon {
   utimens(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): number;
   /** Restores a signal's default action and unblocks it; 0 or a positive errno. */
   defaultSignal(signo: number): number;
+  /** One zstd frame of `src` that records its size. */
+  zstdCompress(src: Buffer, level: number): Buffer;
+  /** 0 when `src` inflates to exactly `dst.length` bytes (written into dst); -1 not such a frame; -2 damaged. */
+  zstdDecompress(src: Buffer, dst: Buffer): number;
+  zstdVersion(): number;
   readonly UTIME_NOW: number;
   readonly UTIME_OMIT: number;
 }

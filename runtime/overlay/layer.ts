@@ -54,6 +54,11 @@ export interface LayerFile {
    * the pieces they lie in); read() does it itself. Absent: nothing to do.
    */
   prepare?(position: number, length: number): Promise<void>;
+  /**
+   * SEEK_DATA / SEEK_HOLE for a file with no descriptor to ask (an image knows its holes):
+   * the new offset, or an FsError (ENXIO past the end). Absent: data runs to the end.
+   */
+  seek?(offset: number, whence: number): number;
   close(): Promise<void>;
 }
 

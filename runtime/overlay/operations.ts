@@ -445,13 +445,14 @@ export class OverlayOps implements FsOps {
   }
 
   /**
-   * SEEK_DATA / SEEK_HOLE. An upper or on-disk lower file answers from its descriptor; a layer
-   * without one (the image) stores every byte, so its data runs to the end of the file.
+   * SEEK_DATA / SEEK_HOLE. An upper or on-disk lower file answers from its descriptor, an
+   * image file from what it knows of its holes; other files hold data to their end.
    */
   async lseek(path: string, fh: number, offset: number, whence: number): Promise<number> {
     const h = fh === 0 ? await this.pathHandle(path, false) : this.handle('lseek', path, fh);
     const fd = h.kind === 'upper' ? h.fd : h.file.span?.size === null ? h.file.span.fd : -1;
     if (fd >= 0) return seek(fd, offset, whence);
+    if (h.kind !== 'upper' && h.file.seek) return h.file.seek(offset, whence);
     const size = (await this.getattr(path)).size;
     if (offset >= size) throw new FsError('ENXIO', 'lseek', path);
     return whence === SEEK_DATA ? offset : size;

@@ -35,6 +35,7 @@
 #include <unistd.h>
 #include "napi_util.h"
 #include "syscalls.h"
+#include "codec.h"
 
 /* Operation codes shared with fuse3.ts (OP there). */
 enum {
@@ -863,6 +864,7 @@ static napi_value init(napi_env env, napi_value exports) {
     napi_set_named_property(env, exports, fns[i].name, f);
   }
   register_syscalls(env, exports);
+  register_codec(env, exports);
   return exports;
 }
 

@@ -1,0 +1,201 @@
+/**
+ * Stores file contents as frames (codec.ts) at the end of a bundle, and says where each piece
+ * went (PieceRef, tree-layout.ts).
+ *
+ * - Small files are packed side by side into one frame: compressed one by one, the small
+ *   files of a node_modules take about a third more room than packed (bench/README.md).
+ *   A pack ends after a file whose hash has its low bit clear once the pack is past
+ *   PACK_MIN, or when the next file would take it past PACK_MAX: the ends follow the
+ *   contents, not running offsets, so a changed file changes its own pack and seldom the
+ *   next ones (an updater finds the rest unchanged).
+ * - Other files are stored piece by piece, one frame per PIECE_SIZE piece: a read decodes at
+ *   most one piece. Pieces in a hole of a sparse file are not read, and all-zero pieces are
+ *   not stored (CODEC_IDS.zero).
+ * Same contents in, same bytes out.
+ */
+import fs from 'node:fs';
+import { Blake3, blake3 } from '../hash/blake3.js';
+import { seek, SEEK_DATA } from '../native/syscalls.js';
+import { CODEC_IDS, encodeFrame, type Compression } from './codec.js';
+import { PIECE_SIZE, pieceLength, type PieceRef } from './tree-layout.js';
+
+/** Files up to this size are packed with others. */
+export const PACK_FILE_MAX = 64 << 10;
+const PACK_MIN = 128 << 10;
+const PACK_MAX = 256 << 10;
+
+export interface StoredContent {
+  hash: Buffer;
+  pieces: PieceRef[];
+  /** Files bigger than PIECE_SIZE: BLAKE3 of each piece, concatenated. */
+  pieceHashes?: Buffer;
+}
+
+/** Where to undo to when a big file turns out to be stored already. */
+interface Mark {
+  pos: number;
+  frames: number;
+  storedBytes: number;
+}
+
+export class FrameWriter {
+  private pack = Buffer.allocUnsafe(PACK_MAX);
+  private packed = 0;
+  private packRefs: PieceRef[] = [];
+  private readonly piece = Buffer.allocUnsafe(PIECE_SIZE);
+  private readonly zeroHashes = new Map<number, Buffer>();
+  frames = 0;
+  /** Bytes written for contents (after compression). */
+  storedBytes = 0;
+
+  /** `pos`: where the next byte goes in the bundle. */
+  constructor(private readonly fd: number, public pos: number, private readonly compression: Compression) {}
+
+  /** Stores the `size` bytes of file `real`; `known` finds contents stored already (by hash). */
+  store(real: string, size: number, known: (hash: string) => StoredContent | undefined): StoredContent & { duplicate: boolean } {
+    const rfd = openSource(real);
+    try {
+      if (size <= PACK_FILE_MAX) {
+        const bytes = Buffer.allocUnsafe(size);
+        readFully(rfd, real, bytes, 0, size, 0);
+        const hash = blake3(bytes);
+        const seen = known(hash.toString('hex'));
+        if (seen) return { ...seen, duplicate: true };
+        return { hash, pieces: size === 0 ? [] : [this.addPacked(bytes, hash)], duplicate: false };
+      }
+      const mark: Mark = { pos: this.pos, frames: this.frames, storedBytes: this.storedBytes };
+      const hasher = new Blake3();
+      const pieces: PieceRef[] = [];
+      const hashes: Buffer[] = [];
+      let nextData = 0; // no data before this offset (SEEK_DATA), or -1: none to the end
+      for (let k = 0; k * PIECE_SIZE < size; k++) {
+        const at = k * PIECE_SIZE;
+        const len = pieceLength(size, k);
+        if (nextData >= 0 && nextData < at + len) nextData = dataFrom(rfd, at);
+        if (nextData < 0 || nextData >= at + len) {
+          // A hole: zeros, never read.
+          const zeros = this.zeroPiece(len);
+          hasher.update(zeros.bytes);
+          hashes.push(zeros.hash);
+          pieces.push({ codec: CODEC_IDS.zero, position: 0, storedLength: 0, frameLength: len, offsetInFrame: 0 });
+          continue;
+        }
+        const bytes = this.piece.subarray(0, len);
+        readFully(rfd, real, bytes, 0, len, at);
+        hasher.update(bytes);
+        if (size > PIECE_SIZE) hashes.push(blake3(bytes));
+        pieces.push(this.addFrame(bytes));
+      }
+      const hash = hasher.digest();
+      const seen = known(hash.toString('hex'));
+      if (seen) {
+        this.rewind(mark);
+        return { ...seen, duplicate: true };
+      }
+      return { hash, pieces, pieceHashes: size > PIECE_SIZE ? Buffer.concat(hashes) : undefined, duplicate: false };
+    } finally {
+      fs.closeSync(rfd);
+    }
+  }
+
+  private zeroPiece(len: number): { bytes: Buffer; hash: Buffer } {
+    const bytes = Buffer.alloc(len);
+    let hash = this.zeroHashes.get(len);
+    if (!hash) this.zeroHashes.set(len, (hash = blake3(bytes)));
+    return { bytes, hash };
+  }
+
+  /** A frame of its own, written now. */
+  private addFrame(bytes: Buffer): PieceRef {
+    const { codec, stored } = encodeFrame(bytes, this.compression);
+    if (codec === CODEC_IDS.zero) return { codec, position: 0, storedLength: 0, frameLength: bytes.length, offsetInFrame: 0 };
+    return { codec, position: this.write(stored), storedLength: stored.length, frameLength: bytes.length, offsetInFrame: 0 };
+  }
+
+  /** Into the current pack; the ref is completed when the pack is written. */
+  private addPacked(bytes: Buffer, hash: Buffer): PieceRef {
+    if (this.packed + bytes.length > PACK_MAX) this.closePack();
+    const ref: PieceRef = { codec: CODEC_IDS.raw, position: 0, storedLength: 0, frameLength: 0, offsetInFrame: this.packed };
+    bytes.copy(this.pack, this.packed);
+    this.packed += bytes.length;
+    this.packRefs.push(ref);
+    if (this.packed >= PACK_MIN && (hash[0]! & 1) === 0) this.closePack();
+    return ref;
+  }
+
+  private closePack(): void {
+    if (this.packed === 0) return;
+    const bytes = this.pack.subarray(0, this.packed);
+    const { codec, stored } = encodeFrame(bytes, this.compression);
+    const frame = codec === CODEC_IDS.zero ? { position: 0, storedLength: 0 } : { position: this.write(stored), storedLength: stored.length };
+    for (const ref of this.packRefs) Object.assign(ref, { codec, frameLength: this.packed, ...frame });
+    this.packRefs = [];
+    this.packed = 0;
+  }
+
+  private write(bytes: Buffer): number {
+    const start = this.pos;
+    for (let done = 0; done < bytes.length; ) done += fs.writeSync(this.fd, bytes, done, bytes.length - done, start + done);
+    this.pos += bytes.length;
+    this.frames++;
+    this.storedBytes += bytes.length;
+    return start;
+  }
+
+  /** Takes back what was written since `mark` (only own frames are: packs are still open). */
+  private rewind(mark: Mark): void {
+    fs.ftruncateSync(this.fd, mark.pos);
+    this.pos = mark.pos;
+    this.frames = mark.frames;
+    this.storedBytes = mark.storedBytes;
+  }
+
+  /** Writes `bytes` unframed (the native addons) and returns where they start. */
+  appendRaw(bytes: Buffer): number {
+    this.closePack();
+    const start = this.pos;
+    for (let done = 0; done < bytes.length; ) done += fs.writeSync(this.fd, bytes, done, bytes.length - done, start + done);
+    this.pos += bytes.length;
+    return start;
+  }
+
+  /** Writes the last pack; every ref handed out is complete after this. */
+  finish(): number {
+    this.closePack();
+    return this.pos;
+  }
+}
+
+/** An app file that cannot be stored, with the path and what to do. */
+export class BuildError extends Error {
+  constructor(readonly path: string, readonly op: string, message: string) {
+    super(message);
+    this.name = 'BuildError';
+  }
+}
+
+function openSource(real: string): number {
+  try {
+    return fs.openSync(real, 'r');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new BuildError(real, 'read', code === 'EACCES' ? `${real} is not readable; fix its permissions or remove it from the app` : `cannot read ${real}: ${(err as Error).message}`);
+  }
+}
+
+function readFully(rfd: number, real: string, buf: Buffer, at: number, size: number, position: number): void {
+  for (let done = 0; done < size; ) {
+    const n = fs.readSync(rfd, buf, at + done, size - done, position + done);
+    if (n === 0) throw new BuildError(real, 'read', `${real} shrank while being read`);
+    done += n;
+  }
+}
+
+/** The first data offset at or after `at` (SEEK_DATA), -1 when only a hole follows; `at` where holes cannot be asked about. */
+function dataFrom(rfd: number, at: number): number {
+  try {
+    return seek(rfd, at, SEEK_DATA);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENXIO' ? -1 : at;
+  }
+}
