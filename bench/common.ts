@@ -86,9 +86,9 @@ export function buildEnv(ctx: BenchContext): NodeJS.ProcessEnv {
   return scratchEnv(path.join(ctx.data, 'build-home'));
 }
 
-export function buildBundle(ctx: BenchContext, appDir: string, out: string): { ms: number; stderr: string } {
+export function buildBundle(ctx: BenchContext, appDir: string, out: string, args: string[] = []): { ms: number; stderr: string } {
   const t = process.hrtime.bigint();
-  const r = spawnSync(process.execPath, [ctx.cli, 'build', appDir, '-o', out], { env: buildEnv(ctx), encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [ctx.cli, 'build', appDir, '-o', out, ...args], { env: buildEnv(ctx), encoding: 'utf8' });
   const elapsed = Number(process.hrtime.bigint() - t) / 1e6;
   if (r.status !== 0) throw new Error(`overpack build ${appDir} failed: ${r.stderr}`);
   return { ms: elapsed, stderr: r.stderr };

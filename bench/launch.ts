@@ -24,13 +24,25 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
   const eslint = eslintApp(ctx);
   const dir = path.join(ctx.data, 'bundles');
   fs.mkdirSync(dir, { recursive: true });
-  const bundles = { node: path.join(dir, 'hello-node.run'), shell: path.join(dir, 'hello-shell.run'), eslint: path.join(dir, 'eslint.run') };
+  const bundles = { node: path.join(dir, 'hello-node.run'), shell: path.join(dir, 'hello-shell.run'), eslint: path.join(dir, 'eslint.run'), nodeRaw: path.join(dir, 'hello-node-raw.run'), eslintRaw: path.join(dir, 'eslint-raw.run') };
   ctx.log('launch: building the hello and eslint bundles');
   let t = Date.now();
   const took = () => `${((Date.now() - t) / 1000).toFixed(1)} s`;
   buildBundle(ctx, apps.node, bundles.node);
   buildBundle(ctx, apps.shell, bundles.shell);
   buildBundle(ctx, eslint, bundles.eslint);
+  // The same, stored as before compression: what the loader and the compressed image cost.
+  const rawArgs = ['--compression', 'none', '--runtime-compression', 'none'];
+  buildBundle(ctx, apps.node, bundles.nodeRaw, rawArgs);
+  buildBundle(ctx, eslint, bundles.eslintRaw, rawArgs);
+  const sizes: Table = {
+    title: 'Bundle sizes (bytes): compressed (the default) and stored raw',
+    header: ['bundle', 'compressed', 'raw', 'ratio'],
+    rows: [['hello-node', bundles.node, bundles.nodeRaw], ['eslint', bundles.eslint, bundles.eslintRaw]].map(([name, c, r]) => {
+      const [cs, rs] = [c!, r!].map((f) => fs.statSync(f).size);
+      return [name!, String(cs), String(rs), (cs! / rs!).toFixed(3)];
+    }),
+  };
 
   const home = path.join(ctx.work, 'launch-home');
   const env = scratchEnv(home);
@@ -40,12 +52,15 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
     { id: 'node hello.js', argv: [process.execPath, path.join(apps.node, 'hello.js')] },
     { id: 'hello-node.run', argv: [bundles.node], ref: 'node hello.js' },
     { id: 'hello-node.run, first launch', argv: [bundles.node], ref: 'node hello.js', first: true },
+    { id: 'hello-node-raw.run', argv: [bundles.nodeRaw], ref: 'node hello.js' },
+    { id: 'hello-node-raw.run, first launch', argv: [bundles.nodeRaw], ref: 'node hello.js', first: true },
     { id: 'sh hello.sh', argv: ['/bin/sh', path.join(apps.shell, 'hello.sh')] },
     { id: 'hello-shell.run', argv: [bundles.shell], ref: 'sh hello.sh' },
     { id: 'hello-shell.run, first launch', argv: [bundles.shell], ref: 'sh hello.sh', first: true },
     { id: 'node eslint.js --version', argv: [process.execPath, eslintJs, '--version'] },
     { id: 'eslint.run --version', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version' },
     { id: 'eslint.run --version, first launch', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version', first: true },
+    { id: 'eslint-raw.run --version', argv: [bundles.eslintRaw, '--version'], ref: 'node eslint.js --version' },
   ];
   // NODE_EXTRA_CA_CERTS makes every Node start parse the whole CA file (about 25 ms here): the
   // runtime pays it once more than `node hello.js` does. Shown both ways when it is set.
@@ -112,5 +127,5 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
     launch: Object.fromEntries(cases.map((c) => [c.id, { median: med(c.id), runs: runs[c.id], ref: c.ref ?? null, overheadMs: c.ref ? med(c.id) - med(c.ref) : null }])),
     memory: mem,
   };
-  return { id: 'launch', tables: [launch, memory], json };
+  return { id: 'launch', tables: [sizes, launch, memory], json };
 }

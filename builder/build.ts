@@ -16,14 +16,15 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 import { appendImage, BuildError, type ImageStats } from '../runtime/image/writer.js';
-import { DEFAULT_COMPRESSION, describeCompression, type Compression } from '../runtime/image/codec.js';
+import { DEFAULT_COMPRESSION, DEFAULT_RUNTIME_COMPRESSION, describeCompression, type Compression } from '../runtime/image/codec.js';
+import { loaderFront } from './loader.js';
 import { loadAddon } from '../runtime/native/addon.js';
 import { validateManifest, type Manifest } from '../runtime/launcher/manifest.js';
 import { MANIFEST_SCHEMA } from '../runtime/launcher/manifest-schema.js';
 import { MANIFEST_OPTIONS } from '../runtime/launcher/manifest-validator.js';
 import { nativeDirFor } from '../runtime/fuse/native.js';
 import { hostTarget, type Target } from '../runtime/native/targets.js';
-import { BLAKE_ADDON, BUNDLED_NATIVES, XATTR_ADDON } from './native/target-natives.js';
+import { BLAKE_ADDON, BUNDLED_NATIVES, LOADER, XATTR_ADDON } from './native/target-natives.js';
 import { missingInterpreter } from './interpreter.js';
 import { runtimeRecord, SEA_FUSE } from './runtime-record.js';
 import { fingerprint, parsePublicKeyText, rawPublicKey, readPrivateKeyFile, signBundleFile, SignatureError } from '../runtime/image/signature.js';
@@ -56,6 +57,8 @@ export interface BuildOptions {
   sign?: string;
   /** How file contents are stored [default: DEFAULT_COMPRESSION]. */
   compression?: Compression;
+  /** How the runtime executable is stored [default: DEFAULT_RUNTIME_COMPRESSION]. */
+  runtimeCompression?: Compression;
   onProgress?: (message: string) => void;
   onWarning?: (message: string) => void;
 }
@@ -65,8 +68,10 @@ export interface BuildResult {
   manifest: Manifest;
   stats: ImageStats;
   bundleBytes: number;
-  /** The runtime executable in front of the image. */
+  /** The runtime executable, and what it takes in the bundle (with the loader, compressed). */
   runtimeBytes: number;
+  runtimeStoredBytes: number;
+  runtimeCompression: string;
   seconds: number;
   /** Fingerprint of the signing key, when signed. */
   signer?: string;
@@ -348,22 +353,25 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   if (opts.node !== undefined && fs.existsSync(opts.node)) checkArchitecture(path.resolve(opts.node), target, opts.target !== undefined);
   const addons = addonFiles(target);
   const compression = opts.compression ?? DEFAULT_COMPRESSION;
-  if (compression.codec !== 'none') {
+  const runtimeCompression = opts.runtimeCompression ?? DEFAULT_RUNTIME_COMPRESSION;
+  if (compression.codec !== 'none' || runtimeCompression.codec !== 'none') {
     try {
       loadAddon();
     } catch (err) {
-      throw new BuildError(appDir, 'build', `--compression ${describeCompression(compression)} needs overpack's addon, which does not load here (${(err as Error).message}); build it (npm run build) or pass --compression none`);
+      throw new BuildError(appDir, 'build', `compression needs overpack's addon, which does not load here (${(err as Error).message}); build it (npm run build) or pass --compression none --runtime-compression none`);
     }
   }
   const node = await chooseNode({ node: opts.node, nodeVersion: opts.nodeVersion, target: opts.target, cacheRoot: cacheDir(), progress, warn: warnings });
   const runtime = await runtimeExecutable(node, progress, warnings);
   const glibc = checkNatives(node.binary, addons, node.target);
+  const record = runtimeRecord(runtime);
+  const front = runtimeCompression.codec === 'none' ? null : loaderFront(path.join(nativeDirFor(node.target), LOADER), runtime, record, runtimeCompression.level, cacheDir(), progress);
   // The output's directory may be shared (/tmp): an unguessable name, created exclusively, so
   // nobody can have put a file or a symlink there for us to write through.
   const tmp = `${output}.tmp-${randomBytes(8).toString('hex')}`;
   let signer: string | undefined;
   try {
-    fs.copyFileSync(runtime, tmp, fs.constants.COPYFILE_EXCL);
+    fs.copyFileSync(front?.file ?? runtime, tmp, fs.constants.COPYFILE_EXCL);
     fs.chmodSync(tmp, 0o700);
     progress(`writing the image of ${appDir}`);
     let lastReport = 0;
@@ -373,7 +381,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       addons,
       runtime: { target: node.target, node: `v${node.version}`, glibc },
       signed: key !== null,
-      executable: runtimeRecord(runtime),
+      executable: record,
+      loader: front ? { size: front.loaderSize, frameLength: front.frameLength, compression: front.compression } : undefined,
       compression,
       onWarning: opts.onWarning,
       onProgress: (done, total) => {
@@ -391,7 +400,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     fs.chmodSync(tmp, 0o755);
     fs.renameSync(tmp, output);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    return { output, manifest, stats, bundleBytes: fs.statSync(output).size, runtimeBytes: fs.statSync(runtime).size, seconds, signer, target: node.target, nodeVersion: node.version, glibc };
+    return { output, manifest, stats, bundleBytes: fs.statSync(output).size, runtimeBytes: record.size, runtimeStoredBytes: front ? front.loaderSize + front.frameLength : record.size, runtimeCompression: describeCompression(runtimeCompression), seconds, signer, target: node.target, nodeVersion: node.version, glibc };
   } catch (err) {
     fs.rmSync(tmp, { force: true });
     throw err;

@@ -112,7 +112,9 @@ esac
     const got = JSON.parse(r.stdout) as Record<string, string | undefined>;
     assert.match(got.APPDIR!, new RegExp(`^${home}/\\.cache/overpack/mnt/envapp-[0-9a-f]{8}$`));
     assert.equal(got.OVERPACK_BUNDLE, envBundle);
-    assert.equal(got.OVERPACK_NODE_DISPATCH, envBundle, 'names this bundle: another bundle launched by the app is not turned into node');
+    // Names the runtime file the app's node runs on (the loader's decompressed runtime); another
+    // bundle launched by the app is not turned into node, even one sharing that runtime (below).
+    assert.match(got.OVERPACK_NODE_DISPATCH!, new RegExp(`^${home}/\\.cache/overpack/runtime/[0-9a-f]{32}/overpack-runtime$`));
     assert.equal(got.OVERPACK_NATIVE_DIR, undefined);
     assert.equal(got.GREETING, 'hello');
     assert.equal(got.OWD, base);
@@ -120,7 +122,7 @@ esac
     assert.match(got.nodeLink!, new RegExp(`^${home}/\\.cache/overpack/node/[0-9a-f]{32}/node$`), 'the private node dir comes first, with the plain node');
     assert.equal(got.PATH, `${first}:/usr/bin:/bin`);
     // A bundle started from inside a JS app (so with the dispatch variable set) runs its app, not node.
-    const nested = run(probeBundle, ['nested'], { OVERPACK_NODE_DISPATCH: envBundle });
+    const nested = run(probeBundle, ['nested'], { OVERPACK_NODE_DISPATCH: got.OVERPACK_NODE_DISPATCH });
     assert.equal(nested.status, 0, nested.stderr);
     assert.match(nested.stdout, /probe ok nested/);
   });

@@ -36,7 +36,7 @@ async function guard<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
-type BuildArgs = { appdir: string; output?: string; node?: string; nodeVersion?: string; target?: Target; sign?: string; compression: string };
+type BuildArgs = { appdir: string; output?: string; node?: string; nodeVersion?: string; target?: Target; sign?: string; compression: string; runtimeCompression: string };
 
 export const buildCommand: CommandModule<object, BuildArgs> = {
   command: 'build <appdir>',
@@ -49,22 +49,24 @@ export const buildCommand: CommandModule<object, BuildArgs> = {
       .option('node-version', { type: 'string', describe: `Official Node to embed: lts, a line (26) or a version (26.12.1), fetched from the npm registry and cached [default: the newest ${DEFAULT_LINE}.x]` })
       .option('node', { type: 'string', describe: 'A Node binary of your own to embed, for the target\'s architecture' })
       .option('sign', { type: 'string', describe: 'Sign the bundle with this Ed25519 private key (PEM, from `overpack keygen`)' })
-      .option('compression', { type: 'string', default: 'zstd', describe: 'How file contents are stored: none, zstd or zstd:LEVEL (1-19)' }) as unknown as Argv<BuildArgs>,
+      .option('compression', { type: 'string', default: 'zstd', describe: 'How file contents are stored: none, zstd or zstd:LEVEL (1-19; zstd: 9)' })
+      .option('runtime-compression', { type: 'string', default: 'zstd', describe: 'How the runtime executable is stored: none, or zstd[:LEVEL] behind a small loader that decompresses it once per machine (zstd: 12)' }) as unknown as Argv<BuildArgs>,
   handler: async (args) => {
     // Loaded here, not at the top: esbuild and the build pipeline are only needed to build, and
     // every other command (mount above all) starts faster without them.
-    const [{ build }, { parseCompression, CodecError }] = await Promise.all([import('../build.js'), import('../../runtime/image/codec.js')]);
-    let compression;
+    const [{ build }, { parseCompression, CodecError, DEFAULT_RUNTIME_COMPRESSION }] = await Promise.all([import('../build.js'), import('../../runtime/image/codec.js')]);
+    let compression, runtimeCompression;
     try {
       compression = parseCompression(args.compression);
+      runtimeCompression = parseCompression(args.runtimeCompression, DEFAULT_RUNTIME_COMPRESSION);
     } catch (err) {
       if (err instanceof CodecError) fail(err.message, 2);
       throw err;
     }
-    const r = await guard(() => build({ appDir: args.appdir, output: args.output, node: args.node, nodeVersion: args.nodeVersion, target: args.target, sign: args.sign, compression, onProgress: say, onWarning: warn }));
+    const r = await guard(() => build({ appDir: args.appdir, output: args.output, node: args.node, nodeVersion: args.nodeVersion, target: args.target, sign: args.sign, compression, runtimeCompression, onProgress: say, onWarning: warn }));
     const s = r.stats;
     say(
-      `built ${r.output}: ${s.files} files, ${s.dirs} dirs, ${s.symlinks} symlinks; files ${mib(s.bytes)} stored as ${mib(s.storedBytes)} (dedup saved ${mib(s.dedupSaved)}, compression ${s.compression}); runtime ${mib(r.runtimeBytes)} (Node ${r.nodeVersion} for ${r.target}, glibc >= ${r.glibc ?? '?'}, stored uncompressed); bundle ${mib(r.bundleBytes)}; ${r.seconds.toFixed(1)} s${r.signer ? `; signed by ${r.signer}` : ''}`,
+      `built ${r.output}: ${s.files} files, ${s.dirs} dirs, ${s.symlinks} symlinks; files ${mib(s.bytes)} stored as ${mib(s.storedBytes)} (dedup saved ${mib(s.dedupSaved)}, compression ${s.compression}); runtime ${mib(r.runtimeBytes)} stored as ${mib(r.runtimeStoredBytes)} (Node ${r.nodeVersion} for ${r.target}, glibc >= ${r.glibc ?? '?'}, compression ${r.runtimeCompression}); bundle ${mib(r.bundleBytes)}; ${r.seconds.toFixed(1)} s${r.signer ? `; signed by ${r.signer}` : ''}`,
     );
     process.stdout.write(`${r.output}\n`);
   },
@@ -115,6 +117,7 @@ export const inspectCommand: CommandModule<object, { bundle: string }> = {
     const distinct = new Map(files.map((f) => [f.hash, f.size]));
     const content = img.index.content;
     const runtimeBytes = img.index.executable?.size ?? img.footer.imageStart;
+    const loader = img.index.loader;
     const info = {
       manifest: img.index.manifest,
       imageFormat: img.footer.version,
@@ -127,7 +130,7 @@ export const inspectCommand: CommandModule<object, { bundle: string }> = {
       // What the contents take in the bundle, after dedup and compression.
       storedBytes: content?.storedBytes ?? null,
       imageBytes: img.size - img.footer.imageStart,
-      runtime: { storedBytes: runtimeBytes, bytes: runtimeBytes, compression: 'none' },
+      runtime: loader ? { bytes: runtimeBytes, storedBytes: loader.size + loader.frameLength, compression: loader.compression, loaderBytes: loader.size } : { bytes: runtimeBytes, storedBytes: runtimeBytes, compression: 'none' },
       bundleBytes: img.size,
       addons: img.index.addons.map((a) => a.name),
       ...runtimeInfo(img.index.runtime),

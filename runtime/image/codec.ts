@@ -19,6 +19,11 @@ export const COMPRESSIONS = ['none', 'zstd'] as const;
 export type Compression = { codec: 'none' } | { codec: 'zstd'; level: number };
 /** Chosen by measurement (bench/README.md, "image writing"): near the best ratio at build speed. */
 export const DEFAULT_COMPRESSION: Compression = { codec: 'zstd', level: 9 };
+/**
+ * The runtime executable's (builder/loader.ts): compressed once per runtime and cached, so a
+ * slower level costs only the first build; decompressed once per machine.
+ */
+export const DEFAULT_RUNTIME_COMPRESSION: Compression = { codec: 'zstd', level: 12 };
 const ZSTD_LEVELS = [1, 19] as const;
 
 export class CodecError extends Error {
@@ -33,15 +38,15 @@ export function codecName(id: number): CodecName | undefined {
 }
 
 /** Parses `none`, `zstd` or `zstd:LEVEL`; throws CodecError saying what is accepted. */
-export function parseCompression(spec: string): Compression {
+export function parseCompression(spec: string, byDefault: Compression = DEFAULT_COMPRESSION): Compression {
   const [name, level, extra] = spec.split(':');
   if (name === 'none' && level === undefined) return { codec: 'none' };
   if (name === 'zstd' && extra === undefined) {
-    if (level === undefined) return DEFAULT_COMPRESSION;
+    if (level === undefined) return byDefault.codec === 'zstd' ? byDefault : DEFAULT_COMPRESSION;
     const n = Number(level);
     if (Number.isInteger(n) && n >= ZSTD_LEVELS[0] && n <= ZSTD_LEVELS[1]) return { codec: 'zstd', level: n };
   }
-  throw new CodecError('parse', `unknown compression ${JSON.stringify(spec)}: use none, zstd or zstd:LEVEL (LEVEL ${ZSTD_LEVELS[0]}-${ZSTD_LEVELS[1]}; zstd alone is level ${(DEFAULT_COMPRESSION as { level: number }).level})`);
+  throw new CodecError('parse', `unknown compression ${JSON.stringify(spec)}: use none, zstd or zstd:LEVEL (LEVEL ${ZSTD_LEVELS[0]}-${ZSTD_LEVELS[1]}; zstd alone is level ${(byDefault.codec === 'zstd' ? byDefault : DEFAULT_COMPRESSION as { level: number }).level})`);
 }
 
 export function describeCompression(c: Compression): string {

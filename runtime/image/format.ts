@@ -2,6 +2,8 @@
  * The image: an app directory stored read-only at the end of a bundle, served lazily.
  *
  * Bundle layout:  [executable][data][tree][index JSON][footer]
+ * - executable: the runtime (Node + SEA blob), or the loader and the runtime compressed
+ *   (`LoaderRecord`, builder/loader.ts);
  * - data: each distinct file content once (deduplicated by BLAKE3), in frames: compressed
  *   (zstd by default) or raw, small files packed together, big files one frame per 1 MiB
  *   piece, all-zero pieces not stored (writer-frames.ts, codec.ts); back to back, no padding
@@ -80,6 +82,17 @@ export interface ImageIndex {
   executable?: RuntimeRecord;
   /** How file contents are stored: compression, bytes after dedup and as stored, frames. */
   content?: ContentSummary;
+  /**
+   * Present when the runtime executable is stored compressed: the bundle starts with the
+   * loader (`size` bytes, runtime/loader/overpack_loader.c), then the runtime as one frame.
+   */
+  loader?: LoaderRecord;
+}
+
+export interface LoaderRecord {
+  size: number;
+  frameLength: number;
+  compression: string; // 'zstd:12'
 }
 
 export interface ContentSummary {
@@ -182,7 +195,10 @@ export function openTree(index: ImageIndex, footer: Footer, fd: number, bundle: 
   if (index === null || typeof index !== 'object' || index.format !== 'overpack-image' || index.version !== IMAGE_VERSION) bad('not an overpack image index');
   if (!Array.isArray(index.addons)) bad('addons missing');
   const r = index.executable;
-  if (r !== undefined && (typeof r !== 'object' || r === null || !Number.isSafeInteger(r.size) || r.size > footer.imageStart || typeof r.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(r.sha256) || !Number.isSafeInteger(r.seaFuse) || r.seaFuse < 0 || r.seaFuse >= r.size)) bad('bad executable record');
+  const l = index.loader;
+  if (l !== undefined && (typeof l !== 'object' || l === null || !Number.isSafeInteger(l.size) || !Number.isSafeInteger(l.frameLength) || l.size + l.frameLength > footer.imageStart || typeof l.compression !== 'string' || r === undefined)) bad('bad loader record');
+  // Stored raw, the runtime is the bundle's first bytes; compressed, it is bigger than its frame.
+  if (r !== undefined && (typeof r !== 'object' || r === null || !Number.isSafeInteger(r.size) || (l === undefined && r.size > footer.imageStart) || typeof r.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(r.sha256) || !Number.isSafeInteger(r.seaFuse) || r.seaFuse < 0 || r.seaFuse >= r.size)) bad('bad executable record');
   const t = index.tree;
   const isCount = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
   const isRange = (v: unknown) => Array.isArray(v) && v.length === 2 && v.every(isCount);

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as xattr from 'fs-xattr';
 import { DEFAULT_COMPRESSION, describeCompression, type Compression } from './codec.js';
-import { alignUp, encodeFooter, FLAG_SIGNED, IMAGE_VERSION, sha256, type ImageAddon, type ImageEntry, type ImageIndex, type ImageRuntime, type RuntimeRecord } from './format.js';
+import { alignUp, encodeFooter, FLAG_SIGNED, IMAGE_VERSION, sha256, type ImageAddon, type ImageEntry, type ImageIndex, type ImageRuntime, type LoaderRecord, type RuntimeRecord } from './format.js';
 import { encodeTree } from './tree-encode.js';
 import { BuildError, FrameWriter, type StoredContent } from './writer-frames.js';
 
@@ -30,6 +30,8 @@ export interface ImageSource {
   executable?: RuntimeRecord;
   /** How file contents are stored; DEFAULT_COMPRESSION when absent. */
   compression?: Compression;
+  /** The bundle starts with the loader and the runtime compressed (format.ts). */
+  loader?: LoaderRecord;
 }
 
 export interface ImageStats {
@@ -151,6 +153,7 @@ export async function appendImage(bundle: string, src: ImageSource): Promise<Ima
       ...(src.runtime ? { runtime: src.runtime } : {}),
       tree: { offset: treeOffset, ...tree.location },
       ...(src.executable ? { executable: src.executable } : {}),
+      ...(src.loader ? { loader: src.loader } : {}),
       content: { compression: stats.compression, bytes: stats.distinctBytes, storedBytes: stats.storedBytes, frames: stats.frames },
     };
     const indexBytes = Buffer.from(JSON.stringify(index), 'utf8');

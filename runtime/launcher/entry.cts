@@ -70,9 +70,11 @@ function runAsNode(): void {
   (nodeModule.Module as unknown as { runMain: () => void }).runMain();
 }
 
-// The dispatch variable names the bundle it is meant for: another bundle that the app starts
-// is a launch of its own, not node.
-if (process.env.OVERPACK_NODE_DISPATCH === process.execPath || path.basename(process.argv0) === 'node') runAsNode();
+// The dispatch variable names the runtime it is meant for: another bundle that the app starts
+// is a launch of its own, not node; so is one started through its loader (which names it in
+// OVERPACK_LOADED_FROM) even when it shares this runtime file.
+const dispatched = process.env.OVERPACK_NODE_DISPATCH === process.execPath && process.env.OVERPACK_LOADED_FROM === undefined;
+if (dispatched || path.basename(process.argv0) === 'node') runAsNode();
 else {
   mark('runtime: entry');
   require('./main.js');

@@ -13,6 +13,7 @@ import { restoreDefaultSignal } from '../native/syscalls.js';
 import { makeRunDir, removeAbandonedRunDirs } from './run-dir.js';
 import { EXEC_SCRIPT } from './exec-script.js';
 import { plainNode } from './plain-node.js';
+import { BUNDLE, relaunchEnv, runtimeExe } from './self.js';
 import { NoExecError } from './exec-dir.js';
 import { FALLBACK_HINT } from '../fuse/preflight.js';
 import { EXEC_HELPER, loadAddon } from '../native/addon.js';
@@ -259,11 +260,13 @@ function startApp(appDir: string, manifest: Manifest, userArgs: string[], bundle
   // NODE_OPTIONS the user set is for the app's Node; this runtime ran without it (see main()).
   const appNodeOptions = process.env.OVERPACK_APP_NODE_OPTIONS;
   if (appNodeOptions !== undefined) env.NODE_OPTIONS = appNodeOptions;
-  // Naming this bundle, not just "1": an app that launches another bundle must not turn that one into node.
-  if (isJs) env.OVERPACK_NODE_DISPATCH = bundle;
+  // Naming this runtime's file, not just "1": an app that launches another bundle must not turn
+  // that one into node (one that shares this runtime through the loader is told apart by
+  // OVERPACK_LOADED_FROM, see entry.cts).
+  if (isJs) env.OVERPACK_NODE_DISPATCH = process.execPath;
   // A JS entrypoint runs on this bundle as node, which lives outside the mount: spawned
   // directly. Anything else goes through a shell outside the mount (see exec-script.ts).
-  const [direct, directArgv] = isJs ? [process.execPath, [entry, ...args]] : ['/bin/sh', ['-c', EXEC_SCRIPT, entry, ...args]];
+  const [direct, directArgv] = isJs ? [runtimeExe(), [entry, ...args]] : ['/bin/sh', ['-c', EXEC_SCRIPT, entry, ...args]];
   // Through overpack-exec (see overpack_exec.c), the app dies with this process even when it
   // is killed with SIGKILL; bundles from before it shipped start the app directly.
   const helper = execHelper();
@@ -369,7 +372,7 @@ function respawnWithoutNodeOptions(): Promise<never> | null {
   const env: NodeJS.ProcessEnv = { ...process.env, OVERPACK_APP_NODE_OPTIONS: value };
   delete env.NODE_OPTIONS;
   const detached = appDetached();
-  const child = spawn(process.execPath, process.argv.slice(2), { stdio: 'inherit', env, argv0: process.argv0, detached });
+  const child = spawn(runtimeExe(), process.argv.slice(2), { stdio: 'inherit', env: relaunchEnv(env), argv0: process.argv0, detached });
   forwardSignals(child, detached);
   return new Promise<never>((_, reject) => {
     child.on('error', (err) => reject(new LaunchError(`cannot restart the runtime without NODE_OPTIONS: ${err.message}`, 70)));
@@ -381,7 +384,7 @@ async function main(): Promise<void> {
   // NODE_OPTIONS (e.g. --require) was meant for the app's Node, not this runtime; keep it for the app only.
   const respawned = respawnWithoutNodeOptions();
   if (respawned) return respawned;
-  const bundle = process.execPath;
+  const bundle = BUNDLE;
   const { flags, appArgs } = parseFlags(process.argv.slice(2));
   if (flags.help) {
     process.stdout.write(HELP);
@@ -484,7 +487,7 @@ async function main(): Promise<void> {
   // before the index recorded its runtime gets the bundle itself (scripts and -e only).
   let nodeForApp = bundle;
   try {
-    nodeForApp = plainNode(image.fd, image.index.executable) ?? bundle;
+    nodeForApp = plainNode(image.index.executable) ?? bundle;
   } catch (err) {
     if (/SHA-256/.test((err as Error).message)) throw new LaunchError(`${bundle}: ${(err as Error).message}; the bundle is damaged, download or build it again`, 65);
     say(`warning: cannot prepare the bundle's node for the app (${(err as Error).message}); the node on its PATH runs scripts only`);

@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import type { RuntimeRecord } from '../image/format.js';
 import { privateDir } from './paths.js';
 import { execCacheRoot } from './exec-dir.js';
+import { loadedByLoader } from './self.js';
 
 const CHUNK = 4 << 20;
 
@@ -20,21 +21,45 @@ export function plainNodePath(record: RuntimeRecord): string {
   return path.join(execCacheRoot(), 'node', record.sha256.slice(0, 32), 'node');
 }
 
-/** The plain Node for this bundle's runtime, copied out on first use; null for older bundles. */
-export function plainNode(bundleFd: number, record: RuntimeRecord | undefined): string | null {
+/**
+ * The plain Node for this bundle's runtime, copied out on first use; null for older bundles.
+ * Copied from the running runtime's own file: the bundle's first bytes when it is stored raw,
+ * the loader's decompressed runtime otherwise.
+ */
+export function plainNode(record: RuntimeRecord | undefined): string | null {
   if (!record) return null;
   const file = plainNodePath(record);
   const st = fs.statSync(file, { throwIfNoEntry: false });
   if (st && st.size === record.size) return file;
   privateDir(path.dirname(file));
   const tmp = `${file}.tmp-${process.pid}`;
+  if (loadedByLoader()) {
+    // The runtime's own file is exactly the runtime, checked by the loader (zstd's checksum)
+    // when it was decompressed: copied by the kernel, not hashed again.
+    try {
+      fs.copyFileSync('/proc/self/exe', tmp);
+      const out = fs.openSync(tmp, 'r+');
+      try {
+        fs.writeSync(out, '0', record.seaFuse);
+      } finally {
+        fs.closeSync(out);
+      }
+      fs.chmodSync(tmp, 0o700);
+    } catch (err) {
+      fs.rmSync(tmp, { force: true });
+      throw err;
+    }
+    fs.renameSync(tmp, file);
+    return file;
+  }
   const out = fs.openSync(tmp, 'w', 0o700);
+  const self = fs.openSync('/proc/self/exe', 'r');
   try {
     const hash = createHash('sha256');
     const buf = Buffer.allocUnsafe(CHUNK);
     for (let pos = 0; pos < record.size; ) {
-      const n = fs.readSync(bundleFd, buf, 0, Math.min(CHUNK, record.size - pos), pos);
-      if (n <= 0) throw new Error('the bundle ended inside its runtime executable');
+      const n = fs.readSync(self, buf, 0, Math.min(CHUNK, record.size - pos), pos);
+      if (n <= 0) throw new Error('the runtime executable ends before its recorded size');
       hash.update(buf.subarray(0, n));
       fs.writeSync(out, buf, 0, n, pos);
       pos += n;
@@ -45,6 +70,8 @@ export function plainNode(bundleFd: number, record: RuntimeRecord | undefined): 
     fs.closeSync(out);
     fs.rmSync(tmp, { force: true });
     throw err;
+  } finally {
+    fs.closeSync(self);
   }
   fs.closeSync(out);
   fs.renameSync(tmp, file); // another launch may have won the race: its copy is the same

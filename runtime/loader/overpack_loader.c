@@ -7,9 +7,10 @@
  * OVERPACK_LOADED_FROM (the runtime reads its image from there instead of its own file):
  *
  * 1. The runtime decompressed before, content-addressed in the user's cache:
- *    $XDG_CACHE_HOME/overpack/runtime/<hash>/node (~/.cache without XDG_CACHE_HOME), shared
+ *    $XDG_CACHE_HOME/overpack/runtime/<hash>/overpack-runtime (~/.cache without XDG_CACHE_HOME), shared
  *    by every bundle with the same runtime: exec it. Nothing is decompressed, so a warm launch
- *    costs one exec more than a bundle stored raw, and the app's `node` is that file too.
+ *    costs one exec more than a bundle stored raw. (Not named `node`: a runtime run
+ *    under that name acts as node.)
  * 2. Not there: decompress it there (a temporary name, then rename), and exec it.
  * 3. The cache cannot be written, or exec from it is refused (noexec): decompress into a
  *    sealed memfd and exec that (fexecve). 4. memfd exec refused too: a clear error, exit 3.
@@ -53,8 +54,10 @@ static void fail(int code, const char *fmt, const char *a, const char *b) {
   exit(code);
 }
 
-/* Decompresses the frame from `in` into `out` (at its start); 0, or a message. */
-static const char *inflate_runtime(int in, int out) {
+/* Decompresses the frame from `in` into `out` (at its start); NULL, or a message, with
+ * *damaged set when the bundle's bytes are at fault (not the output's file system). */
+static const char *inflate_runtime(int in, int out, int *damaged) {
+  *damaged = 1;
   static char src[1 << 17], dst[1 << 18];
   ZSTD_DStream *ds = ZSTD_createDStream();
   if (!ds) return "out of memory";
@@ -64,7 +67,7 @@ static const char *inflate_runtime(int in, int out) {
   size_t last = 1;
   while (left > 0) {
     ssize_t n = pread(in, src, left < sizeof src ? left : sizeof src, at);
-    if (n <= 0) return "the bundle ends inside its runtime";
+    if (n <= 0) return "the bundle ends inside its runtime (damaged or cut short)";
     at += n;
     left -= (uint64_t)n;
     ZSTD_inBuffer ib = {src, (size_t)n, 0};
@@ -75,7 +78,10 @@ static const char *inflate_runtime(int in, int out) {
       if (written + ob.pos > info.runtime_size) return "its runtime decompresses to more bytes than recorded (damaged)";
       for (size_t done = 0; done < ob.pos;) {
         ssize_t w = write(out, dst + done, ob.pos - done);
-        if (w < 0) return strerror(errno);
+        if (w < 0) {
+          *damaged = 0;
+          return strerror(errno);
+        }
         done += (size_t)w;
       }
       written += ob.pos;
@@ -119,7 +125,7 @@ static int cache_path(char *out, size_t size, char *dir, size_t dir_size) {
   else if (home && home[0] == '/') n = snprintf(dir, dir_size, "%s/.cache/overpack/runtime/%.32s", home, (const char *)info.key);
   else return -1;
   if (n < 0 || (size_t)n >= dir_size) return -1;
-  n = snprintf(out, size, "%s/node", dir);
+  n = snprintf(out, size, "%s/overpack-runtime", dir);
   return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
@@ -147,8 +153,9 @@ int main(int argc, char **argv, char **envp) {
       int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0700);
       if (in < 0) fail(EXIT_CANNOT_RUN, "cannot read %s: %s", self, strerror(errno));
       if (out >= 0) {
-        const char *err = inflate_runtime(in, out);
-        if (err && strstr(err, "damaged")) {
+        int damaged;
+        const char *err = inflate_runtime(in, out, &damaged);
+        if (err && damaged) {
           unlink(tmp);
           fail(EXIT_DAMAGED, "%s: %s; download or build it again", self, err);
         }
@@ -172,8 +179,9 @@ int main(int argc, char **argv, char **envp) {
   int in = open(self, O_RDONLY | O_CLOEXEC);
   if (in < 0) fail(EXIT_CANNOT_RUN, "cannot read %s: %s", self, strerror(errno));
   if (mem < 0) fail(EXIT_CANNOT_RUN, "cannot start this bundle's runtime: the cache (%s) is unusable and memfd_create failed; set XDG_CACHE_HOME to a writable directory on a filesystem that allows exec%s", why_no_cache, "");
-  const char *err = inflate_runtime(in, mem);
-  if (err) fail(strstr(err, "damaged") ? EXIT_DAMAGED : EXIT_CANNOT_RUN, "%s: %s", self, err);
+  int damaged;
+  const char *err = inflate_runtime(in, mem, &damaged);
+  if (err) fail(damaged ? EXIT_DAMAGED : EXIT_CANNOT_RUN, "%s: %s; download or build it again", self, err);
   fcntl(mem, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
   fexecve(mem, argv, env);
   fprintf(stderr,

@@ -53,8 +53,8 @@ export interface OverpackAddon {
   utimens(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): number;
   /** Restores a signal's default action and unblocks it; 0 or a positive errno. */
   defaultSignal(signo: number): number;
-  /** One zstd frame of `src` that records its size. */
-  zstdCompress(src: Buffer, level: number): Buffer;
+  /** One zstd frame of `src` that records its size (and with `checksum`, zstd's checksum). */
+  zstdCompress(src: Buffer, level: number, checksum?: boolean): Buffer;
   /** 0 when `src` inflates to exactly `dst.length` bytes (written into dst); -1 not such a frame; -2 damaged. */
   zstdDecompress(src: Buffer, dst: Buffer): number;
   zstdVersion(): number;

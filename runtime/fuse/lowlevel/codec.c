@@ -25,28 +25,37 @@ static int get_buffer(napi_env env, napi_value v, void **data, size_t *len) {
   return napi_get_buffer_info(env, v, data, len) == napi_ok;
 }
 
-/* zstdCompress(src, level): a new Buffer with one zstd frame that records its content size. */
+/* zstdCompress(src, level[, checksum]): a new Buffer with one zstd frame that records its
+ * content size (and, with checksum, zstd's own checksum of it: for the runtime, which the
+ * loader checks with nothing else). Big inputs are compressed on two threads where libzstd
+ * has them; the output is the same either way. */
 static napi_value js_compress(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   void *src;
   size_t len;
   if (argc < 2 || !get_buffer(env, argv[0], &src, &len)) {
-    napi_throw_type_error(env, NULL, "zstdCompress(src: Buffer, level: number)");
+    napi_throw_type_error(env, NULL, "zstdCompress(src: Buffer, level: number, checksum?: boolean)");
     return NULL;
   }
+  bool checksum = false;
+  if (argc >= 3) napi_get_value_bool(env, argv[2], &checksum);
   if (!cctx && !(cctx = ZSTD_createCCtx())) {
     napi_throw_error(env, NULL, "overpack: out of memory (zstd)");
     return NULL;
   }
+  ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, (int)get_double(env, argv[1]));
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, checksum ? 1 : 0);
+  if (len > (8u << 20)) ZSTD_CCtx_setParameter(cctx, ZSTD_c_nbWorkers, 2); /* an error without threads: one then */
   size_t bound = ZSTD_compressBound(len);
   void *out = malloc(bound);
   if (!out) {
     napi_throw_error(env, NULL, "overpack: out of memory (zstd)");
     return NULL;
   }
-  size_t n = ZSTD_compressCCtx(cctx, out, bound, src, len, (int)get_double(env, argv[1]));
+  size_t n = ZSTD_compress2(cctx, out, bound, src, len);
   napi_value result = NULL;
   if (ZSTD_isError(n)) napi_throw_error(env, NULL, ZSTD_getErrorName(n));
   else if (napi_create_buffer_copy(env, n, out, NULL, &result) != napi_ok) napi_throw_error(env, NULL, "overpack: out of memory (zstd)");
