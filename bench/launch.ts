@@ -80,8 +80,13 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
   ctx.log(`launch: warm-up runs in ${took()}`);
   t = Date.now();
   for (let r = 0; r < reps; r++) {
+    // A first launch empties the cache: every warm case after it gets an untimed run first, or
+    // it would be timed as a first launch too.
+    let wiped = false;
     for (const c of cases) {
       if (c.first) fs.rmSync(cache, { recursive: true, force: true });
+      else if (wiped) timeRun(c.argv, { env: c.env ?? env });
+      wiped ||= c.first === true;
       (runs[c.id] ??= []).push(timeRun(c.argv, { env: c.env ?? env }));
     }
   }

@@ -314,8 +314,7 @@ async function runtimeExecutable(node: ChosenNode, progress: (m: string) => void
       fs.writeFileSync(path.join(work, 'sea-config.json'), JSON.stringify({ ...config, executable: exe, output: path.join(work, 'runtime.sea') }));
       execFileSync(node.generator, ['--build-sea', 'sea-config.json'], { stdio: ['ignore', 'ignore', 'pipe'], cwd: work });
       fs.chmodSync(path.join(work, 'runtime.sea'), 0o755);
-      fs.renameSync(path.join(work, 'runtime.sea'), cached);
-      return cached;
+      return keepFirst(path.join(work, 'runtime.sea'), cached);
     }
     fs.writeFileSync(path.join(work, 'sea-config.json'), JSON.stringify({ ...config, output: path.join(work, 'sea.blob') }));
     execFileSync(node.generator, ['--experimental-sea-config', 'sea-config.json'], { stdio: ['ignore', 'ignore', 'pipe'], cwd: work });
@@ -328,11 +327,25 @@ async function runtimeExecutable(node: ChosenNode, progress: (m: string) => void
     } finally {
       (process.stderr as unknown as { write: typeof write }).write = write;
     }
-    fs.renameSync(exe, cached);
-    return cached;
+    return keepFirst(exe, cached);
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * Puts a runtime executable made just now in the cache, unless a build running at the same
+ * time put its own there first: then that one is used. Never replaced once there, because two
+ * generations of the same runtime can differ (V8's code cache is not byte-deterministic) and a
+ * build that has recorded one runtime's SHA-256 must not copy the other's bytes.
+ */
+function keepFirst(made: string, cached: string): string {
+  try {
+    fs.linkSync(made, cached);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  return cached;
 }
 
 export async function build(opts: BuildOptions): Promise<BuildResult> {

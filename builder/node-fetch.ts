@@ -131,10 +131,26 @@ async function download(target: Target, version: string, integrity: string, dest
     const license = files.get('package/LICENSE');
     if (license) fs.writeFileSync(path.join(work, 'out', 'LICENSE'), license.data);
     fs.writeFileSync(path.join(work, 'out', 'integrity'), `${integrity}\n`);
-    fs.rmSync(dest, { recursive: true, force: true });
-    fs.renameSync(path.join(work, 'out'), dest);
+    placeOnce(path.join(work, 'out'), dest);
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Moves a finished download to `dest`. Builds running at once (a CI matrix, two bundles built
+ * side by side) may download the same Node: the first complete copy stays, and is never
+ * removed from under a build that uses it; a partial one (no `integrity`) is replaced.
+ */
+function placeOnce(ready: string, dest: string): void {
+  const complete = () => fs.existsSync(path.join(dest, 'integrity'));
+  if (complete()) return;
+  fs.rmSync(dest, { recursive: true, force: true });
+  try {
+    fs.renameSync(ready, dest);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if ((code !== 'ENOTEMPTY' && code !== 'EEXIST') || !complete()) throw err;
   }
 }
 

@@ -16,6 +16,7 @@ import { PAGE_SIZE, PIECE_REF_SIZE, PIECE_SIZE, RECORD_SIZE, TreeError, type Tre
 import { inflateRawSync } from 'node:zlib';
 import { FsError } from '../runtime/overlay/errors.js';
 import { ImageLayer } from '../runtime/image/image-layer.js';
+import { CODEC_IDS } from '../runtime/image/codec.js';
 import { CLI, forceUnmount, tempDir } from './helpers.js';
 
 const base = tempDir('image');
@@ -313,8 +314,9 @@ describe('image reader', () => {
   it('copies a big file up, raw or compressed, and leaves nothing behind when it cannot', async () => {
     const src = path.join(base, 'copyup');
     fs.mkdirSync(src);
-    const content = Buffer.alloc(3 * PIECE_SIZE + 12345);
-    for (let i = 0; i + 4 <= content.length; i += 4) content.writeUInt32LE((i * 2654435761) >>> 0, i);
+    // Text: stored raw it is copied by the kernel, compressed it is decoded piece by piece.
+    const content = Buffer.from(Array.from({ length: 400000 }, (_, i) => `line ${i}\n`).join('')).subarray(0, 3 * PIECE_SIZE + 12345);
+    assert.equal(content.length, 3 * PIECE_SIZE + 12345);
     fs.writeFileSync(path.join(src, 'big'), content);
     const small = path.join(base, 'copyup-full');
     fs.mkdirSync(small);
@@ -325,6 +327,8 @@ describe('image reader', () => {
         fs.writeFileSync(file, Buffer.alloc(100));
         await appendImage(file, { appDir: src, manifest: {}, addons: [], compression });
         const { fd, tree } = readImage(file);
+        const codecs = new Set([...tree.walk()].find((e) => e.path === '/big')!.pieces!.map((r) => r.codec));
+        assert.deepEqual([...codecs], [how === 'none' ? CODEC_IDS.raw : CODEC_IDS.zstd]);
         try {
           // Unchecked, then again after the first copy marked the pieces checked.
           const layer = new ImageLayer(file, fd, tree);

@@ -6,7 +6,7 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CLI, ROOT, mountsUnder, forceUnmount, tempDir, isolatedEnv } from './helpers.js';
@@ -129,6 +129,21 @@ describe('the Node runtime of bundles', () => {
       const r = build([app, '-o', out, '--node-version', line]);
       assert.equal(r.status, 0, r.stderr);
       assert.match(run(out).stdout, new RegExp(`^node v${line}\\.\\d+\\.\\d+ x64$`, 'm'));
+    }
+  });
+
+  it('two builds at once with an empty cache both succeed (one download kept, never removed under the other)', async () => {
+    const cache = path.join(base, 'race-cache');
+    const builds = [1, 2].map((n) => new Promise<{ code: number | null; err: string }>((resolve) => {
+      const p = spawn(process.execPath, [CLI, 'build', app, '-o', path.join(base, `race-${n}.run`), '--runtime-compression', 'none'], { env: { ...buildEnv, XDG_CACHE_HOME: cache } });
+      let err = '';
+      p.stderr.on('data', (d) => (err += d));
+      p.on('close', (code) => resolve({ code, err }));
+    }));
+    for (const r of await Promise.all(builds)) assert.equal(r.code, 0, r.err);
+    for (const n of [1, 2]) {
+      const r = run(path.join(base, `race-${n}.run`));
+      assert.match(r.stdout, /^node v\d+/m, r.stderr);
     }
   });
 

@@ -7,9 +7,11 @@
  */
 import fs from 'node:fs';
 import { blake3 } from '../hash/blake3.js';
-import { FsError } from '../overlay/errors.js';
+import { kernelCopyRange } from '../native/copy-range.js';
+import { constants as osc } from 'node:os';
+import { FsError, type Errno } from '../overlay/errors.js';
 import { S_IFDIR, S_IFLNK, S_IFREG, type DirEntry, type EntryStat, type Layer, type LayerFile } from '../overlay/layer.js';
-import { ContentError, ContentReader } from './content.js';
+import { ContentError, ContentReader, pread } from './content.js';
 import type { ImageTree } from './tree.js';
 import { PIECE_SIZE, pieceCount, pieceLength, TreeError, type TreeEntry, type TreeRecord } from './tree-layout.js';
 
@@ -259,12 +261,15 @@ export class ImageLayer implements Layer {
    */
   async copyFileTo(path: string, dest: string): Promise<void> {
     const e = this.need(path, 'file');
+    const base = e.size > PIECE_SIZE ? this.read(path, 'copy-up', () => this.content.span(e)) : null;
     const out = fs.openSync(dest, 'wx', 0o600);
     let ok = false;
     try {
       if (e.size <= PIECE_SIZE) {
         await this.verify(path, e);
         if (e.size > 0) await write(out, await this.load(path, 'copy-up', () => this.content.piece(e, 0)), 0);
+      } else if (base !== null && kernelCopyRange()) {
+        await this.kernelCopy(path, e, out, base);
       } else {
         const count = pieceCount(e.size);
         const fetch = (k: number): Promise<Buffer | null> => {
@@ -292,6 +297,49 @@ export class ImageLayer implements Layer {
       fs.closeSync(out);
       if (!ok) fs.rmSync(dest, { force: true });
     }
+  }
+
+  /**
+   * A big file stored raw in one run of the bundle (no compression, or incompressible): the
+   * kernel copies it (copy_file_range on a worker thread) while this thread hashes the same
+   * bytes from the page cache, each piece against its hash; wrong bytes fail the copy-up
+   * after the copy ends (the caller removes `dest`).
+   */
+  private async kernelCopy(path: string, e: TreeRecord, out: number, base: number): Promise<void> {
+    const copying = kernelCopyRange()!(this.fd, base, out, 0, e.size);
+    const count = pieceCount(e.size);
+    const readPiece = async (k: number, buf: Buffer): Promise<Buffer> => {
+      const len = pieceLength(e.size, k);
+      for (let done = 0; done < len; ) {
+        const n = await pread(this.fd, buf, done, len - done, base + k * PIECE_SIZE + done);
+        if (n === 0) throw new FsError('EIO', 'copy-up', path, 'the bundle ends before this file does');
+        done += n;
+      }
+      return buf.subarray(0, len);
+    };
+    const hashing = (async () => {
+      // Two buffers: the next piece is read (on the threadpool) while this one is hashed.
+      const bufs = [Buffer.allocUnsafe(PIECE_SIZE), Buffer.allocUnsafe(PIECE_SIZE)];
+      let next = readPiece(0, bufs[0]!);
+      for (let k = 0; k < count; k++) {
+        const bytes = await next;
+        const len = bytes.length;
+        next = k + 1 < count ? readPiece(k + 1, bufs[(k + 1) % 2]!) : Promise.resolve(Buffer.alloc(0));
+        next.catch(() => undefined);
+        if (blake3(bytes).toString('hex') !== this.read(path, 'verify', () => this.tree.pieceHash(e, k))) {
+          this.onCorrupt?.(path);
+          throw new FsError('EIO', 'verify', path, `bytes ${k * PIECE_SIZE}-${k * PIECE_SIZE + len - 1} do not match the image index`);
+        }
+      }
+    })();
+    // Both must finish before `out` is closed or `dest` removed, whichever fails first.
+    const [copied, hashed] = await Promise.allSettled([copying, hashing]);
+    if (copied.status === 'rejected') {
+      const err = copied.reason as NodeJS.ErrnoException;
+      throw new FsError(err.code && err.code in osc.errno ? (err.code as Errno) : 'EIO', 'copy-up', path, err.message);
+    }
+    if (hashed.status === 'rejected') throw hashed.reason;
+    if (copied.value !== e.size) throw new FsError('EIO', 'copy-up', path, 'the bundle ends before this file does');
   }
 }
 

@@ -45,6 +45,8 @@ export interface OverpackAddon {
   /** Remembers that node `ino` has no security.capability: the addon answers the kernel's next asks itself. */
   noCapability(s: Session, ino: number): void;
   libfuseVersion(): number;
+  /** Copies by the kernel on a worker thread; `done` gets 0 or an errno, and the bytes copied (fewer: the source ended). */
+  copyRange(inFd: number, inOffset: number, outFd: number, outOffset: number, length: number, done: (errno: number, copied: number) => void): void;
   /** 0 or a positive errno. */
   mknod(path: string, mode: number, rdev: number): number;
   fallocate(fd: number, mode: number, offset: number, length: number): number;

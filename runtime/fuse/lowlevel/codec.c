@@ -27,8 +27,9 @@ static int get_buffer(napi_env env, napi_value v, void **data, size_t *len) {
 
 /* zstdCompress(src, level[, checksum]): a new Buffer with one zstd frame that records its
  * content size (and, with checksum, zstd's own checksum of it: for the runtime, which the
- * loader checks with nothing else). Big inputs are compressed on two threads where libzstd
- * has them; the output is the same either way. */
+ * loader checks with nothing else). Big inputs are compressed with two worker threads, a
+ * fixed count, so the frame depends on the input, level and libzstd only (a libzstd without
+ * threads makes another frame, which decodes the same). */
 static napi_value js_compress(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];

@@ -36,6 +36,7 @@
 #include "napi_util.h"
 #include "syscalls.h"
 #include "codec.h"
+#include "copy_range.h"
 
 /* Operation codes shared with fuse3.ts (OP there). */
 enum {
@@ -865,6 +866,7 @@ static napi_value init(napi_env env, napi_value exports) {
   }
   register_syscalls(env, exports);
   register_codec(env, exports);
+  register_copy_range(env, exports);
   return exports;
 }
 
