@@ -31,6 +31,9 @@ const BIG_MIB = quick ? 256 : 1024;
 // run, every second of it measured runs, and ext4 on this disk makes creates vary 2-5x from
 // minute to minute. The operations and their mix are the same, so the ratios compare.
 const W4 = quick ? { appends: 200, creates: 1000, mib: 12, dirs: 4 } : { appends: 1000, creates: 5000, mib: 1024, dirs: 20 };
+/** W7: rows of the SQLite database in the W4 data (100-byte values: 133 MB at 900,000), and the changes made to it. */
+const W7 = quick ? { rows: 200_000, ops: 4000 } : { rows: 900_000, ops: 20_000 };
+const W7_SCRIPT = path.join(ROOT, 'bench', 'w7-sqlite.py');
 
 function sh(cmd: string, cwd?: string): string {
   return execFileSync('sh', ['-c', cmd], { encoding: 'utf8', cwd, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -67,6 +70,15 @@ function prepareData(): { tree: string; w4: string; squash: string; w4Squash: st
       for (let i = 0; i < 100; i++) fs.writeFileSync(path.join(w4, 'doomed', `d${d}`, `f${i}`), 'y');
     }
     fs.writeFileSync(path.join(w4, '.complete'), '');
+    fs.rmSync(path.join(DATA, 'w4.squashfs'), { force: true });
+  }
+  // W7's database, beside W4's files (so every variant, the images included, has it).
+  const w7Marker = path.join(w4, 'state', `.rows-${W7.rows}`);
+  if (have('python3') && !fs.existsSync(w7Marker)) {
+    log(`making W7's SQLite database (${W7.rows} rows; once)`);
+    fs.rmSync(path.join(w4, 'state'), { recursive: true, force: true });
+    sh(`python3 ${W7_SCRIPT} make ${path.join(w4, 'state')} ${W7.rows}`);
+    fs.writeFileSync(w7Marker, '');
     fs.rmSync(path.join(DATA, 'w4.squashfs'), { force: true });
   }
   const squash = path.join(DATA, 'tree.squashfs');
@@ -234,6 +246,11 @@ const WORKLOADS: Workload[] = [
   },
   { id: 'w5-warm', title: 'W5 node -e "require(\'eslint\')", warm', lower: 'tree', cmd: `${process.execPath} -e "require('eslint')"` },
   { id: 'w6', title: 'W6 mount + unmount', lower: 'tree', cmd: '', mountOnly: true, start: 'cold' },
+  // Desktop apps keep their state in SQLite: every change is a few 4 KiB page writes, a journal
+  // and fsyncs, through the mount onto a copy-up of the whole database.
+  ...(have('python3')
+    ? [{ id: 'w7', title: `W7 app state in SQLite: ${W7.ops} changes in 40 transactions to a ${W7.rows}-row database`, lower: 'w4' as const, cmd: `python3 ${W7_SCRIPT} run state ${W7.ops}`, start: 'cached' as const }]
+    : []),
 ];
 
 /**
@@ -244,7 +261,7 @@ const WORKLOADS: Workload[] = [
  * send the warm-ups to the disk. (Putting W1 warm in W1 cold's mount instead saved nothing:
  * the first walk of a fresh mount moved to W2's warm-up.)
  */
-const MOUNT_GROUPS: string[][] = [['w1-cold'], ['w3-cold'], ['w1-warm', 'w2-warm', 'w3-warm', 'w5-warm'], ['w4'], ['w6']];
+const MOUNT_GROUPS: string[][] = [['w1-cold'], ['w3-cold'], ['w1-warm', 'w2-warm', 'w3-warm', 'w5-warm'], ['w4'], ['w7'], ['w6']];
 for (const w of WORKLOADS) if (!MOUNT_GROUPS.flat().includes(w.id)) throw new Error(`workload ${w.id} is in no MOUNT_GROUPS entry`);
 
 function dropCaches(): void {

@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CLI, forceUnmount, sh, startMount, tempDir } from './helpers.js';
-import type { FsOps } from '../runtime/fuse/binding.js';
+import type { FsOps } from '../runtime/vfs/index.js';
 
 describe('FUSE bindings', () => {
   const base = tempDir('binding');
@@ -83,7 +83,7 @@ describe('FUSE bindings', () => {
 describe('fuse3 binding on its own', () => {
   it('an operation that throws a bug answers EIO, is reported once, and the mount keeps serving', async () => {
     const { fuse3Binding } = await import('../runtime/fuse/fuse3.js');
-    const { FsError } = await import('../runtime/overlay/errors.js');
+    const { FsError } = await import('../runtime/vfs/index.js');
     const base = tempDir('throw');
     const mp = path.join(base, 'mnt');
     fs.mkdirSync(mp);

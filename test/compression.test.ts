@@ -16,7 +16,7 @@ import { ImageLayer } from '../runtime/image/image-layer.js';
 import { CODEC_IDS, parseCompression, type Compression } from '../runtime/image/codec.js';
 import { PIECE_REF_SIZE, PIECE_SIZE, RECORD_SIZE } from '../runtime/image/tree-layout.js';
 import { storePages } from '../runtime/image/tree-encode.js';
-import { FsError } from '../runtime/overlay/errors.js';
+import { FsError } from '../runtime/vfs/index.js';
 import { CLI, forceUnmount, tempDir } from './helpers.js';
 
 const base = tempDir('compression');

@@ -14,7 +14,7 @@ import { encodeFooter, FOOTER_SIZE, IMAGE_VERSION, readImage, sha256, ImageError
 import { encodeTree, pageStarts, storePages } from '../runtime/image/tree-encode.js';
 import { PAGE_SIZE, PIECE_REF_SIZE, PIECE_SIZE, RECORD_SIZE, TreeError, type TreeEntry } from '../runtime/image/tree-layout.js';
 import { inflateRawSync } from 'node:zlib';
-import { FsError } from '../runtime/overlay/errors.js';
+import { FsError } from '../runtime/vfs/index.js';
 import { ImageLayer } from '../runtime/image/image-layer.js';
 import { CODEC_IDS } from '../runtime/image/codec.js';
 import { CLI, forceUnmount, tempDir } from './helpers.js';

@@ -3,7 +3,7 @@
  * back to the caller silently; anything else (a bug, an I/O error) is also reported once on
  * stderr, since the app only sees a bare errno.
  */
-import { toErrno } from '../overlay/errors.js';
+import { toErrno } from '../vfs/index.js';
 
 /** Returns the positive errno to answer with. */
 export function failureErrno(op: string, err: unknown): number {

@@ -4,7 +4,8 @@
  * (~100-150 µs), so the mount options below are chosen to make the kernel ask less often.
  */
 import { failureErrno } from './failure.js';
-import type { Attr, FsOps, FuseBinding, MountedFs, MountOptions, StatFs, TimeSpec } from './binding.js';
+import type { FuseBinding, MountedFs, MountOptions } from './binding.js';
+import type { Attr, FsOps, StatFs, TimeSpec } from '../vfs/index.js';
 import { loadFuseNative, type FuseNativeClass } from './native.js';
 import { unmountPath } from './unmount.js';
 

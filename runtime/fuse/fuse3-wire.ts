@@ -3,7 +3,7 @@
  * codes, request argument accessors, the attribute layout (see fill_stat in the addon) and the
  * protocol's constants.
  */
-import type { Attr } from './binding.js';
+import type { Attr } from '../vfs/index.js';
 import type { TimeSpec } from '../native/syscalls.js';
 
 /** Operation codes, as in the addon. */

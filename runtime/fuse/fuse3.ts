@@ -20,12 +20,13 @@
  */
 import { constants as fsc } from 'node:fs';
 import { constants as osc } from 'node:os';
-import type { Attr, FsOps, FuseBinding, MountedFs, MountOptions } from './binding.js';
+import type { FuseBinding, MountedFs, MountOptions } from './binding.js';
+import type { Attr, FsOps } from '../vfs/index.js';
 import { failureErrno } from './failure.js';
 import { unmountPath } from './unmount.js';
 import { loadAddon, type OverpackAddon, type Req, type Session } from '../native/addon.js';
-import { FsError } from '../overlay/errors.js';
-import { childOf, S_IFMT, S_IFREG } from '../overlay/layer.js';
+import { FsError } from '../vfs/index.js';
+import { childOf, S_IFMT, S_IFREG } from '../vfs/index.js';
 import { FsNode, NodeTable, ROOT_ID, type Listing } from './node-table.js';
 import {
   ATTR_FIELDS, B, F, MAX_WRITE, MIN_DIRENT, MIN_DIRENTPLUS, N, OP, packAttr, READ_BUFFER_BYTES, READ_BUFFERS_KEPT,

@@ -3,8 +3,8 @@
  * parent by name, with the lookup counts the kernel holds, turning a node id into the path the
  * engine (FsOps) speaks in.
  */
-import type { Attr } from './binding.js';
-import { childOf, S_IFDIR } from '../overlay/layer.js';
+import type { Attr } from '../vfs/index.js';
+import { childOf, S_IFDIR } from '../vfs/index.js';
 
 export const ROOT_ID = 1;
 

@@ -3,7 +3,8 @@ import fs, { promises as fsp, constants as fsc } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
 import * as xattr from 'fs-xattr';
 import { LongPaths } from './long-paths.js';
-import { entryType, type DirEntry, type EntryStat, type Layer, type LayerFile } from './layer.js';
+import { entryType, type DirEntry, type Layer, type LayerFile } from './layer.js';
+import { type EntryStat } from '../vfs/index.js';
 
 /** From a BigInt lstat: the only kind of stat in Node that keeps nanoseconds exactly. */
 export function toEntryStat(st: BigIntStats): EntryStat {

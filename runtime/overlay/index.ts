@@ -1,9 +1,10 @@
 /** The overlay engine's public API. */
 export { OverlayFS, DEFAULT_CACHE_SECONDS, type OverlayHandle, type MountTuning } from './overlayfs.js';
-export { OverlayError, FsError, type OverlayErrorCode } from './errors.js';
+export { OverlayError, type OverlayErrorCode } from './errors.js';
+export { FsError, type EntryStat } from '../vfs/index.js';
 export { type OverlayAction, type FinalizeResult, OVERLAY_ACTIONS } from './finalize.js';
 export { type InodeMode } from './inodes.js';
 export { DirLayer } from './dir-layer.js';
-export type { Layer, LayerFile, EntryStat, DirEntry, EntryType } from './layer.js';
+export type { Layer, LayerFile, DirEntry, EntryType } from './layer.js';
 export { OPAQUE_MARKER, WHITEOUT_PREFIX, WORK_DIR } from './whiteout.js';
 export { commitUpper, commitUpperAtomic, describeCommit, recoverCommit, commitWorkDir, CommitError, type CommitSummary, type CommitOptions } from './commit.js';

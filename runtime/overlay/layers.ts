@@ -7,18 +7,10 @@
  */
 import fs, { promises as fsp } from 'node:fs';
 import * as xattr from 'fs-xattr';
-import { FsError } from './errors.js';
+import { FsError } from '../vfs/index.js';
 import { mknod, utimens } from '../native/syscalls.js';
-import {
-  childOf,
-  entryType,
-  nameOf,
-  parentOf,
-  S_IFDIR,
-  S_IFMT,
-  type EntryStat,
-  type Layer,
-} from './layer.js';
+import { entryType, type Layer } from './layer.js';
+import { childOf, nameOf, parentOf, S_IFDIR, S_IFMT, type EntryStat } from '../vfs/index.js';
 import { UpperDir } from './upper-dir.js';
 import { OPAQUE_MARKER, isReserved, whitedOutName } from './whiteout.js';
 

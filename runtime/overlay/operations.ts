@@ -5,12 +5,13 @@
  * changes an entry copies it up first.
  */
 import fs, { constants as fsc } from 'node:fs';
-import type { Attr, DirListing, FileSpan, FsOps, StatFs, TimeSpec } from '../fuse/binding.js';
+import type { Attr, DirListing, FileSpan, FsOps, StatFs, TimeSpec } from '../vfs/index.js';
 import { seek, SEEK_DATA } from '../native/syscalls.js';
-import { FsError } from './errors.js';
+import { FsError } from '../vfs/index.js';
 import { toEntryStat } from './dir-layer.js';
 import { InodeStore } from './inodes.js';
-import { childOf, entryType, nameOf, parentOf, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type EntryStat, type LayerFile } from './layer.js';
+import { entryType, type LayerFile } from './layer.js';
+import { childOf, nameOf, parentOf, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type EntryStat } from '../vfs/index.js';
 import { isDir, LayerStack, type Node } from './layers.js';
 import { isReserved } from './whiteout.js';
 

@@ -18,6 +18,7 @@ import path from 'node:path';
 import type { FuseBinding, MountedFs } from '../fuse/binding.js';
 import { isMounted } from '../fuse/unmount.js';
 import { checkFuse } from '../fuse/preflight.js';
+import { chooseBinding, UnknownBindingError } from '../fuse/registry.js';
 import { DirLayer } from './dir-layer.js';
 import { OverlayError } from './errors.js';
 import { finalizeUpper, type FinalizeResult, type OverlayAction } from './finalize.js';
@@ -65,26 +66,14 @@ function isInside(child: string, parent: string): boolean {
   return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
 }
 
-/** The FUSE bindings by name; OVERPACK_FUSE_BINDING picks one, the default is the fastest. */
-const BINDINGS: Record<string, () => Promise<FuseBinding>> = {
-  fuse3: async () => (await import('../fuse/fuse3.js')).fuse3Binding,
-  'fuse-native': async () => (await import('../fuse/fuse-native.js')).fuseNativeBinding,
-};
-export const DEFAULT_BINDING = 'fuse3';
-
+/** The binding to mount with when none was set; an unknown OVERPACK_FUSE_BINDING is a MOUNT_FAILED. */
 async function defaultBinding(): Promise<FuseBinding> {
-  const wanted = process.env.OVERPACK_FUSE_BINDING;
-  if (!wanted) {
-    // The default binding's addon is optional (built only where libfuse3-dev was present).
-    const binding = await BINDINGS[DEFAULT_BINDING]!();
-    if (binding.available()) return binding;
-    return BINDINGS['fuse-native']!();
+  try {
+    return await chooseBinding();
+  } catch (err) {
+    if (err instanceof UnknownBindingError) throw new OverlayError('MOUNT_FAILED', 'mount', '', err.message);
+    throw err;
   }
-  const load = BINDINGS[wanted];
-  if (!load) {
-    throw new OverlayError('MOUNT_FAILED', 'mount', '', `unknown FUSE binding "${wanted}" in OVERPACK_FUSE_BINDING (known: ${Object.keys(BINDINGS).join(', ')})`);
-  }
-  return load();
 }
 
 /** Lazily detaches a mount without waiting on its server (safe at exit and for stale mounts). */

@@ -10,7 +10,7 @@
 import fs, { promises as fsp, constants as fsc, type Dirent } from 'node:fs';
 import * as xattr from 'fs-xattr';
 import { getXattrAt, listXattrsAt, lstatExact } from './dir-layer.js';
-import { childOf, type EntryStat } from './layer.js';
+import { childOf, type EntryStat } from '../vfs/index.js';
 import { LongPaths } from './long-paths.js';
 import { fallocate, mknod, utimens, type TimeSpec } from '../native/syscalls.js';
 import { isReserved, OPAQUE_MARKER, WORK_DIR, whiteoutName } from './whiteout.js';
