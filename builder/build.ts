@@ -18,6 +18,7 @@ import * as esbuild from 'esbuild';
 import { appendImage, BuildError, type ImageStats } from '../runtime/image/writer.js';
 import { DEFAULT_COMPRESSION, DEFAULT_RUNTIME_COMPRESSION, describeCompression, type Compression } from '../runtime/image/codec.js';
 import { loaderFront } from './loader.js';
+import { checkIcon } from './icon.js';
 import { loadAddon } from '../runtime/native/addon.js';
 import { validateManifest, type Manifest } from '../runtime/launcher/manifest.js';
 import { MANIFEST_SCHEMA } from '../runtime/launcher/manifest-schema.js';
@@ -354,6 +355,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const appDir = path.resolve(opts.appDir);
   if (!fs.existsSync(appDir) || !fs.statSync(appDir).isDirectory()) throw new BuildError(appDir, 'build', `${appDir} is not a directory`);
   const manifest = readManifest(appDir);
+  // A menu icon a desktop cannot show fails the build, not the user's integration.
+  if (manifest.desktop?.icon) checkIcon(path.join(appDir, manifest.desktop.icon));
   const output = path.resolve(opts.output ?? `${manifest.name}.run`);
   if (output.startsWith(appDir + path.sep)) throw new BuildError(output, 'build', `the output ${output} must not be inside the app directory`);
   const key = signingKey(opts, manifest, path.join(appDir, 'overpack.json'), opts.onWarning ?? (() => undefined));

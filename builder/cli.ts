@@ -6,6 +6,7 @@ import { mountCommand, umountCommand } from './commands/mount.js';
 import { commitCommand } from './commands/commit.js';
 import { buildCommand, initCommand, inspectCommand, verifyCommand } from './commands/bundle.js';
 import { keygenCommand } from './commands/keygen.js';
+import { integrateCommand, unintegrateCommand } from './commands/desktop.js';
 import { CliExit, printError } from './output.js';
 
 const EXIT_CODES: Record<string, number> = { NO_FUSE: 3, NO_FUSERMOUNT: 3, MOUNTPOINT_BUSY: 4 };
@@ -33,6 +34,8 @@ async function main(): Promise<void> {
     .command(inspectCommand)
     .command(verifyCommand)
     .command(keygenCommand)
+    .command(integrateCommand)
+    .command(unintegrateCommand)
     .command(mountCommand)
     .command(umountCommand)
     .command(commitCommand)

@@ -29,6 +29,8 @@ import { enforceSignature, signatureRequirement, type SignatureState } from './t
 import { cacheHome, dataHome, privateDir, safeName } from './paths.js';
 import { acquireOrJoin, InstanceError, type Instance } from './instance.js';
 import { mark } from './trace.js';
+import { DesktopError, integrate, refreshIntegration, unintegrate } from '../desktop/integration.js';
+import { reportError } from '../desktop/notify.js';
 import type { FuseBinding } from '../fuse/binding.js';
 
 mark('runtime: modules loaded');
@@ -61,11 +63,13 @@ interface Flags {
   yes: boolean;
   discard: boolean;
   verifySignature: string | undefined; // public key file
+  integrate: boolean;
+  unintegrate: boolean;
 }
 
 /** Splits `--overpack-*` runtime flags (never passed to the app) from the app's arguments. */
 function parseFlags(argv: string[]): { flags: Flags; appArgs: string[] } {
-  const flags: Flags = { help: false, version: false, info: false, extract: undefined, mount: false, extractAndRun: false, reset: false, yes: false, discard: false, verifySignature: undefined };
+  const flags: Flags = { help: false, version: false, info: false, extract: undefined, mount: false, extractAndRun: false, reset: false, yes: false, discard: false, verifySignature: undefined, integrate: false, unintegrate: false };
   const appArgs: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -83,6 +87,8 @@ function parseFlags(argv: string[]): { flags: Flags; appArgs: string[] } {
       case 'reset': flags.reset = true; break;
       case 'yes': flags.yes = true; break;
       case 'discard': flags.discard = true; break;
+      case 'integrate': flags.integrate = true; break;
+      case 'unintegrate': flags.unintegrate = true; break;
       case 'verify-signature': {
         const value = inline ?? argv[++i];
         if (value === undefined || value === '') throw new LaunchError('--overpack-verify-signature needs the public key file: --overpack-verify-signature <pub.pem>', 2);
@@ -115,6 +121,11 @@ const HELP = `Runtime options of this overpack bundle (never passed to the app):
   --overpack-reset [--overpack-yes]  delete the app's preserved writable layer
   --overpack-verify-signature PUB.pem  refuse to start unless this bundle is signed by that key
                                (also: OVERPACK_VERIFY_SIGNATURE=PUB.pem)
+  --overpack-integrate         add this app to the desktop's menu, with its icon (a later run
+                               from another path or of a newer build updates the entry)
+  --overpack-unintegrate       remove exactly what --overpack-integrate wrote
+Errors are also written to $XDG_STATE_HOME/overpack/<app>.log, and shown as a desktop
+notification when there is no terminal.
 `;
 
 /**
@@ -403,6 +414,7 @@ async function main(): Promise<void> {
   if (!checked.manifest) throw new LaunchError(`${bundle}: the manifest inside this bundle is invalid:\n  ${checked.problems.join('\n  ')}\nRebuild the bundle with overpack build.`, 65);
   const manifest = checked.manifest;
   const name = safeName(manifest.name);
+  reportAs = manifest.name;
   // Before anything from the bundle is extracted, loaded, mounted or run.
   let signature: SignatureState;
   try {
@@ -452,6 +464,23 @@ async function main(): Promise<void> {
     return;
   }
   const layer = new ImageLayer(bundle, image.fd, image.tree, (p) => say(`error: ${p} in the bundle is corrupt (its content does not match the image index); the bundle is damaged, download or build it again`));
+  const desktopApp = { manifest, bundle: path.resolve(bundle), indexHash: image.footer.indexHash.toString('hex') };
+  const copyIcon = (iconPath: string, dest: string) => layer.copyFileTo(iconPath, dest);
+  if (flags.integrate || flags.unintegrate) {
+    try {
+      if (flags.integrate) say(`added ${manifest.name} to the desktop menu:\n  ${(await integrate(desktopApp, copyIcon)).join('\n  ')}`);
+      else {
+        const removed = unintegrate(manifest.name);
+        say(removed.length > 0 ? `removed ${manifest.name} from the desktop menu:\n  ${removed.join('\n  ')}` : `${manifest.name} is not in the desktop menu: nothing to remove`);
+      }
+    } catch (err) {
+      if (err instanceof DesktopError) throw new LaunchError(err.message, 1);
+      throw err;
+    }
+    return;
+  }
+  // An entry written for this app from another path or build points here from now on.
+  await refreshIntegration(desktopApp, copyIcon).catch((err: unknown) => say(`warning: the desktop menu entry of ${manifest.name} could not be updated: ${(err as Error).message}`));
   if (flags.extract !== undefined) {
     const dest = path.resolve(flags.extract ?? `${name}-${manifest.version}`);
     await extractTree(layer, dest, (done, total) => done % 500 === 0 && say(`extracting ${done}/${total}`));
@@ -625,11 +654,12 @@ async function bundledBinding(): Promise<FuseBinding> {
   return fuse3Binding;
 }
 
+/** The app errors are reported as (its log file, the notification): the bundle's name until the manifest is read. */
+let reportAs = path.basename(BUNDLE).replace(/\.run$/, '');
+
 main().catch((err: unknown) => {
-  if (err instanceof LaunchError) {
-    say(`error: ${err.message}`);
-    process.exit(err.exitCode);
-  }
-  say(`error: ${(err as Error)?.message ?? String(err)}`);
-  process.exit(70);
+  const [message, code] = err instanceof LaunchError ? [err.message, err.exitCode] : [(err as Error)?.message ?? String(err), 70];
+  say(`error: ${message}`);
+  reportError(safeName(reportAs), message);
+  process.exit(code);
 });

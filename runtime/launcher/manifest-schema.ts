@@ -56,6 +56,28 @@ export const MANIFEST_SCHEMA = {
         inodeMode: { enum: INODE_MODES, default: 'virtual' },
       },
     },
+    desktop: {
+      type: 'object',
+      additionalProperties: false,
+      description: 'The menu entry and icon that --overpack-integrate (or `overpack integrate`) installs for desktop users',
+      'x-hint': 'must be an object',
+      properties: {
+        name: { type: 'string', minLength: 1, pattern: '^[^\\n\\r]+$', description: 'Shown name [default: the app name]', 'x-hint': 'must be a non-empty string on one line' },
+        comment: { type: 'string', minLength: 1, pattern: '^[^\\n\\r]+$', description: 'A one-line description (a tooltip)', 'x-hint': 'must be a non-empty string on one line' },
+        icon: {
+          type: 'string',
+          minLength: 1,
+          pattern: '^(?!/)(?!.*(^|/)\\.\\.(/|$)).+$',
+          description: 'Path inside the app dir of a PNG (square, at least 128 px) or an SVG; checked at build',
+          'x-hint': 'must be a relative path inside the app directory (no leading "/", no "..") to a PNG or SVG',
+        },
+        categories: { type: 'array', items: { type: 'string', pattern: '^[A-Za-z0-9-]+$' }, description: 'freedesktop menu categories, e.g. ["Utility"]', 'x-hint': 'must be an array of category names (letters, digits and "-"), e.g. ["Utility", "Development"]' },
+        mimeTypes: { type: 'array', items: { type: 'string', pattern: '^[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+$' }, description: 'File types the app opens: the entry then passes files (%F)', 'x-hint': 'must be an array of MIME types such as "text/plain"' },
+        keywords: { type: 'array', items: { type: 'string', minLength: 1, pattern: '^[^;\\n\\r]+$' }, description: 'Search words for the menu', 'x-hint': 'must be an array of words (no ";" or newlines)' },
+        terminal: { type: 'boolean', default: false, description: 'Run in a terminal window', 'x-hint': 'must be true or false' },
+        startupWMClass: { type: 'string', minLength: 1, pattern: '^[^\\n\\r]+$', description: "The app window's WM_CLASS, so the dock groups it with its entry", 'x-hint': 'must be a non-empty string on one line' },
+      },
+    },
     security: {
       type: 'object',
       additionalProperties: false,

@@ -1,0 +1,234 @@
+/**
+ * Desktop users: the menu entry and icon a bundle installs (`--overpack-integrate`, `overpack
+ * integrate`), checked with desktop-file-validate; its refresh when the bundle moves or is
+ * rebuilt; exact removal; the icon checked at build; errors written to a log and shown as a
+ * notification when there is no terminal; the desktop template built and run.
+ */
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { deflateSync } from 'node:zlib';
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { CLI, forceUnmount, isolatedEnv, mountsUnder, tempDir } from './helpers.js';
+
+const base = tempDir('desktop');
+const home = path.join(base, 'home');
+const data = path.join(home, '.local', 'share');
+const env = { ...isolatedEnv(home), XDG_STATE_HOME: path.join(home, '.local', 'state') };
+
+function cli(args: string[], extra: NodeJS.ProcessEnv = {}): SpawnSyncReturns<string> {
+  return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...env, ...extra }, timeout: 300000 });
+}
+
+function build(app: string, out: string): void {
+  const r = cli(['build', app, '-o', out]);
+  assert.equal(r.status, 0, r.stderr);
+}
+
+function run(bundle: string, args: string[] = [], extra: NodeJS.ProcessEnv = {}): SpawnSyncReturns<string> {
+  return spawnSync(bundle, args, { encoding: 'utf8', env: { ...env, ...extra }, cwd: base, timeout: 60000 });
+}
+
+/** A real PNG of `w` x `h` pixels (one colour), made here: IHDR, IDAT, IEND with their CRCs. */
+function png(w: number, h: number): Buffer {
+  const table = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (b: Buffer) => {
+    let c = 0xffffffff;
+    for (const x of b) c = table[(c ^ x) & 0xff]! ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type: string, body: Buffer) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(body.length);
+    const tb = Buffer.concat([Buffer.from(type, 'latin1'), body]);
+    const c = Buffer.alloc(4);
+    c.writeUInt32BE(crc(tb));
+    return Buffer.concat([len, tb, c]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr.set([8, 2, 0, 0, 0], 8); // 8-bit RGB
+  const row = Buffer.concat([Buffer.from([0]), Buffer.alloc(w * 3, 0x40)]);
+  const pixels = deflateSync(Buffer.concat(Array.from({ length: h }, () => row)));
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', pixels), chunk('IEND', Buffer.alloc(0))]);
+}
+
+function makeApp(dir: string, desktop: Record<string, unknown>, files: Record<string, Buffer | string> = {}): void {
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'run.sh'), '#!/bin/sh\necho "opened: $*"\n', { mode: 0o755 });
+  for (const [name, content] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), content);
+  fs.writeFileSync(path.join(dir, 'overpack.json'), JSON.stringify({ name: 'viewer', version: '1.0.0', entrypoint: 'run.sh', desktop }));
+}
+
+const entryFile = path.join(data, 'applications', 'overpack-viewer.desktop');
+const pngIcon = path.join(data, 'icons', 'hicolor', '192x192', 'apps', 'overpack-viewer.png');
+const keyOf = (entry: string, key: string) => new RegExp(`^${key}=(.*)$`, 'm').exec(entry)?.[1];
+
+describe('desktop integration', () => {
+  const app = path.join(base, 'viewer');
+  const bundle = path.join(base, 'viewer.run');
+  const icon = png(200, 200);
+  before(() => {
+    fs.mkdirSync(home, { recursive: true });
+    makeApp(app, { name: 'Picture Viewer', comment: 'Looks at pictures', icon: 'icon.png', categories: ['Graphics', 'Viewer'], mimeTypes: ['image/png', 'image/jpeg'], keywords: ['photo', 'image'], startupWMClass: 'viewer' }, { 'icon.png': icon });
+    build(app, bundle);
+  });
+  after(() => {
+    for (const m of mountsUnder(home)) forceUnmount(m);
+    fs.rmSync(base, { recursive: true, force: true });
+  });
+
+  it('--overpack-integrate writes a valid entry and the icon; a moved or rebuilt bundle refreshes it; --overpack-unintegrate removes exactly that', () => {
+    const r = run(bundle, ['--overpack-integrate']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, '', 'the app did not run');
+    const entry = fs.readFileSync(entryFile, 'utf8');
+    const v = spawnSync('desktop-file-validate', [entryFile], { encoding: 'utf8' });
+    assert.equal(v.status, 0, `desktop-file-validate: ${v.stdout}${v.stderr}`);
+    assert.equal(v.stdout.trim(), '', 'not even a hint');
+    assert.equal(keyOf(entry, 'Exec'), `"${bundle}" %F`, 'the bundle, quoted, with the files it is given');
+    assert.equal(keyOf(entry, 'TryExec'), bundle);
+    assert.equal(keyOf(entry, 'Name'), 'Picture Viewer');
+    assert.equal(keyOf(entry, 'Icon'), 'overpack-viewer');
+    assert.equal(keyOf(entry, 'Categories'), 'Graphics;Viewer;');
+    assert.equal(keyOf(entry, 'MimeType'), 'image/png;image/jpeg;');
+    assert.equal(keyOf(entry, 'X-Overpack-Bundle'), bundle);
+    assert.ok(fs.readFileSync(pngIcon).equals(icon), 'the icon, byte for byte, in the biggest standard size it fills');
+    // The Exec line runs the bundle (as a launcher would, with a file).
+    const exec = keyOf(entry, 'Exec')!.replace(/^"([^"]+)" %F$/, '$1');
+    assert.match(run(exec, ['/tmp/a.png']).stdout, /opened: \/tmp\/a\.png/);
+
+    // Moved: its next launch points the entry at the new path.
+    const moved = path.join(base, 'moved', 'Picture Viewer.run');
+    fs.mkdirSync(path.dirname(moved));
+    fs.renameSync(bundle, moved);
+    assert.equal(run(moved, ['x']).status, 0);
+    const after = fs.readFileSync(entryFile, 'utf8');
+    assert.equal(keyOf(after, 'Exec'), `"${moved}" %F`);
+    assert.equal(spawnSync('desktop-file-validate', [entryFile]).status, 0, 'a path with a space is quoted');
+    // Rebuilt with another icon size: the new one replaces the old, nothing else stays.
+    fs.writeFileSync(path.join(app, 'icon.png'), png(128, 128));
+    build(app, moved);
+    assert.equal(run(moved, ['y']).status, 0);
+    assert.notEqual(keyOf(fs.readFileSync(entryFile, 'utf8'), 'X-Overpack-Index'), keyOf(after, 'X-Overpack-Index'));
+    assert.equal(fs.existsSync(pngIcon), false, 'the 192 px icon is gone');
+    assert.ok(fs.existsSync(path.join(data, 'icons', 'hicolor', '128x128', 'apps', 'overpack-viewer.png')));
+
+    const u = run(moved, ['--overpack-unintegrate']);
+    assert.equal(u.status, 0, u.stderr);
+    assert.match(u.stderr, /removed viewer from the desktop menu/);
+    const left = spawnSync('find', [data, '-name', 'overpack-viewer*', '-o', '-name', 'viewer.json'], { encoding: 'utf8' }).stdout.trim();
+    assert.equal(left, '', 'nothing of the integration is left');
+    assert.match(run(moved, ['--overpack-unintegrate']).stderr, /not in the desktop menu: nothing to remove/);
+    fs.renameSync(moved, bundle);
+  });
+
+  it('overpack integrate / --list / unintegrate from the CLI; an SVG icon goes to scalable; a gone bundle is reported stale', () => {
+    const svgApp = path.join(base, 'svg-app');
+    makeApp(svgApp, { icon: 'icons/app.svg', terminal: true }, {});
+    fs.mkdirSync(path.join(svgApp, 'icons'));
+    fs.writeFileSync(path.join(svgApp, 'icons', 'app.svg'), '<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><rect width="64" height="64"/></svg>\n');
+    const svgBundle = path.join(base, 'svg.run');
+    build(svgApp, svgBundle);
+    const r = cli(['integrate', svgBundle]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(fs.existsSync(path.join(data, 'icons', 'hicolor', 'scalable', 'apps', 'overpack-viewer.svg')));
+    const entry = fs.readFileSync(entryFile, 'utf8');
+    assert.equal(keyOf(entry, 'Exec'), `"${svgBundle}"`, 'no %F: the app declares no file types');
+    assert.equal(keyOf(entry, 'Terminal'), 'true');
+    assert.equal(spawnSync('desktop-file-validate', [entryFile]).status, 0);
+    assert.match(cli(['integrate', '--list']).stdout, /^viewer\tok\t/m);
+    fs.rmSync(svgBundle);
+    assert.match(cli(['integrate', '--list']).stdout, /^viewer\tstale: bundle gone/m);
+    const u = cli(['unintegrate', 'viewer']);
+    assert.equal(u.status, 0, u.stderr);
+    assert.equal(fs.existsSync(entryFile), false);
+    assert.equal(fs.existsSync(path.join(data, 'icons', 'hicolor', 'scalable', 'apps', 'overpack-viewer.svg')), false);
+  });
+
+  it('refuses at build an icon a desktop cannot show, and desktop fields of the wrong shape, naming the field', () => {
+    const cases: Array<[string, Record<string, unknown>, Record<string, Buffer | string>, RegExp]> = [
+      ['small', { icon: 'i.png' }, { 'i.png': png(64, 64) }, /desktop\.icon: .*i\.png is 64x64; a PNG icon must be at least 128x128 \(or use an SVG\)/],
+      ['oblong', { icon: 'i.png' }, { 'i.png': png(256, 128) }, /desktop\.icon: .*is 256x128; an icon must be square/],
+      ['text', { icon: 'i.png' }, { 'i.png': 'not an image' }, /desktop\.icon: .*is neither a PNG nor an SVG/],
+      ['missing', { icon: 'none.png' }, {}, /desktop\.icon: .*none\.png does not exist in the app directory/],
+      ['outside', { icon: '../x.png' }, {}, /desktop\.icon: must be a relative path inside the app directory/],
+      ['category', { categories: ['Bad Category'] }, {}, /desktop\.categories: must be an array of category names/],
+      ['unknown', { colour: 'red' }, {}, /desktop\.colour: unknown field \(known: name, comment, icon, categories, mimeTypes, keywords, terminal, startupWMClass\)/],
+    ];
+    for (const [name, desktop, files, why] of cases) {
+      const dir = path.join(base, `bad-${name}`);
+      makeApp(dir, desktop, files);
+      const r = cli(['build', dir, '-o', path.join(base, `bad-${name}.run`)]);
+      assert.equal(r.status, 1, `${name}: ${r.stderr}`);
+      assert.match(r.stderr, why, name);
+      assert.equal(fs.existsSync(path.join(base, `bad-${name}.run`)), false);
+    }
+  });
+
+  it('an error without a terminal goes to the app\'s log and to a desktop notification; with none of the tools, only the log', () => {
+    const tools = path.join(base, 'tools');
+    fs.mkdirSync(tools);
+    const calls = path.join(base, 'notify-calls');
+    // Stands in for libnotify's notify-send: records what it was asked to show.
+    fs.writeFileSync(path.join(tools, 'notify-send'), `#!/bin/sh\nprintf '%s\\n' "$@" >> ${calls}\n`, { mode: 0o755 });
+    const log = path.join(env.XDG_STATE_HOME, 'overpack', 'viewer.log');
+    const r = run(bundle, ['--overpack-verify-signature', path.join(base, 'no-such.pub')], { DISPLAY: ':42', PATH: `${tools}:${process.env.PATH}` });
+    assert.equal(r.status, 2, r.stderr);
+    const logged = fs.readFileSync(log, 'utf8');
+    assert.match(logged, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z .*no-such\.pub/m);
+    const shown = fs.readFileSync(calls, 'utf8');
+    assert.match(shown, /^viewer could not start$/m);
+    assert.match(shown, /no-such\.pub/);
+    assert.match(shown, new RegExp(`Details: ${log.replace(/[.]/g, '\\.')}`));
+    // No graphical session: logged only.
+    fs.rmSync(calls);
+    const quiet = run(bundle, ['--overpack-verify-signature', path.join(base, 'no-such.pub')], { DISPLAY: '', WAYLAND_DISPLAY: '', PATH: `${tools}:${process.env.PATH}` });
+    assert.equal(quiet.status, 2);
+    assert.equal(fs.existsSync(calls), false, 'no notification without a graphical session');
+    assert.equal(fs.readFileSync(log, 'utf8').split('\n').filter(Boolean).length, 2);
+  });
+
+  it('the desktop template builds and runs: it serves its page on 127.0.0.1 until Quit', async () => {
+    const dir = path.join(base, 'tpl');
+    assert.equal(cli(['init', dir, '--template', 'desktop']).status, 0);
+    const out = path.join(base, 'hello-desktop.run');
+    build(dir, out);
+    const p = spawn(out, ['--no-open'], { env, cwd: base, stdio: ['ignore', 'pipe', 'pipe'] });
+    const url = await new Promise<string>((resolve, reject) => {
+      let o = '';
+      p.stdout.on('data', (d) => {
+        o += d;
+        const m = /is at (http:\/\/127\.0\.0\.1:\d+\/)/.exec(o);
+        if (m) resolve(m[1]!);
+      });
+      p.on('exit', (code) => reject(new Error(`exited ${code} before serving`)));
+    });
+    const get = (u: string, method = 'GET') =>
+      new Promise<string>((resolve, reject) => {
+        const req = http.request(u, { method }, (res) => {
+          let b = '';
+          res.on('data', (d) => (b += d));
+          res.on('end', () => resolve(b));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    assert.match(await get(url), /<h1>Hello from a bundle<\/h1>/);
+    assert.match(await get(`${url}icon.svg`), /<svg/);
+    const exited = new Promise<number | null>((resolve) => p.on('exit', resolve));
+    await get(`${url}quit`, 'POST');
+    assert.equal(await exited, 0);
+    const entry = cli(['integrate', out]);
+    assert.equal(entry.status, 0, entry.stderr);
+    assert.equal(spawnSync('desktop-file-validate', [path.join(data, 'applications', 'overpack-hello-desktop.desktop')]).status, 0);
+    assert.equal(cli(['unintegrate', out]).status, 0);
+  });
+});
