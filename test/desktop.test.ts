@@ -11,7 +11,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { deflateSync } from 'node:zlib';
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { CLI, forceUnmount, isolatedEnv, mountsUnder, tempDir } from './helpers.js';
+import { CLI, ROOT, forceUnmount, isolatedEnv, mountsUnder, tempDir } from './helpers.js';
 
 const base = tempDir('desktop');
 const home = path.join(base, 'home');
@@ -173,27 +173,49 @@ describe('desktop integration', () => {
     }
   });
 
-  it('an error without a terminal goes to the app\'s log and to a desktop notification; with none of the tools, only the log', () => {
-    const tools = path.join(base, 'tools');
-    fs.mkdirSync(tools);
-    const calls = path.join(base, 'notify-calls');
-    // Stands in for libnotify's notify-send: records what it was asked to show.
-    fs.writeFileSync(path.join(tools, 'notify-send'), `#!/bin/sh\nprintf '%s\\n' "$@" >> ${calls}\n`, { mode: 0o755 });
-    const log = path.join(env.XDG_STATE_HOME, 'overpack', 'viewer.log');
-    const r = run(bundle, ['--overpack-verify-signature', path.join(base, 'no-such.pub')], { DISPLAY: ':42', PATH: `${tools}:${process.env.PATH}` });
-    assert.equal(r.status, 2, r.stderr);
-    const logged = fs.readFileSync(log, 'utf8');
-    assert.match(logged, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z .*no-such\.pub/m);
-    const shown = fs.readFileSync(calls, 'utf8');
-    assert.match(shown, /^viewer could not start$/m);
-    assert.match(shown, /no-such\.pub/);
-    assert.match(shown, new RegExp(`Details: ${log.replace(/[.]/g, '\\.')}`));
-    // No graphical session: logged only.
-    fs.rmSync(calls);
-    const quiet = run(bundle, ['--overpack-verify-signature', path.join(base, 'no-such.pub')], { DISPLAY: '', WAYLAND_DISPLAY: '', PATH: `${tools}:${process.env.PATH}` });
-    assert.equal(quiet.status, 2);
-    assert.equal(fs.existsSync(calls), false, 'no notification without a graphical session');
-    assert.equal(fs.readFileSync(log, 'utf8').split('\n').filter(Boolean).length, 2);
+  it('an error without a terminal goes to the app\'s log and, on a session bus, to a notification (notify-send, else gdbus); without a graphical session, only the log', async () => {
+    // A private session bus with a notification server that records what it is asked to show.
+    const busDir = path.join(base, 'bus');
+    fs.mkdirSync(busDir);
+    const daemon = spawnSync('dbus-daemon', ['--session', '--fork', `--address=unix:path=${busDir}/socket`, '--print-pid'], { encoding: 'utf8' });
+    assert.equal(daemon.status, 0, `dbus-daemon: ${daemon.stderr}`);
+    const busPid = Number(daemon.stdout.trim());
+    const bus = { DBUS_SESSION_BUS_ADDRESS: `unix:path=${busDir}/socket` };
+    const shown = path.join(base, 'notifications');
+    const listener = spawn('/usr/bin/python3', [path.join(ROOT, 'test', 'fixtures', 'notification-listener.py'), shown], { env: { ...process.env, ...bus }, stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        listener.stdout.on('data', (d) => String(d).includes('ready') && resolve());
+        listener.on('exit', (code) => reject(new Error(`the notification listener exited ${code}`)));
+      });
+      const log = path.join(env.XDG_STATE_HOME, 'overpack', 'viewer.log');
+      const fail = (extra: NodeJS.ProcessEnv) => run(bundle, ['--overpack-verify-signature', path.join(base, 'no-such.pub')], { ...bus, ...extra });
+      const r = fail({ DISPLAY: ':42' });
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(fs.readFileSync(log, 'utf8'), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z .*no-such\.pub/m);
+      // The listener keeps the file open: read its lines, never remove it.
+      const notes = () => fs.readFileSync(shown, 'utf8').split('\n').filter(Boolean);
+      assert.equal(notes().length, 1);
+      const [app, summary, body] = notes()[0]!.split('\t');
+      assert.equal(app, 'overpack');
+      assert.equal(summary, 'viewer could not start');
+      assert.match(JSON.parse(body!) as string, new RegExp(`no-such\\.pub[\\s\\S]*Details: ${log.replace(/[.]/g, '\\.')}`));
+      // Without notify-send on the PATH: the same over the bus with gdbus.
+      const onlyGdbus = path.join(base, 'only-gdbus');
+      fs.mkdirSync(onlyGdbus);
+      fs.symlinkSync(spawnSync('sh', ['-c', 'command -v gdbus'], { encoding: 'utf8' }).stdout.trim(), path.join(onlyGdbus, 'gdbus'));
+      assert.equal(fail({ WAYLAND_DISPLAY: 'wayland-0', PATH: onlyGdbus }).status, 2);
+      assert.equal(notes().length, 2);
+      assert.match(notes()[1]!, /^overpack\tviewer could not start\t/);
+      // No graphical session: logged only.
+      assert.equal(fail({ DISPLAY: '', WAYLAND_DISPLAY: '' }).status, 2);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(notes().length, 2, 'no notification without a graphical session');
+      assert.equal(fs.readFileSync(log, 'utf8').split('\n').filter(Boolean).length, 3);
+    } finally {
+      listener.kill();
+      process.kill(busPid);
+    }
   });
 
   it('the desktop template builds and runs: it serves its page on 127.0.0.1 until Quit', async () => {

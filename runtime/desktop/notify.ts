@@ -43,8 +43,10 @@ function ran(tool: string, args: string[]): boolean {
 function show(title: string, body: string): void {
   if (ran('notify-send', ['--app-name=overpack', '--urgency=critical', title, body])) return;
   // The same notification straight over the session bus (glib's gdbus is on most desktops).
-  const gvariant = (s: string) => `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
-  if (ran('gdbus', ['call', '--session', '--dest', 'org.freedesktop.Notifications', '--object-path', '/org/freedesktop/Notifications', '--method', 'org.freedesktop.Notifications.Notify', 'overpack', '0', '', gvariant(title), gvariant(body), '[]', '{}', '-1'])) return;
+  // GVariant text: a quoted string with C-style escapes (a raw newline would not parse).
+  const gvariant = (s: string) => `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'").replace(/\n/g, '\\n').replace(/\t/g, '\\t')}'`;
+  const notify = ['call', '--session', '--dest', 'org.freedesktop.Notifications', '--object-path', '/org/freedesktop/Notifications', '--method', 'org.freedesktop.Notifications.Notify'];
+  if (ran('gdbus', [...notify, gvariant('overpack'), 'uint32 0', "''", gvariant(title), gvariant(body), '@as []', '@a{sv} {}', 'int32 -1'])) return;
   for (const [tool, args] of [['zenity', ['--error', '--title', title, '--text', body]], ['kdialog', ['--title', title, '--error', body]]] as const) {
     try {
       // A dialog waits for its user: never for us.
