@@ -19,6 +19,7 @@ import { appendImage, BuildError, type ImageStats } from '../runtime/image/write
 import { DEFAULT_COMPRESSION, DEFAULT_RUNTIME_COMPRESSION, describeCompression, type Compression } from '../runtime/image/codec.js';
 import { loaderFront } from './loader.js';
 import { checkIcon } from './icon.js';
+import { sandboxHelperCandidates } from '../runtime/desktop/chromium.js';
 import { loadAddon } from '../runtime/native/addon.js';
 import { validateManifest, type Manifest } from '../runtime/launcher/manifest.js';
 import { MANIFEST_SCHEMA } from '../runtime/launcher/manifest-schema.js';
@@ -357,6 +358,11 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const manifest = readManifest(appDir);
   // A menu icon a desktop cannot show fails the build, not the user's integration.
   if (manifest.desktop?.icon) checkIcon(path.join(appDir, manifest.desktop.icon));
+  for (const helper of sandboxHelperCandidates(manifest.entrypoint)) {
+    if (fs.existsSync(path.join(appDir, helper))) {
+      opts.onWarning?.(`${helper.slice(1)}: an Electron/Chromium sandbox helper. Inside a bundle it cannot be setuid (the mount is nosuid): the app's sandbox will need unprivileged user namespaces on the user's machine; where they are blocked the bundle stops with a message saying so (it never turns the sandbox off)`);
+    }
+  }
   const output = path.resolve(opts.output ?? `${manifest.name}.run`);
   if (output.startsWith(appDir + path.sep)) throw new BuildError(output, 'build', `the output ${output} must not be inside the app directory`);
   const key = signingKey(opts, manifest, path.join(appDir, 'overpack.json'), opts.onWarning ?? (() => undefined));

@@ -218,6 +218,23 @@ describe('desktop integration', () => {
     }
   });
 
+  it('an Electron/Chromium app (a chrome-sandbox in the bundle): a build warning; where user namespaces are blocked, exit 3 saying why and what to do, the app not run', () => {
+    const dir = path.join(base, 'electron-like');
+    makeApp(dir, {}, { 'chrome-sandbox': '\x7fELF stands in for the helper' });
+    fs.chmodSync(path.join(dir, 'chrome-sandbox'), 0o4755);
+    const out = path.join(base, 'electron-like.run');
+    const b = cli(['build', dir, '-o', out]);
+    assert.equal(b.status, 0, b.stderr);
+    assert.match(b.stderr, /chrome-sandbox: an Electron\/Chromium sandbox helper\. Inside a bundle it cannot be setuid/);
+    assert.match(run(out, ['ok']).stdout, /opened: ok/, 'user namespaces allowed: it runs');
+    // Blocked, in a mount namespace of the test's own: max_user_namespaces reads 0 there only.
+    fs.writeFileSync(path.join(base, 'zero'), '0\n');
+    const blocked = spawnSync('unshare', ['-m', 'sh', '-c', `mount --bind ${path.join(base, 'zero')} /proc/sys/user/max_user_namespaces && exec "$0" ok`, out], { encoding: 'utf8', env, cwd: base });
+    assert.equal(blocked.status, 3, blocked.stderr);
+    assert.match(blocked.stderr, /Electron\/Chromium app \(\/chrome-sandbox in the bundle\) and needs a sandbox: .*nosuid.*user\.max_user_namespaces is 0.*--no-sandbox if you accept/);
+    assert.equal(blocked.stdout, '', 'the app did not run');
+  });
+
   it('the desktop template builds and runs: it serves its page on 127.0.0.1 until Quit', async () => {
     const dir = path.join(base, 'tpl');
     assert.equal(cli(['init', dir, '--template', 'desktop']).status, 0);

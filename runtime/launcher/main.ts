@@ -31,6 +31,7 @@ import { acquireOrJoin, InstanceError, type Instance } from './instance.js';
 import { mark } from './trace.js';
 import { DesktopError, integrate, refreshIntegration, unintegrate } from '../desktop/integration.js';
 import { reportError } from '../desktop/notify.js';
+import { sandboxHelperCandidates, sandboxProblem } from '../desktop/chromium.js';
 import type { FuseBinding } from '../fuse/binding.js';
 
 mark('runtime: modules loaded');
@@ -478,6 +479,13 @@ async function main(): Promise<void> {
       throw err;
     }
     return;
+  }
+  // Electron/Chromium: its sandbox needs user namespaces here (a bundle's mount is nosuid).
+  // Checked only where the app is about to run (not for --overpack-extract, -mount, -reset).
+  if (flags.extract === undefined && !flags.mount && !flags.reset) {
+    const helper = sandboxHelperCandidates(manifest.entrypoint).find((p) => image.tree.lookup(p)?.type === 'file');
+    const sandbox = helper ? sandboxProblem(helper) : null;
+    if (sandbox) throw new LaunchError(sandbox, 3);
   }
   // An entry written for this app from another path or build points here from now on.
   await refreshIntegration(desktopApp, copyIcon).catch((err: unknown) => say(`warning: the desktop menu entry of ${manifest.name} could not be updated: ${(err as Error).message}`));
