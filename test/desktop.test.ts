@@ -62,7 +62,8 @@ function png(w: number, h: number): Buffer {
 
 function makeApp(dir: string, desktop: Record<string, unknown>, files: Record<string, Buffer | string> = {}): void {
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'run.sh'), '#!/bin/sh\necho "opened: $*"\n', { mode: 0o755 });
+  // MARKER: where a run started by a desktop launcher (no stdout to read) leaves its word.
+  fs.writeFileSync(path.join(dir, 'run.sh'), '#!/bin/sh\necho "opened: $*"\n[ -z "$MARKER" ] || echo "opened: $*" > "$MARKER"\n', { mode: 0o755 });
   for (const [name, content] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), content);
   fs.writeFileSync(path.join(dir, 'overpack.json'), JSON.stringify({ name: 'viewer', version: '1.0.0', entrypoint: 'run.sh', desktop }));
 }
@@ -85,7 +86,7 @@ describe('desktop integration', () => {
     fs.rmSync(base, { recursive: true, force: true });
   });
 
-  it('--overpack-integrate writes a valid entry and the icon; a moved or rebuilt bundle refreshes it; --overpack-unintegrate removes exactly that', () => {
+  it('--overpack-integrate writes a valid entry and the icon that gio launches; a moved or rebuilt bundle refreshes it; --overpack-unintegrate removes exactly that', async () => {
     const r = run(bundle, ['--overpack-integrate']);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout, '', 'the app did not run');
@@ -101,9 +102,12 @@ describe('desktop integration', () => {
     assert.equal(keyOf(entry, 'MimeType'), 'image/png;image/jpeg;');
     assert.equal(keyOf(entry, 'X-Overpack-Bundle'), bundle);
     assert.ok(fs.readFileSync(pngIcon).equals(icon), 'the icon, byte for byte, in the biggest standard size it fills');
-    // The Exec line runs the bundle (as a launcher would, with a file).
-    const exec = keyOf(entry, 'Exec')!.replace(/^"([^"]+)" %F$/, '$1');
-    assert.match(run(exec, ['/tmp/a.png']).stdout, /opened: \/tmp\/a\.png/);
+    // A desktop launcher (GLib's, as GNOME's) starts the bundle from the entry, with a file.
+    const marker = path.join(base, 'launched');
+    const g = spawnSync('gio', ['launch', entryFile, '/tmp/a.png'], { encoding: 'utf8', env: { ...env, MARKER: marker }, timeout: 30000 });
+    assert.equal(g.status, 0, `gio launch: ${g.stderr}`);
+    for (let i = 0; i < 300 && !fs.existsSync(marker); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(fs.readFileSync(marker, 'utf8'), 'opened: /tmp/a.png\n');
 
     // Moved: its next launch points the entry at the new path.
     const moved = path.join(base, 'moved', 'Picture Viewer.run');
