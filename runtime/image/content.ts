@@ -23,7 +23,7 @@ export class ContentError extends Error {
   }
 }
 
-export function pread(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
+function pread(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
   return new Promise((resolve, reject) => fs.read(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n))));
 }
 
@@ -31,6 +31,8 @@ export class ContentReader {
   private readonly frames = new Map<number, Promise<Buffer>>();
   private readonly frameSizes = new Map<number, number>();
   private cachedBytes = 0;
+  /** span() of files of more than one piece, by record: it walks every piece ref, and open asks it each time. */
+  private readonly spans = new Map<number, number | null>();
 
   constructor(private readonly fd: number, private readonly tree: ImageTree) {}
 
@@ -41,7 +43,7 @@ export class ContentReader {
     if (ref.codec === CODEC_IDS.zero) return ZEROS.subarray(0, len);
     if (ref.codec === CODEC_IDS.raw) {
       const buf = Buffer.allocUnsafe(len);
-      await this.readStored(buf, len, ref.position + ref.offsetInFrame, k);
+      await this.readRaw(buf, len, ref.position + ref.offsetInFrame, k);
       return buf;
     }
     const frame = await this.frame(ref, k);
@@ -56,7 +58,7 @@ export class ContentReader {
       const from = at - k * PIECE_SIZE;
       const n = Math.min(length - done, pieceLength(r.size, k) - from);
       const ref = this.tree.pieceRef(r, k);
-      if (ref.codec === CODEC_IDS.raw) await this.readStored(buf.subarray(offset + done, offset + done + n), n, ref.position + ref.offsetInFrame + from, k);
+      if (ref.codec === CODEC_IDS.raw) await this.readRaw(buf.subarray(offset + done, offset + done + n), n, ref.position + ref.offsetInFrame + from, k);
       else if (ref.codec === CODEC_IDS.zero) buf.fill(0, offset + done, offset + done + n);
       else (await this.frame(ref, k)).copy(buf, offset + done, ref.offsetInFrame + from, ref.offsetInFrame + from + n);
       done += n;
@@ -66,6 +68,16 @@ export class ContentReader {
   /** Where the whole file lies raw in one run of the bundle (the kernel may splice from it), or null. */
   span(r: TreeRecord): number | null {
     const count = pieceCount(r.size);
+    if (count > 1) {
+      const known = this.spans.get(r.index);
+      if (known !== undefined) return known;
+    }
+    const base = this.findSpan(r, count);
+    if (count > 1) this.spans.set(r.index, base);
+    return base;
+  }
+
+  private findSpan(r: TreeRecord, count: number): number | null {
     let base = -1;
     for (let k = 0; k < count; k++) {
       const ref = this.tree.pieceRef(r, k);
@@ -81,7 +93,8 @@ export class ContentReader {
     return this.tree.pieceRef(r, k).codec === CODEC_IDS.zero;
   }
 
-  private async readStored(buf: Buffer, length: number, position: number, k: number): Promise<void> {
+  /** `length` stored bytes of the bundle at `position` (in piece `k`, for the message) into `buf`. */
+  async readRaw(buf: Buffer, length: number, position: number, k: number): Promise<void> {
     for (let done = 0; done < length; ) {
       const n = await pread(this.fd, buf, done, length - done, position + done);
       if (n === 0) throw new ContentError('the bundle ends before this file does', k * PIECE_SIZE, (k + 1) * PIECE_SIZE - 1);
@@ -99,7 +112,7 @@ export class ContentReader {
     }
     const p = (async () => {
       const stored = Buffer.allocUnsafe(ref.storedLength);
-      await this.readStored(stored, ref.storedLength, ref.position, k);
+      await this.readRaw(stored, ref.storedLength, ref.position, k);
       const out = Buffer.allocUnsafe(ref.frameLength);
       try {
         decodeFrame(ref.codec, stored, out);

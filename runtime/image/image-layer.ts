@@ -12,7 +12,7 @@ import { constants as osc } from 'node:os';
 import { FsError, type Errno } from '../vfs/index.js';
 import { type DirEntry, type Layer, type LayerFile } from '../overlay/layer.js';
 import { S_IFDIR, S_IFLNK, S_IFREG, type EntryStat } from '../vfs/index.js';
-import { ContentError, ContentReader, pread } from './content.js';
+import { ContentError, ContentReader } from './content.js';
 import type { ImageTree } from './tree.js';
 import { PIECE_SIZE, pieceCount, pieceLength, TreeError, type TreeEntry, type TreeRecord } from './tree-layout.js';
 
@@ -311,11 +311,7 @@ export class ImageLayer implements Layer {
     const count = pieceCount(e.size);
     const readPiece = async (k: number, buf: Buffer): Promise<Buffer> => {
       const len = pieceLength(e.size, k);
-      for (let done = 0; done < len; ) {
-        const n = await pread(this.fd, buf, done, len - done, base + k * PIECE_SIZE + done);
-        if (n === 0) throw new FsError('EIO', 'copy-up', path, 'the bundle ends before this file does');
-        done += n;
-      }
+      await this.load(path, 'copy-up', () => this.content.readRaw(buf, len, base + k * PIECE_SIZE, k));
       return buf.subarray(0, len);
     };
     const hashing = (async () => {
