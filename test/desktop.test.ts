@@ -4,7 +4,7 @@
  * rebuilt; exact removal; the icon checked at build; errors written to a log and shown as a
  * notification when there is no terminal; the desktop template built and run. Under a private
  * X server (Xvfb): the template's page opened by xdg-open in a real browser and seen in a
- * screenshot.
+ * screenshot, and an error shown in a zenity dialog that the bundle does not wait for.
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -293,7 +293,7 @@ describe('under a graphical session (a private Xvfb and session bus)', () => {
 
   before(async () => {
     // What these tests drive, by the Debian package that has it: missing, they fail here, naming it.
-    const tools: Record<string, string> = { Xvfb: 'xvfb', 'dbus-daemon': 'dbus', 'xdg-open': 'xdg-utils', surf: 'surf', xwd: 'x11-apps', xwininfo: 'x11-utils', xprop: 'x11-utils' };
+    const tools: Record<string, string> = { Xvfb: 'xvfb', 'dbus-daemon': 'dbus', 'xdg-open': 'xdg-utils', surf: 'surf', zenity: 'zenity', xwd: 'x11-apps', xwininfo: 'x11-utils', xprop: 'x11-utils' };
     const missing = Object.entries(tools).filter(([tool]) => spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0);
     assert.deepEqual(missing, [], `missing: ${missing.map(([tool, pkg]) => `${tool} (apt-get install ${pkg})`).join(', ')}`);
     session = await startXSession(path.join(xbase, 'session'));
@@ -373,5 +373,60 @@ describe('under a graphical session (a private Xvfb and session bus)', () => {
     await stopTree(opener);
     assert.equal(alive(browser), false, 'the browser is closed');
     assert.equal(Number(fs.readFileSync(pidFile, 'utf8')), browserPid, 'and not started again');
+  });
+
+  it('a runtime error with no terminal and no notification server: a zenity dialog shows the whole message, and the bundle exits with its code while the dialog is still up', async (t) => {
+    const inkIn = (img: Image, w: XWindow) => countPixels(img, w, (r, g, b) => r + g + b < 300);
+    const dialogOf = (title: string) => windows(xenv).find((w) => w.name === title && w.wmClass[0] === 'zenity' && viewable(xenv, w.id));
+    // What a user would see if the message were lost: zenity's error dialog with its own text.
+    const ref = spawn('zenity', ['--error', '--title', 'reference'], { env: xenv, stdio: 'ignore' });
+    children.push([ref, 'the reference dialog']);
+    const refWin = await until('the reference dialog', 30000, () => dialogOf('reference'));
+    let last = -1;
+    const refInk = await until('the reference dialog drawn', 30000, () => {
+      const n = inkIn(screenshot(xenv), refWin);
+      const steady = n > 0 && n === last;
+      last = n;
+      return steady ? n : undefined;
+    }, 200);
+    await stopChild(ref, 'the reference dialog');
+    await until('the reference dialog gone', 10000, () => !dialogOf('reference'));
+
+    // No notification server owns the name on this bus: notify-send and gdbus fail, so zenity.
+    // The error's own text has what Pango would read as markup (<pub.pem>).
+    const app = spawn(bundle, ['--overpack-verify-signature='], { env: xenv, cwd: xbase, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push([app, 'the failing bundle']);
+    let stderr = '';
+    app.stderr!.on('data', (d) => (stderr += d));
+    const message = '--overpack-verify-signature needs the public key file: --overpack-verify-signature <pub.pem>';
+    assert.equal(await exitOf(app, 'the failing bundle (waiting for its dialog?)', 30000), 2, stderr);
+    assert.ok(stderr.includes(message), stderr);
+    const log = path.join(xhome, '.local', 'state', 'overpack', 'hello-desktop.log');
+    assert.ok(fs.readFileSync(log, 'utf8').includes(message), 'logged');
+
+    const title = 'hello-desktop could not start';
+    const win = await until('the error dialog', 30000, () => dialogOf(title));
+    const pid = windowPid(xenv, win.id);
+    assert.ok(pid !== null, 'the dialog names its pid');
+    const dialog = track(proc(pid, 'the error dialog'), 'the error dialog');
+    assert.equal(fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim(), 'zenity');
+    assert.ok(alive(dialog), 'the dialog is still up after the bundle exited: it was not waited for');
+
+    // The message is shown, not zenity's own "An error has occurred.": its text adds ink
+    // (each of its characters some dark pixels) to what the reference dialog has.
+    const text = `${message}Details: ${log}`.replace(/\s/g, '').length;
+    let shot: Image | undefined;
+    try {
+      const ink = await until(`the dialog to show the message (more ink than the reference's ${refInk})`, 30000, () => {
+        shot = screenshot(xenv);
+        const n = inkIn(shot, win);
+        return n - refInk > 2 * text ? n : undefined;
+      }, 250);
+      t.diagnostic(`the dialog, ${win.width}x${win.height}: ${ink} dark pixels, the reference ${refInk}`);
+    } finally {
+      if (shot) save(shot, 'error-dialog.png', t);
+    }
+    await stopProc(dialog);
+    await until('the dialog window gone', 10000, () => !dialogOf(title));
   });
 });
