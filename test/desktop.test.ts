@@ -266,7 +266,7 @@ describe('under a graphical session (a private Xvfb and session bus)', () => {
   const xbase = tempDir('desktop-x');
   const xhome = path.join(xbase, 'home');
   // Kept after the run (a few hundred KB), for a person to look at what the test saw.
-  const shots = tempDir('desktop-screenshots');
+  let shots: string | undefined;
   const bundle = path.join(xbase, 'hello-desktop.run');
   let session: XSession | undefined;
   let xenv: NodeJS.ProcessEnv = {};
@@ -286,6 +286,7 @@ describe('under a graphical session (a private Xvfb and session bus)', () => {
     for (const d of below) await stopProc(d);
   };
   const save = (img: Image, name: string, t: { diagnostic(m: string): void }) => {
+    shots ??= tempDir('desktop-screenshots');
     const file = path.join(shots, name);
     fs.writeFileSync(file, encodePng(img));
     t.diagnostic(`screenshot: ${file}`);
