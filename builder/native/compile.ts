@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { hostTargetOrNull, type Target } from '../../runtime/native/targets.js';
-import { packageRoot } from '../../runtime/fuse/native.js';
+import { packageRoot } from '../../runtime/native/dirs.js';
 
 const TRIPLETS: Record<Target, string> = { 'linux-x64': 'x86_64-linux-gnu', 'linux-arm64': 'aarch64-linux-gnu' };
 

@@ -28,94 +28,16 @@ import { DesktopError, integrate, refreshIntegration, unintegrate } from '../des
 import { reportError } from '../desktop/notify.js';
 import { sandboxHelperCandidates, sandboxProblem } from '../desktop/chromium.js';
 import { runApp, type AppResult } from './app-process.js';
+import { flagsHelp, parseFlags } from './flags.js';
 import { LaunchError } from './launch-error.js';
 import { say } from './say.js';
-import { join, lingerMs, preservedMountName, runInMountServer, runJoined, serveHere, type Launch } from './serve.js';
+import { beginLingeringRun, join, lingerMs, preservedMountName, runInMountServer, runJoined, serveHere, type Launch } from './serve.js';
 import { takeServeRequest } from './start-mount-server.js';
 import type { MountRequest } from './mount.js';
 
 mark('runtime: modules loaded');
 
 const RUNTIME_VERSION = '0.1.0';
-
-interface Flags {
-  help: boolean;
-  version: boolean;
-  info: boolean;
-  extract: string | null | undefined; // undefined: not asked; null: default dir
-  mount: boolean;
-  extractAndRun: boolean;
-  reset: boolean;
-  yes: boolean;
-  discard: boolean;
-  verifySignature: string | undefined; // public key file
-  integrate: boolean;
-  unintegrate: boolean;
-}
-
-/** Splits `--overpack-*` runtime flags (never passed to the app) from the app's arguments. */
-function parseFlags(argv: string[]): { flags: Flags; appArgs: string[] } {
-  const flags: Flags = { help: false, version: false, info: false, extract: undefined, mount: false, extractAndRun: false, reset: false, yes: false, discard: false, verifySignature: undefined, integrate: false, unintegrate: false };
-  const appArgs: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (!a.startsWith('--overpack-')) {
-      appArgs.push(a);
-      continue;
-    }
-    const [name, inline] = a.slice('--overpack-'.length).split('=', 2) as [string, string | undefined];
-    switch (name) {
-      case 'help': flags.help = true; break;
-      case 'version': flags.version = true; break;
-      case 'info': flags.info = true; break;
-      case 'mount': flags.mount = true; break;
-      case 'extract-and-run': flags.extractAndRun = true; break;
-      case 'reset': flags.reset = true; break;
-      case 'yes': flags.yes = true; break;
-      case 'discard': flags.discard = true; break;
-      case 'integrate': flags.integrate = true; break;
-      case 'unintegrate': flags.unintegrate = true; break;
-      case 'verify-signature': {
-        const value = inline ?? argv[++i];
-        if (value === undefined || value === '') throw new LaunchError('--overpack-verify-signature needs the public key file: --overpack-verify-signature <pub.pem>', 2);
-        flags.verifySignature = value;
-        break;
-      }
-      case 'extract': {
-        const next = argv[i + 1];
-        if (inline !== undefined) flags.extract = inline;
-        else if (next !== undefined && !next.startsWith('-')) flags.extract = argv[++i]!;
-        else flags.extract = null;
-        break;
-      }
-      default:
-        throw new LaunchError(`unknown runtime option --overpack-${name} (see --overpack-help)`, 2);
-    }
-  }
-  return { flags, appArgs };
-}
-
-const HELP = `Runtime options of this overpack bundle (never passed to the app):
-  --overpack-help              this help
-  --overpack-version           app and runtime versions
-  --overpack-info              manifest, image hash and the paths this bundle uses
-  --overpack-extract [DIR]     write the app's files to DIR (default ./<name>-<version>) and exit
-  --overpack-mount             mount the app's overlay, print its path, serve until interrupted
-  --overpack-extract-and-run   run without FUSE: extract to a temporary directory and run there
-                               (also: OVERPACK_EXTRACT_AND_RUN=1; changes are not kept)
-  --overpack-discard           this run only: start from a clean writable layer and drop it after
-  --overpack-reset [--overpack-yes]  delete the app's preserved writable layer
-  --overpack-verify-signature PUB.pem  refuse to start unless this bundle is signed by that key
-                               (also: OVERPACK_VERIFY_SIGNATURE=PUB.pem)
-  --overpack-integrate         add this app to the desktop's menu, with its icon (a later run
-                               from another path or of a newer build updates the entry)
-  --overpack-unintegrate       remove exactly what --overpack-integrate wrote
-Environment: OVERPACK_LINGER=SECONDS  how long the app's mount stays served after it exits,
-                               so a relaunch starts warm (default: the manifest's overlay.linger, 5)
-Errors are also written to $XDG_STATE_HOME/overpack/<app>.log, and shown as a desktop
-notification when there is no terminal.
-`;
-
 
 function appDataDir(bundle: string, name: string): string {
   const portable = `${bundle}.data`;
@@ -169,9 +91,9 @@ async function main(): Promise<void> {
   const respawned = respawnWithoutNodeOptions();
   if (respawned) return respawned;
   const bundle = BUNDLE;
-  const { flags, appArgs } = parseFlags(process.argv.slice(2));
+  const { flags, appArgs, from } = parseFlags(process.argv.slice(2));
   if (flags.help) {
-    process.stdout.write(HELP);
+    process.stdout.write(flagsHelp());
     return;
   }
   const image = (() => {
@@ -191,7 +113,7 @@ async function main(): Promise<void> {
   // Before anything from the bundle is extracted, loaded, mounted or run.
   let signature: SignatureState;
   try {
-    signature = enforceSignature(image, bundle, signatureRequirement(manifest, flags.verifySignature), cacheHome());
+    signature = enforceSignature(image, bundle, signatureRequirement(manifest, flags['verify-signature'], from['verify-signature']), cacheHome());
   } catch (err) {
     if (err instanceof SignatureError) throw new LaunchError(err.op === 'read-key' ? err.message : `${bundle}: ${err.message}`, err.op === 'read-key' ? 2 : 65);
     throw err;
@@ -277,6 +199,13 @@ async function main(): Promise<void> {
     if (sandbox) throw new LaunchError(sandbox, 3);
   }
   // An entry written for this app from another path or build points here from now on.
+  const discard = flags.discard || manifest.overlay?.onExit === 'discard';
+  const build = image.footer.indexHash.toString('hex');
+  const runsApp = flags.extract === undefined && !flags.reset && !flags.mount && !flags['extract-and-run'];
+  // A run in a lingering mount (serve.ts) joins its server, or starts one now: the server's
+  // start-up overlaps the rest of ours.
+  const linger = runsApp && !discard ? lingerMs(manifest) : 0;
+  const lingering = linger > 0 ? await beginLingeringRun(dataDir, build, linger, makeDataDir) : null;
   await refreshIntegration(desktopApp, copyIcon).catch((err: unknown) => say(`warning: the desktop menu entry of ${manifest.name} could not be updated: ${(err as Error).message}`));
   if (flags.extract !== undefined) {
     const dest = path.resolve(flags.extract ?? `${name}-${manifest.version}`);
@@ -331,7 +260,7 @@ async function main(): Promise<void> {
     }
   };
   try {
-    if (flags.extractAndRun || process.env.OVERPACK_EXTRACT_AND_RUN === '1') {
+    if (flags['extract-and-run']) {
       const appDir = path.join(runDir, 'app');
       await extractTree(layer, appDir);
       say('running without FUSE from a temporary copy; changes the app makes are not kept');
@@ -340,8 +269,6 @@ async function main(): Promise<void> {
       exitLike(result);
     }
 
-    const discard = flags.discard || manifest.overlay?.onExit === 'discard';
-    const build = image.footer.indexHash.toString('hex');
     const mntRoot = path.join(cacheHome(), 'overpack', 'mnt');
     // A preserved app's mountpoint (its APPDIR) is the same at every launch, so absolute paths
     // it keeps under it stay true: one per data directory, and only the server holding its lock
@@ -356,9 +283,8 @@ async function main(): Promise<void> {
       result = await serveHere(launch, mountRequest(upper), null);
     } else {
       makeDataDir();
-      const linger = lingerMs(manifest);
-      if (linger > 0 && !flags.mount) {
-        result = await runInMountServer(launch, { dataDir, build, mountPoint, lingerMs: linger });
+      if (lingering) {
+        result = await runInMountServer(launch, { dataDir, build, mountPoint, lingerMs: linger }, lingering);
       } else {
         const instance = await join(dataDir, { build, serve: true });
         if (instance?.role === 'joiner') {

@@ -131,15 +131,37 @@ export interface LingerRequest {
   lingerMs: number;
 }
 
+/** A lingering run under way: the server joined, or the start of one. */
+export interface LingeringRun {
+  joined: Joiner | null;
+  starting: Promise<void> | null;
+}
+
+/** Joins this build's mount server, or starts one (not waited for: see runInMountServer). */
+export async function beginLingeringRun(dataDir: string, build: string, lingerMs: number, makeDataDir: () => void): Promise<LingeringRun> {
+  makeDataDir();
+  const found = await join(dataDir, { build, serve: false });
+  if (found?.role === 'joiner') return { joined: found, starting: null };
+  mark('runtime: starting a mount server');
+  const starting = startMountServer(lingerMs, build);
+  starting.catch(() => undefined); // awaited (and reported) by runInMountServer
+  return { joined: null, starting };
+}
+
 /** Runs the app in the mount of this build's mount server, starting one when none runs. */
-export async function runInMountServer(launch: Launch, req: LingerRequest): Promise<AppResult> {
+export async function runInMountServer(launch: Launch, req: LingerRequest, begun: LingeringRun): Promise<AppResult> {
   const { manifest } = launch;
   // The app's Node starts up while the server mounts, as in serveHere.
   const app = startApp(req.mountPoint, manifest, launch.appArgs, launch.bundle, launch.binDir, true);
   launch.cleanup.push(() => app.cancel());
+  let { joined, starting } = begun;
   for (let attempt = 0; ; attempt++) {
-    const joined = await join(req.dataDir, { build: req.build, serve: false });
-    if (joined?.role === 'joiner') {
+    if (starting) {
+      await starting;
+      mark('runtime: mount server ready');
+    }
+    joined ??= (await join(req.dataDir, { build: req.build, serve: false })) as Joiner | null;
+    if (joined) {
       try {
         if (joined.mountPoint === req.mountPoint) {
           app.go();
@@ -154,7 +176,6 @@ export async function runInMountServer(launch: Launch, req: LingerRequest): Prom
     // Twice: a server may stop between its "ready" and our joining (its linger ran out, a reset).
     if (attempt === 2) throw new LaunchError(`the mount server of ${manifest.name} stopped each time before the app could run in it`, 70);
     mark('runtime: starting a mount server');
-    await startMountServer(req.lingerMs, req.build);
-    mark('runtime: mount server ready');
+    starting = startMountServer(req.lingerMs, req.build);
   }
 }
