@@ -15,6 +15,7 @@ import { runtimeExe } from './self.js';
 import { appDetached, forwardSignals } from './signals.js';
 import { SERVE_BUILD_ENV, SERVE_LINGER_ENV } from './start-mount-server.js';
 import { mark } from './trace.js';
+import { EXIT } from '../errors/exit-codes.js';
 
 /** The user's PATH as it was when we started (the FUSE preflight may put a private dir in front). */
 export const USER_PATH = process.env.PATH;
@@ -126,7 +127,7 @@ export function startApp(appDir: string, manifest: Manifest, userArgs: string[],
     const stopForwarding = forwardSignals(child, detached);
     child.on('error', (err) => {
       stopForwarding();
-      settle.reject(new LaunchError(`cannot start ${manifest.entrypoint}: ${err.message}`, 126));
+      settle.reject(new LaunchError(`cannot start ${manifest.entrypoint}: ${err.message}`, EXIT.cannotExecute));
     });
     child.on('exit', (code, signal) => {
       stopForwarding();

@@ -4,14 +4,16 @@
  * and the messages that say where a setting came from are all made from it.
  */
 import { LaunchError } from './launch-error.js';
+import { EXIT } from '../errors/exit-codes.js';
 
 interface FlagSpec {
   name: string;
   help: string;
   /** Takes a value: `required` (`--overpack-x V` or `=V`), `optional` (only when the next word is no option). */
   value?: 'required' | 'optional';
-  /** The value's name in the help. */
+  /** The value's name in the help, and what it is (for the message when it is missing). */
   arg?: string;
+  what?: string;
   /** The environment variable that sets it when the command line does not ("1" for a switch). */
   env?: string;
 }
@@ -26,7 +28,7 @@ const FLAG_TABLE = [
   { name: 'discard', help: 'this run only: start from a clean writable layer and drop it after' },
   { name: 'reset', help: "delete the app's preserved writable layer (asks first)" },
   { name: 'yes', help: 'with --overpack-reset: do not ask' },
-  { name: 'verify-signature', value: 'required', arg: 'PUB.pem', env: 'OVERPACK_VERIFY_SIGNATURE', help: 'refuse to start unless this bundle is signed by that key' },
+  { name: 'verify-signature', value: 'required', arg: 'PUB.pem', what: 'the public key file', env: 'OVERPACK_VERIFY_SIGNATURE', help: 'refuse to start unless this bundle is signed by that key' },
   { name: 'integrate', help: "add this app to the desktop's menu, with its icon (a later run from another path or of a newer build updates the entry)" },
   { name: 'unintegrate', help: 'remove exactly what --overpack-integrate wrote' },
 ] as const satisfies readonly FlagSpec[];
@@ -61,17 +63,17 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv = process.env)
     }
     const [name, inline] = a.slice('--overpack-'.length).split('=', 2) as [string, string | undefined];
     const spec: FlagSpec | undefined = FLAG_TABLE.find((s) => s.name === name);
-    if (!spec) throw new LaunchError(`unknown runtime option --overpack-${name} (see --overpack-help)`, 2);
+    if (!spec) throw new LaunchError(`unknown runtime option --overpack-${name} (see --overpack-help)`, EXIT.usage);
     let value: string | boolean | null = true;
     if (spec.value === 'required') {
       const v = inline ?? argv[++i];
-      if (v === undefined || v === '') throw new LaunchError(`--overpack-${name} needs ${spec.arg}: --overpack-${name} <${spec.arg}>`, 2);
+      if (v === undefined || v === '') throw new LaunchError(`--overpack-${name} needs ${spec.what ?? spec.arg}: --overpack-${name} <${spec.arg?.toLowerCase()}>`, EXIT.usage);
       value = v;
     } else if (spec.value === 'optional') {
       const next = argv[i + 1];
       value = inline ?? (next !== undefined && !next.startsWith('-') ? argv[++i]! : null);
     } else if (inline !== undefined) {
-      throw new LaunchError(`--overpack-${name} takes no value`, 2);
+      throw new LaunchError(`--overpack-${name} takes no value`, EXIT.usage);
     }
     values[name] = value;
     from[name as FlagName] = typeof value === 'string' ? `--overpack-${name} ${value}` : `--overpack-${name}`;

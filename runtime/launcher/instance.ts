@@ -19,6 +19,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { isMounted } from '../fuse/unmount.js';
 import { processStartTime as startTime } from './proc-stat.js';
+import { OverpackError } from '../errors/overpack-error.js';
 
 interface LockState {
   pid: number;
@@ -59,7 +60,11 @@ export interface JoinOptions {
   timeoutMs?: number;
 }
 
-export class InstanceError extends Error {}
+export class InstanceError extends OverpackError {
+  constructor(dataDir: string, message: string) {
+    super('BUSY', 'join', dataDir, message);
+  }
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -116,7 +121,7 @@ export async function acquireOrJoin(dataDir: string, opts: JoinOptions): Promise
   const deadline = Date.now() + (opts.timeoutMs ?? 30000);
   let asked = 0; // the pid of a server asked to stop
   for (;;) {
-    if (Date.now() > deadline) throw new InstanceError(`timed out waiting for the running instance of this app (lock ${lock})`);
+    if (Date.now() > deadline) throw new InstanceError(dataDir, `timed out waiting for the running instance of this app (lock ${lock})`);
     if (opts.serve) {
       const server = takeLock(lock, clients, opts.build);
       if (server) return server;
@@ -143,8 +148,8 @@ export async function acquireOrJoin(dataDir: string, opts: JoinOptions): Promise
         await sleep(20);
         continue;
       }
-      if (opts.stopIdle) throw new InstanceError(`this app is running (pid ${state.pid})`);
-      throw new InstanceError(`another build of this app is running (pid ${state.pid}, serving ${state.mountPoint}); a bundle runs only in a mount of its own image: close the running app and launch again`);
+      if (opts.stopIdle) throw new InstanceError(dataDir, `this app is running (pid ${state.pid})`);
+      throw new InstanceError(dataDir, `another build of this app is running (pid ${state.pid}, serving ${state.mountPoint}); a bundle runs only in a mount of its own image: close the running app and launch again`);
     }
     fs.writeFileSync(me, '');
     const again = readLock(lock);

@@ -1,7 +1,8 @@
-/** A launch that cannot go on, for a reason the user can act on, with the exit code that says which. */
-export class LaunchError extends Error {
+import { OverpackError } from '../errors/overpack-error.js';
+
+/** A launch that cannot go on, for a reason the user can act on, with the exit code that says which (EXIT). */
+export class LaunchError extends OverpackError {
   constructor(message: string, readonly exitCode: number) {
-    super(message);
-    this.name = 'LaunchError';
+    super('LAUNCH', 'launch', null, message);
   }
 }

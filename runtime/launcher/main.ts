@@ -34,6 +34,7 @@ import { say } from './say.js';
 import { beginLingeringRun, join, lingerMs, preservedMountName, runInMountServer, runJoined, serveHere, type Launch } from './serve.js';
 import { takeServeRequest } from './start-mount-server.js';
 import type { MountRequest } from './mount.js';
+import { EXIT } from '../errors/exit-codes.js';
 
 mark('runtime: modules loaded');
 
@@ -79,7 +80,7 @@ function respawnWithoutNodeOptions(): Promise<never> | null {
   const child = spawn(runtimeExe(), process.argv.slice(2), { stdio: 'inherit', env: relaunchEnv(env), argv0: process.argv0, detached });
   forwardSignals(child, detached);
   return new Promise<never>((_, reject) => {
-    child.on('error', (err) => reject(new LaunchError(`cannot restart the runtime without NODE_OPTIONS: ${err.message}`, 70)));
+    child.on('error', (err) => reject(new LaunchError(`cannot restart the runtime without NODE_OPTIONS: ${err.message}`, EXIT.software)));
     child.on('exit', (code, signal) => exitLike({ code, signal }));
   });
 }
@@ -100,13 +101,13 @@ async function main(): Promise<void> {
     try {
       return readImage(bundle);
     } catch (err) {
-      if (err instanceof ImageError) throw new LaunchError(err.message, 65);
+      if (err instanceof ImageError) throw new LaunchError(err.message, EXIT.dataError);
       throw err;
     }
   })();
   // Checked again here: an index can be written by hand, not only by `overpack build`.
   const checked = validateManifest(image.index.manifest);
-  if (!checked.manifest) throw new LaunchError(`${bundle}: the manifest inside this bundle is invalid:\n  ${checked.problems.join('\n  ')}\nRebuild the bundle with overpack build.`, 65);
+  if (!checked.manifest) throw new LaunchError(`${bundle}: the manifest inside this bundle is invalid:\n  ${checked.problems.join('\n  ')}\nRebuild the bundle with overpack build.`, EXIT.dataError);
   const manifest = checked.manifest;
   const name = safeName(manifest.name);
   reportAs = manifest.name;
@@ -115,7 +116,7 @@ async function main(): Promise<void> {
   try {
     signature = enforceSignature(image, bundle, signatureRequirement(manifest, flags['verify-signature'], from['verify-signature']), cacheHome());
   } catch (err) {
-    if (err instanceof SignatureError) throw new LaunchError(err.op === 'read-key' ? err.message : `${bundle}: ${err.message}`, err.op === 'read-key' ? 2 : 65);
+    if (err instanceof SignatureError) throw new LaunchError(err.op === 'read-key' ? err.message : `${bundle}: ${err.message}`, err.op === 'read-key' ? EXIT.usage : EXIT.dataError);
     throw err;
   }
   // BLAKE3 (file verification) and FUSE live in the addons: make them loadable first.
@@ -123,7 +124,7 @@ async function main(): Promise<void> {
   try {
     extractAddons(image.fd, image.index.addons);
   } catch (err) {
-    if (err instanceof NoExecError) throw new LaunchError(err.message, 3);
+    if (err instanceof NoExecError) throw new LaunchError(err.message, EXIT.unavailable);
     throw err;
   }
   const dataDir = appDataDir(bundle, manifest.name);
@@ -161,7 +162,7 @@ async function main(): Promise<void> {
   const layer = new ImageLayer(bundle, image.fd, image.tree, (p) => say(`error: ${p} in the bundle is corrupt (its content does not match the image index); the bundle is damaged, download or build it again`));
   if (serveRequest) {
     // This process is the mount server a launch of this bundle started (mount-server.ts).
-    if (serveRequest.build !== image.footer.indexHash.toString('hex')) throw new LaunchError(`${bundle} was replaced while it was starting; launch it again`, 75);
+    if (serveRequest.build !== image.footer.indexHash.toString('hex')) throw new LaunchError(`${bundle} was replaced while it was starting; launch it again`, EXIT.tempFail);
     const { serveDetached } = await import('./mount-server.js');
     const runDir = makeRunDir(name);
     const mountPoint = path.join(cacheHome(), 'overpack', 'mnt', preservedMountName(name, dataDir));
@@ -186,7 +187,7 @@ async function main(): Promise<void> {
         say(removed.length > 0 ? `removed ${manifest.name} from the desktop menu:\n  ${removed.join('\n  ')}` : `${manifest.name} is not in the desktop menu: nothing to remove`);
       }
     } catch (err) {
-      if (err instanceof DesktopError) throw new LaunchError(err.message, 1);
+      if (err instanceof DesktopError) throw new LaunchError(err.message, EXIT.failed);
       throw err;
     }
     return;
@@ -196,7 +197,7 @@ async function main(): Promise<void> {
   if (flags.extract === undefined && !flags.mount && !flags.reset) {
     const helper = sandboxHelperCandidates(manifest.entrypoint).find((p) => image.tree.lookup(p)?.type === 'file');
     const sandbox = helper ? sandboxProblem(helper) : null;
-    if (sandbox) throw new LaunchError(sandbox, 3);
+    if (sandbox) throw new LaunchError(sandbox, EXIT.unavailable);
   }
   // An entry written for this app from another path or build points here from now on.
   const discard = flags.discard || manifest.overlay?.onExit === 'discard';
@@ -215,7 +216,7 @@ async function main(): Promise<void> {
   }
   if (flags.reset) {
     if (!flags.yes) {
-      if (!process.stdin.isTTY) throw new LaunchError(`--overpack-reset deletes ${upperPreserved}; add --overpack-yes to confirm`, 2);
+      if (!process.stdin.isTTY) throw new LaunchError(`--overpack-reset deletes ${upperPreserved}; add --overpack-yes to confirm`, EXIT.usage);
       process.stderr.write(`Delete the preserved data of ${manifest.name} in ${upperPreserved}? [y/N] `);
       const answer = await new Promise<string>((resolve) => process.stdin.once('data', (d) => resolve(String(d).trim())));
       if (!/^y(es)?$/i.test(answer)) return;
@@ -223,9 +224,9 @@ async function main(): Promise<void> {
     makeDataDir();
     // An idle mount server of the app is stopped first; a running app is not interrupted.
     const instance = await join(dataDir, { build: image.footer.indexHash.toString('hex'), serve: true, stopIdle: true, timeoutMs: 5000 }).catch((err: unknown) => {
-      throw err instanceof LaunchError ? new LaunchError(`${manifest.name} is running; reset it after it has exited (${err.message})`, 75) : err;
+      throw err instanceof LaunchError ? new LaunchError(`${manifest.name} is running; reset it after it has exited (${err.message})`, EXIT.tempFail) : err;
     });
-    if (instance?.role !== 'server') throw new LaunchError(`${manifest.name} is running; reset it after it has exited`, 75);
+    if (instance?.role !== 'server') throw new LaunchError(`${manifest.name} is running; reset it after it has exited`, EXIT.tempFail);
     fs.rmSync(upperPreserved, { recursive: true, force: true });
     instance.release();
     say(`reset ${manifest.name}: removed ${upperPreserved}`);
@@ -244,7 +245,7 @@ async function main(): Promise<void> {
   try {
     nodeForApp = plainNode(image.index.executable) ?? bundle;
   } catch (err) {
-    if (/SHA-256/.test((err as Error).message)) throw new LaunchError(`${bundle}: ${(err as Error).message}; the bundle is damaged, download or build it again`, 65);
+    if (/SHA-256/.test((err as Error).message)) throw new LaunchError(`${bundle}: ${(err as Error).message}; the bundle is damaged, download or build it again`, EXIT.dataError);
     say(`warning: cannot prepare the bundle's node for the app (${(err as Error).message}); the node on its PATH runs scripts only`);
   }
   fs.symlinkSync(nodeForApp, path.join(binDir, 'node'));
@@ -311,7 +312,7 @@ async function main(): Promise<void> {
 let reportAs = path.basename(BUNDLE).replace(/\.run$/, '');
 
 main().catch((err: unknown) => {
-  const [message, code] = err instanceof LaunchError ? [err.message, err.exitCode] : [(err as Error)?.message ?? String(err), 70];
+  const [message, code] = err instanceof LaunchError ? [err.message, err.exitCode] : [(err as Error)?.message ?? String(err), EXIT.software];
   say(`error: ${message}`);
   reportError(safeName(reportAs), message);
   process.exit(code);

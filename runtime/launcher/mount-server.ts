@@ -17,6 +17,7 @@ import { mountOverlay, type MountRequest } from './mount.js';
 import { privateDir } from './paths.js';
 import { FIRST_CLIENT_MS, STATUS_FD, type ServerStatus } from './start-mount-server.js';
 import { mark } from './trace.js';
+import { EXIT } from '../errors/exit-codes.js';
 
 export interface ServeRequest extends MountRequest {
   dataDir: string;
@@ -59,7 +60,7 @@ export async function serveDetached(req: ServeRequest): Promise<number> {
   } catch (err) {
     release();
     if (announced) throw err; // the launch is not waiting any more: the error goes to the app's log
-    const [code, message] = err instanceof LaunchError ? [err.exitCode, err.message] : err instanceof InstanceError ? [75, err.message] : [70, (err as Error)?.message ?? String(err)];
+    const [code, message] = err instanceof LaunchError ? [err.exitCode, err.message] : err instanceof InstanceError ? [EXIT.tempFail, err.message] : [EXIT.software, (err as Error)?.message ?? String(err)];
     report({ ready: false, code, message });
     return code;
   }

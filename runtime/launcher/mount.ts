@@ -14,6 +14,7 @@ import type { ImageLayer } from '../image/image-layer.js';
 import { OverlayFS, OverlayError, type InodeMode } from '../overlay/index.js';
 import { LaunchError } from './launch-error.js';
 import { mark } from './trace.js';
+import { EXIT } from '../errors/exit-codes.js';
 
 export interface MountRequest {
   layer: ImageLayer;
@@ -37,10 +38,10 @@ export async function mountOverlay(req: MountRequest): Promise<OverlayFS> {
   try {
     await overlay.mount();
   } catch (err) {
-    if (err instanceof OverlayError && (err.code === 'NO_FUSE' || err.code === 'NO_FUSERMOUNT')) throw new LaunchError(err.message, 3);
+    if (err instanceof OverlayError && (err.code === 'NO_FUSE' || err.code === 'NO_FUSERMOUNT')) throw new LaunchError(err.message, EXIT.unavailable);
     // The kernel or libfuse refused the mount (a /dev/fuse that is no FUSE device, a
     // container without the capability, ...): this machine's FUSE, not a bug of ours.
-    if (err instanceof OverlayError && err.code === 'MOUNT_FAILED') throw new LaunchError(`${err.message}. ${FALLBACK_HINT}`, 3);
+    if (err instanceof OverlayError && err.code === 'MOUNT_FAILED') throw new LaunchError(`${err.message}. ${FALLBACK_HINT}`, EXIT.unavailable);
     throw err;
   }
   mark('runtime: mounted');
@@ -130,7 +131,7 @@ async function bundledBinding(): Promise<FuseBinding> {
   try {
     loadAddon();
   } catch (err) {
-    throw new LaunchError(`${(err as Error).message}. ${FALLBACK_HINT}`, 3);
+    throw new LaunchError(`${(err as Error).message}. ${FALLBACK_HINT}`, EXIT.unavailable);
   }
   return fuse3Binding;
 }

@@ -15,7 +15,11 @@ const OWNER = 'owner';
 
 export function makeRunDir(name: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${PREFIX}${name}-`));
-  fs.writeFileSync(path.join(dir, OWNER), `${process.pid} ${startTime('self') ?? ''}\n`);
+  // Written beside and renamed into place: a launch cleaning up at this moment must never read
+  // an empty owner file (and take the directory for abandoned).
+  const tmp = path.join(dir, `${OWNER}.tmp`);
+  fs.writeFileSync(tmp, `${process.pid} ${startTime('self') ?? ''}\n`);
+  fs.renameSync(tmp, path.join(dir, OWNER));
   return dir;
 }
 

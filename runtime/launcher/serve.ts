@@ -16,6 +16,7 @@ import type { MountRequest } from './mount.js';
 import { say } from './say.js';
 import { startMountServer } from './start-mount-server.js';
 import { mark } from './trace.js';
+import { EXIT } from '../errors/exit-codes.js';
 
 /** What every way of running needs of the launch. */
 export interface Launch {
@@ -42,7 +43,7 @@ export function lingerMs(manifest: Manifest): number {
   const env = process.env.OVERPACK_LINGER;
   if (env !== undefined && env.trim() !== '') {
     const v = Number(env);
-    if (!Number.isFinite(v) || v < 0 || v > LINGER_SECONDS.max) throw new LaunchError(`OVERPACK_LINGER must be a number of seconds from 0 to ${LINGER_SECONDS.max}, not ${JSON.stringify(env)}`, 2);
+    if (!Number.isFinite(v) || v < 0 || v > LINGER_SECONDS.max) throw new LaunchError(`OVERPACK_LINGER must be a number of seconds from 0 to ${LINGER_SECONDS.max}, not ${JSON.stringify(env)}`, EXIT.usage);
     return Math.round(v * 1000);
   }
   return Math.round((manifest.overlay?.linger ?? LINGER_SECONDS.default) * 1000);
@@ -52,7 +53,7 @@ export async function join(dataDir: string, opts: JoinOptions): Promise<Instance
   try {
     return await acquireOrJoin(dataDir, opts);
   } catch (err) {
-    if (err instanceof InstanceError) throw new LaunchError(err.message, 75);
+    if (err instanceof InstanceError) throw new LaunchError(err.message, EXIT.tempFail);
     throw err;
   }
 }
@@ -174,7 +175,7 @@ export async function runInMountServer(launch: Launch, req: LingerRequest, begun
       }
     }
     // Twice: a server may stop between its "ready" and our joining (its linger ran out, a reset).
-    if (attempt === 2) throw new LaunchError(`the mount server of ${manifest.name} stopped each time before the app could run in it`, 70);
+    if (attempt === 2) throw new LaunchError(`the mount server of ${manifest.name} stopped each time before the app could run in it`, EXIT.software);
     mark('runtime: starting a mount server');
     starting = startMountServer(req.lingerMs, req.build);
   }

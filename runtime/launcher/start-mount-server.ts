@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { LaunchError } from './launch-error.js';
 import { relaunchEnv, runtimeExe } from './self.js';
+import { EXIT } from '../errors/exit-codes.js';
 
 /** The environment that makes a runtime a mount server: the linger in ms, and the build it serves. */
 export const SERVE_LINGER_ENV = 'OVERPACK_SERVE_LINGER_MS';
@@ -36,7 +37,7 @@ export function startMountServer(lingerMs: number, build: string): Promise<void>
       pipe.unref?.();
       if (status?.ready) resolve();
       else if (status) reject(new LaunchError(status.message, status.code));
-      else reject(new LaunchError(`the mount server of this bundle stopped before its mount was ready (${exit ?? 'no status'})`, 70));
+      else reject(new LaunchError(`the mount server of this bundle stopped before its mount was ready (${exit ?? 'no status'})`, EXIT.software));
     };
     pipe.on('data', (d: Buffer) => {
       text += d.toString();
@@ -66,7 +67,7 @@ export function takeServeRequest(): { lingerMs: number; build: string } | null {
     /* no descriptor 3 */
   }
   if (!piped || build === undefined || !(Number(linger) >= 0)) {
-    throw new LaunchError(`${SERVE_LINGER_ENV} and ${SERVE_BUILD_ENV} are set only by the runtime for its mount server; unset them`, 2);
+    throw new LaunchError(`${SERVE_LINGER_ENV} and ${SERVE_BUILD_ENV} are set only by the runtime for its mount server; unset them`, EXIT.usage);
   }
   return { lingerMs: Number(linger), build };
 }

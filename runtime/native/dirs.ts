@@ -6,6 +6,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Target } from './targets.js';
+import { OverpackError } from '../errors/overpack-error.js';
 
 /** The repository (or installed package) root: two levels above dist/runtime/native. */
 export function packageRoot(): string {
@@ -31,9 +32,8 @@ export function nativeDir(): string {
   return path.join(packageRoot(), 'dist', 'native', platformTag());
 }
 
-export class NativeAddonError extends Error {
+export class NativeAddonError extends OverpackError {
   constructor(message: string, readonly addonPath: string) {
-    super(message);
-    this.name = 'NativeAddonError';
+    super('NO_ADDON', 'load-addon', addonPath, message);
   }
 }

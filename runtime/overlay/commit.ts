@@ -26,6 +26,7 @@ import * as xattr from 'fs-xattr';
 import { mknod } from '../native/syscalls.js';
 import type { blake3File as Blake3File } from '../hash/blake3.js';
 import { OPAQUE_MARKER, WORK_DIR, isReserved, whitedOutName } from './whiteout.js';
+import { OverpackError } from '../errors/overpack-error.js';
 
 export interface CommitSummary {
   written: number;
@@ -53,10 +54,9 @@ export interface CommitOptions {
   onDiskStep?: (n: number) => void;
 }
 
-export class CommitError extends Error {
-  constructor(readonly path: string, readonly op: string, message: string, readonly done?: CommitSummary) {
-    super(message);
-    this.name = 'CommitError';
+export class CommitError extends OverpackError {
+  constructor(path: string, op: string, message: string, readonly done?: CommitSummary) {
+    super('COMMIT', op, path, message);
   }
 }
 
