@@ -66,11 +66,16 @@ interface Flags {
   verifySignature: string | undefined; // public key file
   integrate: boolean;
   unintegrate: boolean;
+  update: boolean;
+  check: boolean;
+  updateFrom: string | undefined;
+  acceptKey: string | undefined;
+  channel: string | undefined;
 }
 
 /** Splits `--overpack-*` runtime flags (never passed to the app) from the app's arguments. */
 function parseFlags(argv: string[]): { flags: Flags; appArgs: string[] } {
-  const flags: Flags = { help: false, version: false, info: false, extract: undefined, mount: false, extractAndRun: false, reset: false, yes: false, discard: false, verifySignature: undefined, integrate: false, unintegrate: false };
+  const flags: Flags = { help: false, version: false, info: false, extract: undefined, mount: false, extractAndRun: false, reset: false, yes: false, discard: false, verifySignature: undefined, integrate: false, unintegrate: false, update: false, check: false, updateFrom: undefined, acceptKey: undefined, channel: undefined };
   const appArgs: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -94,6 +99,19 @@ function parseFlags(argv: string[]): { flags: Flags; appArgs: string[] } {
         const value = inline ?? argv[++i];
         if (value === undefined || value === '') throw new LaunchError('--overpack-verify-signature needs the public key file: --overpack-verify-signature <pub.pem>', 2);
         flags.verifySignature = value;
+        break;
+      }
+      case 'update': flags.update = true; break;
+      case 'check': flags.check = true; break;
+      case 'update-from':
+      case 'accept-key':
+      case 'channel': {
+        const value = inline ?? argv[++i];
+        const what = { 'update-from': 'the new bundle\'s URL or file', 'accept-key': 'the new key (base64, or its .pub file)', channel: 'a channel name' }[name];
+        if (value === undefined || value === '') throw new LaunchError(`--overpack-${name} needs ${what}`, 2);
+        if (name === 'update-from') flags.updateFrom = value;
+        else if (name === 'accept-key') flags.acceptKey = value;
+        else flags.channel = value;
         break;
       }
       case 'extract': {
@@ -125,6 +143,12 @@ const HELP = `Runtime options of this overpack bundle (never passed to the app):
   --overpack-integrate         add this app to the desktop's menu, with its icon (a later run
                                from another path or of a newer build updates the entry)
   --overpack-unintegrate       remove exactly what --overpack-integrate wrote
+  --overpack-update [--overpack-yes]  update this bundle in place from its manifest's update URL,
+                               downloading only what changed (signed by the same key, checked,
+                               then renamed over this file; resumes when interrupted)
+  --overpack-update --overpack-check  only say whether an update exists (exit 0 yes, 1 no)
+    --overpack-update-from URL|FILE   another source   --overpack-channel NAME  another channel
+    --overpack-accept-key KEY         accept an update signed by this new key (base64 or .pub)
 Errors are also written to $XDG_STATE_HOME/overpack/<app>.log, and shown as a desktop
 notification when there is no terminal.
 `;
@@ -432,6 +456,10 @@ async function main(): Promise<void> {
     if (err instanceof NoExecError) throw new LaunchError(err.message, 3);
     throw err;
   }
+  if (flags.update || flags.check) {
+    await updateSelf(bundle, flags);
+    return;
+  }
   const dataDir = appDataDir(bundle, manifest.name);
   // Made only by what keeps data (a preserved run, a reset), not by every launch.
   const makeDataDir = () => {
@@ -643,6 +671,29 @@ async function main(): Promise<void> {
     exitLike(result);
   } catch (err) {
     finish();
+    throw err;
+  }
+}
+
+/**
+ * --overpack-update: this bundle's file is replaced by the new version (the running process
+ * keeps the old inode). Nothing is mounted or run; the app's data is not touched.
+ */
+async function updateSelf(bundle: string, flags: Flags): Promise<void> {
+  if (flags.check && !flags.update) throw new LaunchError('--overpack-check goes with --overpack-update: --overpack-update --overpack-check', 2);
+  const [{ runUpdate }, { UpdateError, UPDATE_EXIT }] = await Promise.all([import('../update/update.js'), import('../update/errors.js')]);
+  const confirm = flags.yes || flags.check ? undefined : async (question: string): Promise<boolean> => {
+    if (!process.stdin.isTTY) throw new LaunchError(`${question.replace(/\?$/, '')}: add --overpack-yes to confirm`, 2);
+    process.stderr.write(`${question} [y/N] `);
+    const answer = await new Promise<string>((resolve) => process.stdin.once('data', (d) => resolve(String(d).trim())));
+    process.stdin.pause();
+    return /^y(es)?$/i.test(answer);
+  };
+  try {
+    const r = await runUpdate({ bundle, from: flags.updateFrom, channel: flags.channel, check: flags.check, acceptKey: flags.acceptKey, confirm, say });
+    if (flags.check) process.exitCode = r.state === 'available' ? 0 : UPDATE_EXIT.NONE;
+  } catch (err) {
+    if (err instanceof UpdateError) throw new LaunchError(err.message, err.exitCode);
     throw err;
   }
 }
