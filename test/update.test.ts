@@ -212,11 +212,21 @@ describe('updates', { timeout: 1500000 }, () => {
     assert.equal(r.status, 0, r.stderr);
     const got = server.bytesSince(mark);
     const l = layout(b.v2);
-    const changed = framesOf(b.v2, CHANGED);
-    const bound = changed.bytes + l.index + l.tree + 64 * KiB;
-    Object.assign(figures, { oneFile: { fetched: got, bound, changedFrames: changed.bytes, index: l.index, tree: l.tree, bundle: l.size, requests: server.rangesSince(mark).length } });
-    assert.ok(got <= bound, `fetched ${got} bytes, at most ${bound} expected (frames ${changed.bytes} + index ${l.index} + tree ${l.tree} + 64 KiB)`);
+    // The changed file, and overpack.json (the manifest is one of the app's files: its version changed).
+    const changed = [framesOf(b.v2, CHANGED), framesOf(b.v2, '/overpack.json')];
+    const changedBytes = changed.reduce((n, c) => n + c.bytes, 0);
+    const bound = changedBytes + l.index + l.tree + 64 * KiB;
+    Object.assign(figures, { oneFile: { fetched: got, bound, changedFrames: changedBytes, index: l.index, tree: l.tree, bundle: l.size, requests: server.rangesSince(mark).length } });
+    assert.ok(got <= bound, `fetched ${got} bytes, at most ${bound} expected (frames ${changedBytes} + index ${l.index} + tree ${l.tree} + 64 KiB)`);
     assert.deepEqual(touching(server.rangesSince(mark), l.size, l.imageStart), [], 'no request touches the runtime');
+    const treeAt = l.size - l.tree - l.index - 72 - 120;
+    const frames = changed.flatMap((c) => c.ranges);
+    for (const r of server.rangesSince(mark)) {
+      const [, s, e] = /^bytes=(\d*)-(\d*)$/.exec(r)!;
+      if (s === '' || Number(s) >= treeAt) continue; // the end: footer, signature, index, tree
+      const inFrame = (x: number) => frames.some(([fs0, fe]) => x >= fs0 && x < fe);
+      assert.ok(inFrame(Number(s)) && inFrame(Number(e)), `${r} starts and ends in frames of the changed files (${JSON.stringify(frames)})`);
+    }
     assert.equal(sha(t), sha(b.v2), 'the result is the new build, byte for byte');
     assert.equal(fs.statSync(t).mode & 0o777, 0o750, 'mode kept');
     assert.ok(!fs.existsSync(`${t}.part`) && !fs.existsSync(`${t}.part.json`), 'no part left');
@@ -252,11 +262,15 @@ describe('updates', { timeout: 1500000 }, () => {
     assert.equal(sha(t), before, 'v1 intact');
     assert.ok(!fs.existsSync(`${t}.part`), 'nothing assembled');
     assert.ok(server.bytesSince(mark) <= 64 * KiB, 'refused after the first request');
-    const wrong = await update(t, ['--accept-key', fs.readFileSync(`${keys.one}.pub`, 'utf8').trim()]);
+    const wrong = await update(t, ['--accept-key', rawKey(`${keys.one}.pub`).toString('base64')]);
     assert.equal(wrong.status, 77, 'naming another key does not help');
-    const ok = await update(t, ['--accept-key', keyTwo]);
+    const ok = await update(t, ['--accept-key', `${keys.two}.pub`]);
     assert.equal(ok.status, 0, ok.stderr);
     assert.equal(sha(t), sha(b.v2other));
+    const t2 = target('other-key-base64');
+    const ok2 = await update(t2, ['--accept-key', keyTwo]);
+    assert.equal(ok2.status, 0, ok2.stderr);
+    assert.equal(sha(t2), sha(b.v2other));
   });
 
   it('a server killed mid-download: the next update resumes and completes', async () => {
