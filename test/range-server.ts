@@ -1,7 +1,8 @@
 /**
- * A small HTTP server for the update tests, run as its own process (the test process spawns
- * bundles and the CLI and must not be the one serving them): files of --root with single
- * byte ranges (`bytes=S-E`, `bytes=S-`, `bytes=-N`), or without range support (--no-ranges);
+ * A small HTTP server for the update tests and bench, run as its own process (the test process
+ * spawns bundles and the CLI and must not be the one serving them): files of --root with byte
+ * ranges (`bytes=S-E`, `bytes=S-`, `bytes=-N`; several at once as multipart/byteranges, as
+ * zsync asks), or without range support (--no-ranges);
  * --die-after N exits the process abruptly once N body bytes were sent in all (a server killed
  * mid-download). With --proxy it is instead a forward proxy (absolute-URI GETs and CONNECT).
  * Prints one JSON line per event on stdout: first {"event":"listening","port":P}, then one per
@@ -28,17 +29,25 @@ function log(o: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(o)}\n`);
 }
 
-function parseRange(h: string | undefined, size: number): [number, number] | null | 'bad' {
+/** Parses a Range header: null (none, or ranges off), 'bad', or the ranges asked ([start, end)). */
+function parseRanges(h: string | undefined, size: number): Array<[number, number]> | null | 'bad' {
   if (!h || noRanges) return null;
-  const m = /^bytes=(\d*)-(\d*)$/.exec(h.trim());
-  if (!m || (m[1] === '' && m[2] === '')) return 'bad';
-  if (m[1] === '') {
-    const n = Math.min(Number(m[2]), size);
-    return n === 0 ? 'bad' : [size - n, size];
+  const spec = /^bytes=(.+)$/.exec(h.trim());
+  if (!spec) return 'bad';
+  const out: Array<[number, number]> = [];
+  for (const part of spec[1]!.split(',')) {
+    const m = /^\s*(\d*)-(\d*)\s*$/.exec(part);
+    if (!m || (m[1] === '' && m[2] === '')) return 'bad';
+    if (m[1] === '') {
+      const n = Math.min(Number(m[2]), size);
+      if (n > 0) out.push([size - n, size]);
+      continue;
+    }
+    const s = Number(m[1]);
+    const e = m[2] === '' ? size : Math.min(Number(m[2]) + 1, size);
+    if (s < size && e > s) out.push([s, e]);
   }
-  const s = Number(m[1]);
-  const e = m[2] === '' ? size : Math.min(Number(m[2]) + 1, size);
-  return s >= size || e <= s ? 'bad' : [s, e];
+  return out.length ? out : 'bad';
 }
 
 async function serveFile(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -53,35 +62,57 @@ async function serveFile(req: http.IncomingMessage, res: http.ServerResponse): P
     return;
   }
   const size = fs.fstatSync(fd).size;
-  const range = parseRange(req.headers.range, size);
-  if (range === 'bad') {
+  const ranges = parseRanges(req.headers.range, size);
+  if (ranges === 'bad') {
     fs.closeSync(fd);
     res.writeHead(416, { 'content-range': `bytes */${size}`, 'content-length': 0 }).end();
     log({ path: rel, range: req.headers.range, status: 416, bytes: 0 });
     return;
   }
-  const [start, end] = range ?? [0, size];
-  const status = range ? 206 : 200;
-  res.writeHead(status, { 'content-length': end - start, 'accept-ranges': noRanges ? 'none' : 'bytes', ...(range ? { 'content-range': `bytes ${start}-${end - 1}/${size}` } : {}) });
+  const status = ranges ? 206 : 200;
+  // Several ranges (zsync asks for many at once): multipart/byteranges, every part with its own header.
+  const boundary = 'overpack-test-boundary';
+  const parts = (ranges ?? [[0, size] as [number, number]]).map(([s, e]) => ({ s, e, head: ranges && ranges.length > 1 ? Buffer.from(`\r\n--${boundary}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes ${s}-${e - 1}/${size}\r\n\r\n`) : Buffer.alloc(0) }));
+  const multi = ranges !== null && ranges.length > 1;
+  const trailer = multi ? Buffer.from(`\r\n--${boundary}--\r\n`) : Buffer.alloc(0);
+  const length = parts.reduce((n, p) => n + p.head.length + p.e - p.s, 0) + trailer.length;
+  res.writeHead(status, {
+    'content-length': length,
+    'accept-ranges': noRanges ? 'none' : 'bytes',
+    ...(multi ? { 'content-type': `multipart/byteranges; boundary=${boundary}` } : ranges ? { 'content-range': `bytes ${parts[0]!.s}-${parts[0]!.e - 1}/${size}` } : {}),
+  });
   let bytes = 0;
   const buf = Buffer.allocUnsafe(64 << 10);
+  const send = async (chunk: Buffer): Promise<void> => {
+    if (!res.write(chunk)) await new Promise((r) => res.once('drain', r));
+  };
   try {
-    for (let at = start; at < end; ) {
-      let n = fs.readSync(fd, buf, 0, Math.min(buf.length, end - at), at);
-      if (sent + n >= dieAfter) n = Math.max(0, dieAfter - sent);
-      const chunk = Buffer.from(buf.subarray(0, n));
-      const ok = res.write(chunk);
-      at += n;
-      bytes += n;
-      sent += n;
-      if (sent >= dieAfter) {
-        log({ path: rel, range: req.headers.range ?? null, status, bytes, died: true });
-        // Let the bytes written reach the socket, then die without closing anything properly.
-        await new Promise((r) => setTimeout(r, 50));
-        process.kill(process.pid, 'SIGKILL');
+    for (const p of parts) {
+      if (p.head.length) {
+        await send(p.head);
+        bytes += p.head.length;
       }
-      if (!ok) await new Promise((r) => res.once('drain', r));
-      if (res.destroyed) break;
+      for (let at = p.s; at < p.e; ) {
+        let n = fs.readSync(fd, buf, 0, Math.min(buf.length, p.e - at), at);
+        if (sent + n >= dieAfter) n = Math.max(0, dieAfter - sent);
+        const chunk = Buffer.from(buf.subarray(0, n));
+        at += n;
+        bytes += n;
+        sent += n;
+        if (sent >= dieAfter) {
+          res.write(chunk);
+          log({ path: rel, range: req.headers.range ?? null, status, bytes, died: true });
+          // Let the bytes written reach the socket, then die without closing anything properly.
+          await new Promise((r) => setTimeout(r, 50));
+          process.kill(process.pid, 'SIGKILL');
+        }
+        await send(chunk);
+        if (res.destroyed) break;
+      }
+    }
+    if (trailer.length) {
+      await send(trailer);
+      bytes += trailer.length;
     }
   } finally {
     fs.closeSync(fd);
