@@ -4,12 +4,14 @@
  * ranges (`bytes=S-E`, `bytes=S-`, `bytes=-N`; several at once as multipart/byteranges, as
  * zsync asks), or without range support (--no-ranges);
  * --die-after N exits the process abruptly once N body bytes were sent in all (a server killed
- * mid-download). With --proxy it is instead a forward proxy (absolute-URI GETs and CONNECT).
+ * mid-download); --tls-cert/--tls-key serve https. With --proxy it is instead a forward proxy
+ * (absolute-URI GETs and CONNECT).
  * Prints one JSON line per event on stdout: first {"event":"listening","port":P}, then one per
  * response with the bytes of body actually sent.
  */
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 
@@ -23,6 +25,8 @@ const port = Number(opt('--port') ?? 0);
 const noRanges = args.includes('--no-ranges');
 const dieAfter = opt('--die-after') !== undefined ? Number(opt('--die-after')) : Infinity;
 const proxyMode = args.includes('--proxy');
+const tlsCert = opt('--tls-cert');
+const tlsKey = opt('--tls-key');
 let sent = 0;
 
 function log(o: Record<string, unknown>): void {
@@ -134,10 +138,12 @@ function proxyRequest(req: http.IncomingMessage, res: http.ServerResponse): void
   req.pipe(out);
 }
 
-const server = http.createServer((req, res) => {
+const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
   if (proxyMode) proxyRequest(req, res);
   else void serveFile(req, res);
-});
+};
+// --tls-cert/--tls-key: https (the proxy mode stays plain http, https goes through it with CONNECT).
+const server = tlsCert && tlsKey ? https.createServer({ cert: fs.readFileSync(tlsCert), key: fs.readFileSync(tlsKey) }, handler) : http.createServer(handler);
 server.keepAliveTimeout = 30000;
 if (proxyMode) {
   server.on('connect', (req: http.IncomingMessage, client: net.Socket, head: Buffer) => {

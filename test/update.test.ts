@@ -404,6 +404,51 @@ describe('updates', { timeout: 1500000 }, () => {
     assert.equal(proxyFor(new URL('http://h.example/x'), { https_proxy: 'proxy:3128' }), null);
   });
 
+  it('https through an HTTPS_PROXY CONNECT tunnel, the server certificate checked', async () => {
+    const cert = path.join(base, 'tls-cert.pem');
+    const key = path.join(base, 'tls-key.pem');
+    const ssl = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
+    assert.equal(ssl.status, 0, `openssl makes the test certificate: ${ssl.stderr}`);
+    serve(b.v2);
+    const tlsServer = await startServer(['--tls-cert', cert, '--tls-key', key]);
+    const proxy = await startServer(['--proxy']);
+    try {
+      const from = `https://127.0.0.1:${tlsServer.port}/latest.run`;
+      const t = target('https');
+      const untrusted = await update(t, ['--from', from], { HTTPS_PROXY: `http://127.0.0.1:${proxy.port}` });
+      assert.equal(untrusted.status, 69, untrusted.stderr);
+      assert.match(untrusted.stderr, /certificate/);
+      assert.equal(sha(t), sha(b.v1));
+      const r = await update(t, ['--from', from], { HTTPS_PROXY: `http://127.0.0.1:${proxy.port}`, NODE_EXTRA_CA_CERTS: cert });
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(sha(t), sha(b.v2));
+      assert.ok(proxy.events.some((e) => e.proxy === 'connect' && e.target === `127.0.0.1:${tlsServer.port}`), 'tunnelled through the proxy');
+      assert.ok(tlsServer.bytesSince(0) < 256 * KiB, 'ranges over https too');
+      const direct = target('https-direct');
+      const d = await update(direct, ['--from', from], { NODE_EXTRA_CA_CERTS: cert });
+      assert.equal(d.status, 0, d.stderr);
+      assert.equal(sha(direct), sha(b.v2));
+    } finally {
+      await proxy.stop();
+      await tlsServer.stop();
+    }
+  });
+
+  it('a damaged old bundle: the frames it cannot give are fetched instead of copied', async () => {
+    const t = target('damaged-old');
+    serve(b.v2);
+    const victim = '/node_modules/eslint/lib/linter/linter.js';
+    const [[s, e]] = framesOf(t, victim).ranges as [[number, number]];
+    const bytes = fs.readFileSync(t);
+    const at = Math.floor((s + e) / 2);
+    bytes[at] = bytes[at]! ^ 0x10;
+    fs.writeFileSync(t, bytes);
+    const r = await update(t);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /instead of copying them/);
+    assert.equal(sha(t), sha(b.v2));
+  });
+
   it('a bundle declaring update must be signed; update fields are checked like the others', () => {
     const r = cli(['build', app, '-o', path.join(base, 'unsigned.run')]);
     assert.equal(r.status, 1);

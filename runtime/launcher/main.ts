@@ -456,6 +456,7 @@ async function main(): Promise<void> {
     if (err instanceof NoExecError) throw new LaunchError(err.message, 3);
     throw err;
   }
+  if (!flags.update && (flags.updateFrom !== undefined || flags.acceptKey !== undefined || flags.channel !== undefined)) throw new LaunchError('--overpack-update-from, --overpack-accept-key and --overpack-channel go with --overpack-update', 2);
   if (flags.update || flags.check) {
     await updateSelf(bundle, flags);
     return;

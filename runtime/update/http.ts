@@ -39,6 +39,7 @@ const NETWORK_CODES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_FAIL', 'EAI_NONAME
 
 /** An error from a request that got no response yet. */
 function beforeResponse(err: NodeJS.ErrnoException, url: URL, proxy: Proxy | null): UpdateError {
+  if (err instanceof UpdateError) return err;
   const where = proxy ? `${url.host} through the proxy ${proxy.url}` : url.host;
   const code = err.code ?? '';
   if (NETWORK_CODES.has(code)) {
@@ -51,7 +52,6 @@ function beforeResponse(err: NodeJS.ErrnoException, url: URL, proxy: Proxy | nul
   if (/CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO/.test(code) || /certificate|SSL|TLS/i.test(err.message)) {
     return new UpdateError('UNAVAILABLE', 'tls', shownUrl(url), `the TLS connection to ${url.host} failed: ${err.message} (${code || 'TLS'}); the server's certificate is not trusted here (NODE_EXTRA_CA_CERTS can name a CA file)`);
   }
-  if (err instanceof UpdateError) return err;
   return new UpdateError('NO_NETWORK', 'connect', shownUrl(url), `cannot fetch ${shownUrl(url)}: ${err.message}${code ? ` (${code})` : ''}`);
 }
 
@@ -139,7 +139,8 @@ export class HttpClient {
           reject(new UpdateError(res.statusCode === 407 ? 'USAGE' : 'UNAVAILABLE', 'proxy', proxy.url, `the proxy ${proxy.url} refused to connect to ${target} (${res.statusCode} ${res.statusMessage ?? ''})${res.statusCode === 407 ? '; give its user and password in the proxy URL (http://user:password@host:port)' : ''}`));
           return;
         }
-        const t = tls.connect({ socket, servername: net.isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'] }, () => resolve(t));
+        // host: what the certificate is checked against (without it, "localhost").
+        const t = tls.connect({ socket, host, servername: net.isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'] }, () => resolve(t));
         t.once('error', (e) => reject(beforeResponse(e as NodeJS.ErrnoException, url, null)));
       });
       req.once('error', reject);
