@@ -17,6 +17,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { readImage } from '../runtime/image/format.js';
 import { bypassesProxy, proxyFor } from '../runtime/update/proxy.js';
+import { compareVersions } from '../runtime/update/version.js';
 import { CLI, ROOT, isolatedEnv, mountsUnder, tempDir } from './helpers.js';
 
 const base = tempDir('update');
@@ -374,6 +375,22 @@ describe('updates', { timeout: 1500000 }, () => {
     const missing = await update(target('missing'), ['--from', `http://127.0.0.1:${port}/nothing.run`]);
     assert.equal(missing.status, 69, missing.stderr);
     assert.match(missing.stderr, /404/);
+  });
+
+  it('an older version is refused (a replayed old bundle) unless allowed', async () => {
+    const t = target('downgrade', b.v2);
+    const r = await update(t, ['--from', b.v1]);
+    assert.equal(r.status, 77, r.stderr);
+    assert.match(r.stderr, /version 1\.0\.0, older than this one \(2\.0\.0\); refused.*--allow-downgrade/s);
+    assert.equal(sha(t), sha(b.v2));
+    const ok = await update(t, ['--from', b.v1, '--allow-downgrade']);
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.equal(sha(t), sha(b.v1));
+    assert.equal(compareVersions('1.10.0', '1.9.2'), 1);
+    assert.ok(compareVersions('2.0.0-rc.1', '2.0.0')! < 0);
+    assert.ok(compareVersions('2.0.0-rc.2', '2.0.0-rc.10')! < 0);
+    assert.equal(compareVersions('v3', '3.0.0'), 0);
+    assert.equal(compareVersions('2024-11 build', '1.0'), null);
   });
 
   it('goes through HTTP_PROXY, and around it for NO_PROXY hosts', async () => {

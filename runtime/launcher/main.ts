@@ -71,11 +71,12 @@ interface Flags {
   updateFrom: string | undefined;
   acceptKey: string | undefined;
   channel: string | undefined;
+  allowDowngrade: boolean;
 }
 
 /** Splits `--overpack-*` runtime flags (never passed to the app) from the app's arguments. */
 function parseFlags(argv: string[]): { flags: Flags; appArgs: string[] } {
-  const flags: Flags = { help: false, version: false, info: false, extract: undefined, mount: false, extractAndRun: false, reset: false, yes: false, discard: false, verifySignature: undefined, integrate: false, unintegrate: false, update: false, check: false, updateFrom: undefined, acceptKey: undefined, channel: undefined };
+  const flags: Flags = { help: false, version: false, info: false, extract: undefined, mount: false, extractAndRun: false, reset: false, yes: false, discard: false, verifySignature: undefined, integrate: false, unintegrate: false, update: false, check: false, updateFrom: undefined, acceptKey: undefined, channel: undefined, allowDowngrade: false };
   const appArgs: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -103,6 +104,7 @@ function parseFlags(argv: string[]): { flags: Flags; appArgs: string[] } {
       }
       case 'update': flags.update = true; break;
       case 'check': flags.check = true; break;
+      case 'allow-downgrade': flags.allowDowngrade = true; break;
       case 'update-from':
       case 'accept-key':
       case 'channel': {
@@ -149,6 +151,7 @@ const HELP = `Runtime options of this overpack bundle (never passed to the app):
   --overpack-update --overpack-check  only say whether an update exists (exit 0 yes, 1 no)
     --overpack-update-from URL|FILE   another source   --overpack-channel NAME  another channel
     --overpack-accept-key KEY         accept an update signed by this new key (base64 or .pub)
+    --overpack-allow-downgrade        accept an older version (refused by default)
 Errors are also written to $XDG_STATE_HOME/overpack/<app>.log, and shown as a desktop
 notification when there is no terminal.
 `;
@@ -456,7 +459,7 @@ async function main(): Promise<void> {
     if (err instanceof NoExecError) throw new LaunchError(err.message, 3);
     throw err;
   }
-  if (!flags.update && (flags.updateFrom !== undefined || flags.acceptKey !== undefined || flags.channel !== undefined)) throw new LaunchError('--overpack-update-from, --overpack-accept-key and --overpack-channel go with --overpack-update', 2);
+  if (!flags.update && (flags.updateFrom !== undefined || flags.acceptKey !== undefined || flags.channel !== undefined || flags.allowDowngrade)) throw new LaunchError('--overpack-update-from, --overpack-accept-key, --overpack-channel and --overpack-allow-downgrade go with --overpack-update', 2);
   if (flags.update || flags.check) {
     await updateSelf(bundle, flags);
     return;
@@ -691,7 +694,7 @@ async function updateSelf(bundle: string, flags: Flags): Promise<void> {
     return /^y(es)?$/i.test(answer);
   };
   try {
-    const r = await runUpdate({ bundle, from: flags.updateFrom, channel: flags.channel, check: flags.check, acceptKey: flags.acceptKey, confirm, say });
+    const r = await runUpdate({ bundle, from: flags.updateFrom, channel: flags.channel, check: flags.check, acceptKey: flags.acceptKey, allowDowngrade: flags.allowDowngrade, confirm, say });
     if (flags.check) process.exitCode = r.state === 'available' ? 0 : UPDATE_EXIT.NONE;
   } catch (err) {
     if (err instanceof UpdateError) throw new LaunchError(err.message, err.exitCode);

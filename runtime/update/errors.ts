@@ -19,6 +19,8 @@ export const UPDATE_EXIT = {
   INTERRUPTED: 75,
   /** Signed by another key (or not signed): refused unless the new key is named explicitly. */
   REFUSED_KEY: 77,
+  /** An older version than this bundle's (a replayed old bundle): refused unless allowed. */
+  DOWNGRADE: 77,
 } as const;
 
 export type UpdateErrorCode = keyof typeof UPDATE_EXIT;

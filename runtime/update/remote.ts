@@ -4,7 +4,8 @@
  * index's SHA-256, the tree's location and root; tree pages against their hashes as they are
  * read). Nothing here trusts the server: a remote that fails a check is a damaged download.
  */
-import { decodeFooter, FOOTER_SIZE, FLAG_SIGNED, ImageError, openTree, sha256, type Footer, type ImageIndex } from '../image/format.js';
+import fs from 'node:fs';
+import { decodeFooter, FOOTER_SIZE, FLAG_SIGNED, ImageError, openTree, sha256, type Footer, type ImageIndex, type OpenedImage } from '../image/format.js';
 import { decodeTrailer, isTrailer, SignatureError, TRAILER_SIZE, type SignatureTrailer } from '../image/signature.js';
 import type { ImageTree } from '../image/tree.js';
 import { UpdateError } from './errors.js';
@@ -118,4 +119,12 @@ export function treeStart(known: KnownBytes, end: RemoteEnd): number | null {
   } catch {
     return null;
   }
+}
+
+/** A local bundle's last IDENTITY_BYTES: equal to a remote's, it is the same bundle. */
+export function identityOf(img: OpenedImage): Buffer {
+  const n = Math.min(IDENTITY_BYTES, img.size);
+  const b = Buffer.alloc(n);
+  fs.readSync(img.fd, b, 0, n, img.size - n);
+  return b;
 }

@@ -10,15 +10,18 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ImageError, readImage, type OpenedImage } from '../image/format.js';
-import { fingerprint, parsePublicKeyText, readPublicKeyFile, SignatureError } from '../image/signature.js';
-import { verifyImage } from '../image/verify.js';
+import { fingerprint } from '../image/signature.js';
 import { validateManifest, type Manifest } from '../launcher/manifest.js';
 import { UpdateError } from './errors.js';
-import { lockUpdate, PartFile, partPaths } from './part.js';
+import { checkAssembled, replace } from './finish.js';
+import { fullDownload } from './full.js';
+import { KeyRule, parseAcceptKey } from './keys.js';
+import { lockUpdate, PartFile } from './part.js';
 import { makePlan, type Plan } from './plan.js';
 import { formatBytes, Progress } from './progress.js';
-import { covers, normalize, subtract, total, type Range } from './ranges.js';
-import { IDENTITY_BYTES, KnownBytes, readEnd, readIndexAndTree, treeStart, type RemoteImage } from './remote.js';
+import { covers, subtract, total } from './ranges.js';
+import { compareVersions } from './version.js';
+import { identityOf, KnownBytes, readEnd, readIndexAndTree, treeStart } from './remote.js';
 import { openSource, type Fetched, type RemoteSource } from './source.js';
 
 /**
@@ -41,6 +44,8 @@ export interface UpdateOptions {
   check?: boolean;
   /** The new signer's key (base64 as `overpack keygen` prints it, a PEM, or a .pub file): a key change is accepted only when named. */
   acceptKey?: string;
+  /** Accept a version older than this bundle's (refused by default: see version.ts). */
+  allowDowngrade?: boolean;
   /** Asked before anything is downloaded (the launcher's prompt); false stops with nothing changed. */
   confirm?: (question: string) => Promise<boolean>;
   say: (message: string) => void;
@@ -66,21 +71,6 @@ function manifestOf(img: OpenedImage): Manifest | null {
   return validateManifest(img.index.manifest).manifest;
 }
 
-/** The key the user named with --accept-key: base64, a PEM, or a file holding either. */
-function parseAcceptKey(spec: string): Buffer {
-  const parsed = parsePublicKeyText(spec);
-  if ('raw' in parsed) return parsed.raw;
-  if (fs.existsSync(spec)) {
-    try {
-      return readPublicKeyFile(spec);
-    } catch (err) {
-      if (err instanceof SignatureError) throw new UpdateError('USAGE', 'accept-key', spec, err.message);
-      throw err;
-    }
-  }
-  throw new UpdateError('USAGE', 'accept-key', spec, `--accept-key ${spec}: ${parsed.problem} (give the base64 key \`overpack keygen\` printed, or its .pub file)`);
-}
-
 /** Where updates come from: --from, else the manifest's URL with its channel. */
 export function updateSource(manifest: Manifest | null, from: string | undefined, channel: string | undefined): string {
   if (from) return from;
@@ -97,23 +87,12 @@ async function collect(f: Fetched): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-function identityOf(img: OpenedImage): Buffer {
-  const n = Math.min(IDENTITY_BYTES, img.size);
-  const b = Buffer.alloc(n);
-  fs.readSync(img.fd, b, 0, n, img.size - n);
-  return b;
-}
 
-class KeyRule {
-  constructor(readonly pinned: Buffer | null, readonly accepted: Buffer | null) {}
-
-  /** Throws REFUSED_KEY unless a bundle signed by `signer` (null: unsigned) may replace this one. */
-  check(signer: Buffer | null, label: string): Buffer {
-    if (!signer) throw new UpdateError('REFUSED_KEY', 'check-key', label, `the update at ${label} is not signed; refused (an update must be signed by this bundle's publisher)`);
-    if (this.pinned?.equals(signer) || this.accepted?.equals(signer)) return signer;
-    if (!this.pinned) throw new UpdateError('REFUSED_KEY', 'check-key', label, `this bundle is not signed, so nothing tells its publisher's updates from anyone else's; the update is signed by key ${fingerprint(signer)} (${signer.toString('base64')}): to trust it, pass --accept-key ${signer.toString('base64')}`);
-    throw new UpdateError('REFUSED_KEY', 'check-key', label, `the update at ${label} is signed by key ${fingerprint(signer)}, not by this bundle's key ${fingerprint(this.pinned)}; refused. If the publisher told you their key changed, and to this one, pass --accept-key ${signer.toString('base64')}`);
-  }
+/** Throws DOWNGRADE when `version` is older than `current` (and the user did not allow it). */
+export function refuseDowngrade(opts: UpdateOptions, current: string | undefined, version: string | undefined, label: string): void {
+  if (opts.allowDowngrade || current === undefined || version === undefined) return;
+  const c = compareVersions(version, current);
+  if (c !== null && c < 0) throw new UpdateError('DOWNGRADE', 'check-version', label, `the bundle at ${label} is version ${version}, older than this one (${current}); refused (an old bundle served again would bring its old bugs back). To go back on purpose, pass --allow-downgrade (--overpack-allow-downgrade)`);
 }
 
 export async function runUpdate(opts: UpdateOptions): Promise<UpdateResult> {
@@ -173,6 +152,7 @@ async function updateFrom(opts: UpdateOptions, bundle: string, local: OpenedImag
   const remoteManifest = validateManifest(remote.index.manifest);
   if (!remoteManifest.manifest) throw new UpdateError('DAMAGED', 'read-remote', label, `the update at ${label} has an invalid manifest:\n  ${remoteManifest.problems.join('\n  ')}`);
   const version = remoteManifest.manifest.version;
+  refuseDowngrade(opts, oldVersion, version, label);
   if (manifest && remoteManifest.manifest.name !== manifest.name) opts.say(`warning: the update is the app "${remoteManifest.manifest.name}", this bundle is "${manifest.name}" (its preserved data is kept under the old name)`);
   let plan = makePlan(local, remote, [[known.lowestStart(), end.size]]);
   const summary = `${name} ${oldVersion ?? '?'} -> ${version}: download ${formatBytes(plan.fetchBytes + end.size - known.lowestStart())} of ${formatBytes(end.size)} (${plan.sameRuntime ? 'same runtime' : 'new runtime'}), signed by ${fingerprint(signer)}`;
@@ -194,23 +174,20 @@ async function updateFrom(opts: UpdateOptions, bundle: string, local: OpenedImag
       }
       plan = makePlan(local, remote, part.done);
       opts.say(`updating ${summary.replace(/: download [^(]*\(/, ': fetching ' + formatBytes(plan.fetchBytes) + ' (')}${plan.copyBytes ? `; ${formatBytes(plan.copyBytes)} copied from this bundle` : ''}`);
-      const fetched = await assemble(opts, local, source, part, plan, end.size);
-      let verified = await check(part, remote, signer, label);
-      let refetched = 0;
+      await assemble(opts, local, source, part, plan, end.size);
+      let verified = await checkAssembled(part, remote, signer);
       if (verified.problem && verified.retry.length) {
         // Bytes copied from this bundle were not what the new bundle has (this bundle is damaged,
         // or a frame's stored bytes differ): fetched instead, once.
         opts.say(`${verified.problem}; fetching those ${formatBytes(total(verified.retry))} from ${label} instead of copying them`);
         part.unmark(verified.retry);
         const again = makePlan(local, remote, part.done, false);
-        refetched = await assemble(opts, local, source, part, again, end.size);
-        verified = await check(part, remote, signer, label);
+        await assemble(opts, local, source, part, again, end.size);
+        verified = await checkAssembled(part, remote, signer);
       }
       if (verified.problem) throw new UpdateError('DAMAGED', 'verify', label, `the downloaded update does not check out (${verified.problem}); refused, ${bundle} is unchanged. The download was discarded: run the update again, and if it fails the same way, the bundle at ${label} is damaged`);
       replace(part, bundle);
       ok = true;
-      void fetched;
-      void refetched;
       opts.say(`updated ${bundle}: ${name} ${oldVersion ?? '?'} -> ${version}; fetched ${formatBytes(source.received)} (${plan.copyBytes ? `${formatBytes(plan.copyBytes)} copied from the old bundle` : 'nothing copied'})`);
       return { ...base, state: 'updated', fetched: source.received, copied: plan.copyBytes, resumed, version, sameRuntime: plan.sameRuntime };
     } catch (err) {
@@ -276,165 +253,3 @@ async function assemble(opts: UpdateOptions, local: OpenedImage, source: RemoteS
   return fetched;
 }
 
-/** The complete check of the assembled bundle; on failure, the copied ranges worth fetching instead. */
-async function check(part: PartFile, remote: RemoteImage, signer: Buffer, label: string): Promise<{ problem: string | null; retry: Range[] }> {
-  const file = partPaths(part.bundle).part;
-  let img: OpenedImage;
-  try {
-    img = readImage(file);
-  } catch (err) {
-    if (err instanceof ImageError) return { problem: err.message.replace(`${file}: `, ''), retry: [] };
-    throw err;
-  }
-  try {
-    if (!img.footer.indexHash.equals(remote.footer.indexHash)) return { problem: 'its index is not the one announced', retry: [] };
-    const report = await verifyImage(img, { executable: true });
-    const problems: string[] = [];
-    if (report.signature.state !== 'valid') problems.push(report.signature.state === 'none' ? 'it is not signed' : `its signature does not match its bytes`);
-    else if (!report.signature.publicKey.equals(signer)) problems.push(`it is signed by ${report.signature.signer}, not ${fingerprint(signer)}`);
-    if (report.bad.length) problems.push(`${report.bad.length} item(s) do not match their hashes: ${report.bad.slice(0, 5).join(', ')}${report.bad.length > 5 ? ', ...' : ''}`);
-    if (!validateManifest(img.index.manifest).manifest) problems.push('its manifest is invalid');
-    if (!problems.length) return { problem: null, retry: [] };
-    return { problem: problems.join('; '), retry: copiedSuspects(part, report.bad, img, remote) };
-  } finally {
-    fs.closeSync(img.fd);
-    void label;
-  }
-}
-
-/**
- * Which copied ranges to fetch again after a failed check: those of the bad items when every
- * bad item was copied (a damaged old bundle); everything copied when only the signature failed
- * (a copied frame whose stored bytes differ). A bad item that was fetched means the download
- * itself is damaged: nothing to retry.
- */
-function copiedSuspects(part: PartFile, bad: string[], img: OpenedImage, remote: RemoteImage): Range[] {
-  const copied = part.copiedRanges;
-  if (!copied.length) return [];
-  const itemRanges: Range[] = [];
-  for (const item of bad) {
-    if (item === 'executable') itemRanges.push([0, img.footer.imageStart]);
-    else if (item.startsWith('addon ')) {
-      const a = img.index.addons.find((x) => `addon ${x.name}` === item);
-      if (a) itemRanges.push([a.offset, a.offset + a.size]);
-    } else {
-      const r = remote.tree.lookup(item);
-      if (r?.type === 'file') for (let k = 0; k * (1 << 20) < r.size; k++) {
-        const ref = remote.tree.pieceRef(r, k);
-        if (ref.storedLength) itemRanges.push([ref.position, ref.position + ref.storedLength]);
-      }
-    }
-  }
-  if (!itemRanges.length) return copied;
-  const ranges = normalize(itemRanges);
-  return subtract(ranges, copied).length === 0 ? ranges : [];
-}
-
-/** The assembled bundle takes the old one's place: mode (and owner, as root) kept, one rename. */
-function replace(part: PartFile, bundle: string): void {
-  const { part: file, state } = partPaths(bundle);
-  try {
-    const st = fs.statSync(bundle);
-    fs.fchmodSync(part.fd, st.mode & 0o7777);
-    if (process.getuid?.() === 0) {
-      try {
-        fs.fchownSync(part.fd, st.uid, st.gid);
-      } catch {
-        /* keep ours */
-      }
-    }
-    fs.fsyncSync(part.fd);
-    part.close();
-    fs.renameSync(file, bundle);
-    fs.rmSync(state, { force: true });
-    try {
-      const dir = fs.openSync(path.dirname(bundle), 'r');
-      fs.fsyncSync(dir);
-      fs.closeSync(dir);
-    } catch {
-      /* the rename is done; syncing the directory only makes it durable sooner */
-    }
-  } catch (err) {
-    throw new UpdateError('CANT_WRITE', 'replace', bundle, `cannot put the new bundle in place of ${bundle}: ${(err as Error).message}`);
-  }
-}
-
-/**
- * A server that ignores ranges sends the whole bundle to the first request: it is written as
- * it comes (no resume is possible without ranges), then checked like any update.
- */
-async function fullDownload(opts: UpdateOptions, bundle: string, local: OpenedImage, source: RemoteSource, keys: KeyRule, first: Fetched, oldVersion: string | undefined): Promise<UpdateResult> {
-  const label = source.label;
-  const base = { from: label, size: first.total, fullDownload: true, resumed: 0, oldVersion };
-  const localId = identityOf(local);
-  if (opts.check) {
-    // Only the end matters; nothing is written.
-    let last = Buffer.alloc(0);
-    for await (const c of first.chunks) last = Buffer.concat([last, c]).subarray(-IDENTITY_BYTES);
-    const same = first.total === local.size && last.equals(localId);
-    opts.say(same ? `up to date (${label}, which does not answer range requests: the whole bundle was read to tell)` : `update available at ${label} (${formatBytes(first.total)}, the server does not answer range requests: an update downloads all of it)`);
-    return { ...base, state: same ? 'up-to-date' : 'available', fetched: first.total, copied: 0 };
-  }
-  if (opts.confirm && !(await opts.confirm(`Download the whole new bundle (${formatBytes(first.total)}) from ${label}? (the server does not answer range requests)`))) {
-    first.abort();
-    return { ...base, state: 'declined', fetched: 0, copied: 0 };
-  }
-  opts.say(`${label} does not answer range requests: downloading the whole bundle (${formatBytes(first.total)}), then checking it`);
-  const unlock = lockUpdate(bundle);
-  try {
-    const { part } = PartFile.open(bundle, first.total, Buffer.from(`full:${first.total}`), label, false);
-    let ok = false;
-    try {
-      const progress = new Progress(first.total, opts.progress ?? process.stderr);
-      let pos = 0;
-      try {
-        for await (const c of first.chunks) {
-          part.write(c, pos);
-          pos += c.length;
-          progress.add(c.length);
-        }
-      } catch (err) {
-        if (err instanceof UpdateError && err.code === 'INTERRUPTED') throw new UpdateError('INTERRUPTED', err.op, err.where, `${err.message.replace(/; run the update again.*$/, '')}; without range requests it cannot resume: run the update again to start over`);
-        throw err;
-      } finally {
-        progress.finish();
-      }
-      part.checkpoint();
-      let img: OpenedImage;
-      try {
-        img = readImage(partPaths(bundle).part);
-      } catch (err) {
-        if (err instanceof ImageError) throw new UpdateError('DAMAGED', 'read-remote', label, `the update at ${label} is not a usable bundle: ${err.message}`);
-        throw err;
-      }
-      let signer: Buffer;
-      let remoteVersion: string | undefined;
-      try {
-        signer = keys.check(img.signature?.publicKey ?? null, label);
-        if (first.total === local.size && identityOf(img).equals(localId)) {
-          opts.say(`up to date (${label})`);
-          return { ...base, state: 'up-to-date', fetched: first.total, copied: 0, version: oldVersion };
-        }
-        const report = await verifyImage(img, { executable: true });
-        const problems: string[] = [];
-        if (report.signature.state !== 'valid') problems.push(report.signature.state === 'none' ? 'it is not signed' : 'its signature does not match its bytes');
-        if (report.bad.length) problems.push(`${report.bad.length} item(s) do not match their hashes: ${report.bad.slice(0, 5).join(', ')}`);
-        const m = validateManifest(img.index.manifest);
-        if (!m.manifest) problems.push('its manifest is invalid');
-        remoteVersion = m.manifest?.version;
-        if (problems.length) throw new UpdateError('DAMAGED', 'verify', label, `the downloaded update does not check out (${problems.join('; ')}); refused, ${bundle} is unchanged`);
-      } finally {
-        fs.closeSync(img.fd);
-      }
-      void signer;
-      replace(part, bundle);
-      ok = true;
-      opts.say(`updated ${bundle} to ${remoteVersion ?? '?'}: fetched the whole bundle (${formatBytes(first.total)}; the server does not answer range requests)`);
-      return { ...base, state: 'updated', fetched: first.total, copied: 0, version: remoteVersion };
-    } finally {
-      if (!ok) part.discard();
-    }
-  } finally {
-    unlock();
-  }
-}
