@@ -355,6 +355,34 @@ describe('updates', { timeout: 1500000 }, () => {
     assert.match(v.stdout, /^eslint-app 2\.0\.0/);
   });
 
+  it('a running instance keeps running on the old bundle while it is replaced', async () => {
+    const t = target('running');
+    serve(b.v2);
+    const instance = spawn(t, ['--overpack-mount', '--overpack-discard'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<void>((r) => instance.on('exit', () => r()));
+    try {
+      const mp = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        instance.stdout!.on('data', (d) => {
+          out += d;
+          if (out.includes('\n')) resolve(out.split('\n')[0]!);
+        });
+        instance.on('exit', (code) => reject(new Error(`--overpack-mount exited with ${code}`)));
+      });
+      const r = await update(t);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(sha(t), sha(b.v2));
+      // Read from another process (this one does not serve the mount, but stays out of it anyway).
+      const old = await runAsync('cat', [path.join(mp, CHANGED)]);
+      assert.equal(old.status, 0, old.stderr);
+      assert.doesNotMatch(old.stdout, /-update2/, 'the running instance still serves the old image');
+    } finally {
+      instance.kill('SIGTERM');
+      await exited;
+    }
+    assert.deepEqual(mountsUnder(home), []);
+  });
+
   it('up to date, --check, --from a file, no network and a missing bundle each say so with their own exit code', async () => {
     serve(b.v2);
     const t = target('latest', b.v2);
