@@ -405,6 +405,27 @@ describe('updates', { timeout: 1500000 }, () => {
     assert.match(missing.stderr, /404/);
   });
 
+  it('a progress bar with bytes and rate on a terminal (no colour with NO_COLOR), none elsewhere', async () => {
+    serve(b.v2rt);
+    const t = target('tty');
+    const quoted = [process.execPath, CLI, 'update', t].map((a) => `'${a}'`).join(' ');
+    const r = await runAsync('script', ['-qefc', quoted, '/dev/null'], { NO_COLOR: '1', COLUMNS: '100' });
+    assert.equal(r.status, 0, r.stdout);
+    assert.match(r.stdout, /\r\x1b\[Kdownloading \d+(\.\d)? (B|KiB|MiB) \/ \d+\.\d MiB \[[#.]+\] +\d+% [\d.]+ (B|KiB|MiB)\/s/, 'bytes, bar, percent, rate');
+    assert.doesNotMatch(r.stdout, /\x1b\[3\dm/, 'no colour with NO_COLOR');
+    assert.equal(sha(t), sha(b.v2rt));
+    const plain = await update(target('no-tty'));
+    assert.equal(plain.status, 0, plain.stderr);
+    assert.doesNotMatch(plain.stderr, /downloading|\r/, 'no bar without a terminal');
+    const shellApp = path.join(base, 'no-url-app');
+    fs.cpSync(path.join(ROOT, 'templates', 'shell'), shellApp, { recursive: true });
+    const noUrl = path.join(base, 'no-url.run');
+    build(shellApp, noUrl, []);
+    const none = await update(noUrl);
+    assert.equal(none.status, 2, none.stderr);
+    assert.match(none.stderr, /names no update URL.*--from/);
+  });
+
   it('an older version is refused (a replayed old bundle) unless allowed', async () => {
     const t = target('downgrade', b.v2);
     const r = await update(t, ['--from', b.v1]);
