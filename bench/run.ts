@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [--out FILE] [--reps N] [--only w1,w2,...,launch,build,scale,copyup]`: every variant on
+ * `npm run bench [-- --quick] [--out FILE] [--reps N] [--only w1,w2,...,launch,build,scale,copyup,update]`: every variant on
  * the same data in the same run, repetitions interleaved, medians and ratios to the native
  * directory and to fuse-overlayfs, as a table and as JSON. Needs root (kernel overlayfs,
  * dropping caches). Workloads run as child processes; nothing here touches a mount served by
@@ -14,6 +14,7 @@ import { launchSection } from './launch.js';
 import { buildSection } from './build-time.js';
 import { scaleSection } from './scale.js';
 import { copyUpSection } from './copyup.js';
+import { updateSection } from './update.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = path.join(ROOT, 'dist', 'builder', 'cli.js');
@@ -411,7 +412,7 @@ async function main(): Promise<void> {
     fs.rmSync(work, { recursive: true, force: true });
   }
   // Launch, build and scale (bench/launch.ts, build-time.ts, scale.ts): own tables and JSON.
-  const SECTIONS: Array<[string, (ctx: BenchContext) => Promise<Section>]> = [['launch', launchSection], ['build', buildSection], ['scale', scaleSection], ['copyup', copyUpSection]];
+  const SECTIONS: Array<[string, (ctx: BenchContext) => Promise<Section>]> = [['launch', launchSection], ['build', buildSection], ['scale', scaleSection], ['copyup', copyUpSection], ['update', updateSection]];
   const sections: Section[] = [];
   const sectionWork = fs.mkdtempSync(path.join(DATA, 'run-'));
   const ctx: BenchContext = { root: ROOT, cli: CLI, data: DATA, tree: data.tree, treeBundle: fs.existsSync(bundles.tree) ? bundles.tree : null, work: sectionWork, quick, reps: repsArg, log };

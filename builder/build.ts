@@ -207,6 +207,8 @@ function signingKey(opts: BuildOptions, manifest: Manifest, manifestFile: string
   const policy = manifest.security;
   const required = policy?.requireSignature === true || policy?.publicKey !== undefined;
   if (!opts.sign) {
+    // An update is accepted only when signed by the running bundle's key: without a key of its own, a bundle could never be updated safely.
+    if (manifest.update !== undefined) throw new BuildError(manifestFile, 'sign', `${manifestFile}: update: a bundle that updates itself must be signed (its updates are accepted only when signed by the same key); build with --sign <private-key.pem> (make a key with \`overpack keygen <prefix>\`, and sign every version with it)`);
     if (required) throw new BuildError(manifestFile, 'sign', `${manifestFile}: security requires a signed bundle; build with --sign <private-key.pem> (make a key with \`overpack keygen <prefix>\`)`);
     return null;
   }
@@ -406,7 +408,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       runtime: { target: node.target, node: `v${node.version}`, glibc },
       signed: key !== null,
       executable: record,
-      loader: front ? { size: front.loaderSize, frameLength: front.frameLength, compression: front.compression } : undefined,
+      loader: front ? { size: front.loaderSize, frameLength: front.frameLength, compression: front.compression, sha256: front.sha256 } : undefined,
       compression,
       onWarning: opts.onWarning,
       onProgress: (done, total) => {

@@ -6,6 +6,7 @@ import { mountCommand, umountCommand } from './commands/mount.js';
 import { commitCommand } from './commands/commit.js';
 import { buildCommand, initCommand, inspectCommand, verifyCommand } from './commands/bundle.js';
 import { keygenCommand } from './commands/keygen.js';
+import { updateCommand } from './commands/update.js';
 import { integrateCommand, unintegrateCommand } from './commands/desktop.js';
 import { CliExit, printError } from './output.js';
 import { EXIT, EXIT_FOR_CODE } from '../runtime/errors/exit-codes.js';
@@ -32,6 +33,7 @@ async function main(): Promise<void> {
     .command(initCommand)
     .command(inspectCommand)
     .command(verifyCommand)
+    .command(updateCommand)
     .command(keygenCommand)
     .command(integrateCommand)
     .command(unintegrateCommand)

@@ -22,6 +22,8 @@ export interface LoaderFront {
   loaderSize: number;
   frameLength: number;
   compression: string;
+  /** SHA-256 of the front as stored (loader and frame): an updater copies an unchanged front instead of downloading it. */
+  sha256: string;
 }
 
 export function loaderFront(loader: string, runtime: string, record: RuntimeRecord, level: number, cacheDir: string, progress: (m: string) => void): LoaderFront {
@@ -30,8 +32,13 @@ export function loaderFront(loader: string, runtime: string, record: RuntimeReco
   const file = path.join(cacheDir, `front-${key}`);
   const sidecar = `${file}.json`;
   try {
-    const known = JSON.parse(fs.readFileSync(sidecar, 'utf8')) as LoaderFront;
-    if (fs.statSync(file).size === known.loaderSize + known.frameLength) return { ...known, file };
+    const known = JSON.parse(fs.readFileSync(sidecar, 'utf8')) as Partial<LoaderFront> & Omit<LoaderFront, 'sha256'>;
+    if (fs.statSync(file).size === known.loaderSize + known.frameLength) {
+      // A front cached before its hash was recorded: hashed once now, remembered.
+      const front: LoaderFront = { ...known, file, sha256: known.sha256 ?? createHash('sha256').update(fs.readFileSync(file)).digest('hex') };
+      if (known.sha256 === undefined) fs.writeFileSync(sidecar, JSON.stringify(front));
+      return front;
+    }
   } catch {
     /* not made yet */
   }
@@ -45,9 +52,10 @@ export function loaderFront(loader: string, runtime: string, record: RuntimeReco
   info.writeBigUInt64LE(BigInt(record.size), 32);
   info.write(record.sha256, KEY_AT, KEY_LENGTH, 'latin1');
   const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, Buffer.concat([loaderBytes, frame]), { mode: 0o755 });
+  const bytes = Buffer.concat([loaderBytes, frame]);
+  fs.writeFileSync(tmp, bytes, { mode: 0o755 });
   fs.renameSync(tmp, file);
-  const front: LoaderFront = { file, loaderSize: loaderBytes.length, frameLength: frame.length, compression: `zstd:${level}` };
+  const front: LoaderFront = { file, loaderSize: loaderBytes.length, frameLength: frame.length, compression: `zstd:${level}`, sha256: createHash('sha256').update(bytes).digest('hex') };
   fs.writeFileSync(sidecar, JSON.stringify(front));
   return front;
 }

@@ -1,6 +1,5 @@
 /** `overpack build | init | inspect | verify`: making and checking single-file bundles. */
 import fs from 'node:fs';
-import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Argv, CommandModule } from 'yargs';
@@ -89,13 +88,7 @@ export const initCommand: CommandModule<object, { dir: string; template: string 
 
 /** The files of an image's tree; an inconsistent tree is an ImageError naming it. */
 async function treeFiles(img: OpenedImage): Promise<ImageEntry[]> {
-  const [{ ImageError }, { TreeError }] = await Promise.all([image(), import('../../runtime/image/tree-layout.js')]);
-  try {
-    return [...img.tree.walk()].filter((e) => e.type === 'file');
-  } catch (err) {
-    if (err instanceof TreeError) throw new ImageError(img.bundle, 'read-index', err.message);
-    throw err;
-  }
+  return (await import('../../runtime/image/verify.js')).treeFiles(img);
 }
 
 /** target, node and glibc of the index; "unknown" for bundles made before they were recorded. */
@@ -148,61 +141,27 @@ export const verifyCommand: CommandModule<object, { bundle: string; key?: string
       .positional('bundle', { type: 'string', demandOption: true })
       .option('key', { type: 'string', describe: 'Public key (PEM or base64) the bundle must be signed with; without it an unsigned bundle is only reported' }) as unknown as Argv<{ bundle: string; key?: string }>,
   handler: async (args) => {
-    const [{ readImage }, { digestPrefix, fingerprint, readPublicKeyFile, signatureMatches }, { Blake3, blake3 }] = await Promise.all([image(), signatures(), import('../../runtime/hash/blake3.js')]);
+    const [{ readImage }, { fingerprint, readPublicKeyFile }, { checkSignature, checkContents }] = await Promise.all([image(), signatures(), import('../../runtime/image/verify.js')]);
     const bundle = path.resolve(args.bundle);
     const trusted = args.key ? await guard(async () => readPublicKeyFile(path.resolve(args.key!))) : null;
     const img = await guard(async () => readImage(bundle));
     const problems: string[] = [];
     // The signature first: it covers every byte, the executable included.
-    if (img.signature) {
-      const sig = img.signature;
-      const signer = fingerprint(sig.publicKey);
-      if (!signatureMatches(sig, digestPrefix(img.fd, sig.signedLength, bundle))) {
-        problems.push(`signature: INVALID (claims key ${signer}); the bundle was modified after signing`);
-      } else if (trusted && !trusted.equals(sig.publicKey)) {
-        problems.push(`signature: valid, but by key ${signer}, not the trusted key ${fingerprint(trusted)}`);
-      } else {
-        say(`signature: valid, signed by ${signer}${trusted ? ' (the trusted key)' : ' (pass --key to check it is the key you trust)'}`);
-      }
+    const sig = checkSignature(img);
+    if (sig.state === 'invalid') {
+      problems.push(`signature: INVALID (claims key ${sig.signer}); the bundle was modified after signing`);
+    } else if (sig.state === 'valid' && trusted && !trusted.equals(sig.publicKey)) {
+      problems.push(`signature: valid, but by key ${sig.signer}, not the trusted key ${fingerprint(trusted)}`);
+    } else if (sig.state === 'valid') {
+      say(`signature: valid, signed by ${sig.signer}${trusted ? ' (the trusted key)' : ' (pass --key to check it is the key you trust)'}`);
     } else if (trusted) {
       problems.push(`signature: none; the bundle is not signed, and --key ${args.key} asks for one`);
     } else {
       say('signature: none (not signed)');
     }
-    const bad: string[] = [];
     const files = await guard(() => treeFiles(img));
-    // Every distinct content, decoded piece by piece as the runtime reads it: the whole file's
-    // BLAKE3, and for big files each piece's (the runtime checks reads against those).
-    const { ContentReader, ContentError } = await import('../../runtime/image/content.js');
-    const reader = new ContentReader(img.fd, img.tree);
-    const checked = new Map<string, boolean>();
-    for (const e of files) {
-      let ok = checked.get(e.hash!);
-      if (ok === undefined) {
-        const r = img.tree.lookup(e.path)!;
-        const h = new Blake3();
-        ok = true;
-        try {
-          for (let k = 0; k < e.pieces!.length; k++) {
-            const bytes = await reader.piece(r, k);
-            h.update(bytes);
-            if (e.pieceHashes && blake3(bytes).compare(e.pieceHashes, k * 32, k * 32 + 32) !== 0) ok = false;
-          }
-        } catch (err) {
-          if (!(err instanceof ContentError)) throw err;
-          ok = false;
-        }
-        if (h.digest().toString('hex') !== e.hash) ok = false;
-        checked.set(e.hash!, ok);
-      }
-      if (!ok) bad.push(e.path);
-    }
-    // The addons are stored raw and checked by SHA-256, as the launcher loads them.
-    for (const a of img.index.addons) {
-      const buf = Buffer.allocUnsafe(a.size);
-      const n = fs.readSync(img.fd, buf, 0, a.size, a.offset);
-      if (n !== a.size || createHash('sha256').update(buf).digest('hex') !== a.hash) bad.push(`addon ${a.name}`);
-    }
+    // Every distinct content, decoded piece by piece as the runtime reads it, and the addons.
+    const bad = await checkContents(img, files);
     const items = files.length + img.index.addons.length;
     fs.closeSync(img.fd);
     if (bad.length) problems.push(`${bad.length} of ${items} items are corrupt:\n  ${bad.join('\n  ')}`);

@@ -14,10 +14,18 @@ export const EXIT = {
   mountpointBusy: 4,
   /** The bundle is damaged or refused (BSD's EX_DATAERR). */
   dataError: 65,
+  /** Updates: no network (the name does not resolve, the host cannot be reached; EX_NOHOST). */
+  noNetwork: 68,
+  /** Updates: the server answered with an error, or the file named does not exist (EX_UNAVAILABLE). */
+  serviceUnavailable: 69,
   /** A bug of ours (EX_SOFTWARE). */
   software: 70,
-  /** Busy: another instance holds what is needed; try again when it is done (EX_TEMPFAIL). */
+  /** Updates: the bundle's directory cannot be written (EX_CANTCREAT). */
+  cannotCreate: 73,
+  /** Busy or interrupted: another instance holds what is needed, a download was cut; run again (EX_TEMPFAIL). */
   tempFail: 75,
+  /** Refused: an update signed by another key, or an older version (EX_NOPERM). */
+  refused: 77,
   /** The app's entrypoint cannot be executed / its interpreter is not found, as a shell says. */
   cannotExecute: 126,
   notFound: 127,

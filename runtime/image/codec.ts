@@ -61,7 +61,10 @@ export function describeCompression(c: Compression): string {
 export function encodeFrame(bytes: Buffer, c: Compression): { codec: number; stored: Buffer } {
   if (isZero(bytes)) return { codec: CODEC_IDS.zero, stored: Buffer.alloc(0) };
   if (c.codec === 'zstd') {
-    const packed = loadAddon().zstdCompress(bytes, c.level);
+    // With zstd's checksum (4 bytes a frame): damage anywhere in a frame fails its whole decode,
+    // so every file packed in it is refused, not only those whose bytes the damage reached
+    // (each file's BLAKE3 catches those anyway; this makes the frame the unit of damage).
+    const packed = loadAddon().zstdCompress(bytes, c.level, true);
     if (packed.length < bytes.length) return { codec: CODEC_IDS.zstd, stored: packed };
   }
   return { codec: CODEC_IDS.raw, stored: bytes };

@@ -33,7 +33,7 @@
  */
 import fs from 'node:fs';
 import { createHash } from 'node:crypto';
-import { ImageTree } from './tree.js';
+import { ImageTree, type TreeSource } from './tree.js';
 import { TreeError, type TreeEntry, type TreeLocation } from './tree-layout.js';
 import { decodeTrailer, isTrailer, SignatureError, TRAILER_SIZE, type SignatureTrailer } from './signature.js';
 import { OverpackError } from '../errors/overpack-error.js';
@@ -94,6 +94,12 @@ export interface LoaderRecord {
   size: number;
   frameLength: number;
   compression: string; // 'zstd:12'
+  /**
+   * SHA-256 of the loader and the frame as stored (bytes [0, size + frameLength)); absent in
+   * bundles built before it was recorded. An update copies an unchanged front from the old
+   * bundle instead of downloading it (runtime/update/plan.ts).
+   */
+  sha256?: string;
 }
 
 export interface ContentSummary {
@@ -188,7 +194,7 @@ export function decodeFooter(b: Buffer, fileSize: number, bundle: string): Foote
  * Checks an index read from a bundle and opens its tree (whose root is checked here, every
  * other record as it is read); throws ImageError naming the first problem.
  */
-export function openTree(index: ImageIndex, footer: Footer, fd: number, bundle: string): ImageTree {
+export function openTree(index: ImageIndex, footer: Footer, fd: TreeSource, bundle: string): ImageTree {
   const bad = (msg: string): never => {
     throw new ImageError(bundle, 'read-index', `invalid image index: ${msg}`);
   };
@@ -196,7 +202,7 @@ export function openTree(index: ImageIndex, footer: Footer, fd: number, bundle: 
   if (!Array.isArray(index.addons)) bad('addons missing');
   const r = index.executable;
   const l = index.loader;
-  if (l !== undefined && (typeof l !== 'object' || l === null || !Number.isSafeInteger(l.size) || !Number.isSafeInteger(l.frameLength) || l.size + l.frameLength > footer.imageStart || typeof l.compression !== 'string' || r === undefined)) bad('bad loader record');
+  if (l !== undefined && (typeof l !== 'object' || l === null || !Number.isSafeInteger(l.size) || !Number.isSafeInteger(l.frameLength) || l.size + l.frameLength > footer.imageStart || typeof l.compression !== 'string' || (l.sha256 !== undefined && (typeof l.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(l.sha256))) || r === undefined)) bad('bad loader record');
   // Stored raw, the runtime is the bundle's first bytes; compressed, it is bigger than its frame.
   if (r !== undefined && (typeof r !== 'object' || r === null || !Number.isSafeInteger(r.size) || (l === undefined && r.size > footer.imageStart) || typeof r.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(r.sha256) || !Number.isSafeInteger(r.seaFuse) || r.seaFuse < 0 || r.seaFuse >= r.size)) bad('bad executable record');
   const t = index.tree;

@@ -18,6 +18,12 @@ const CACHE_PATHS = 32768;
 export const MAX_FRAME = PIECE_SIZE;
 
 /**
+ * Where tree pages are read from: an open bundle (its descriptor), or any positioned reader
+ * (the updater reads a remote bundle's tree from the bytes it fetched). Returns bytes read.
+ */
+export type TreeSource = number | ((buf: Buffer, position: number) => number);
+
+/**
  * Reads a tree from an open bundle. Sync reads: the bundle is a plain file (never our own
  * mount), its pages are in the page cache after the first touch, and each read is one page.
  * `dataStart`/`dataEnd` bound where file contents may lie.
@@ -33,7 +39,7 @@ export class ImageTree {
   private lastPageNo = -1;
   private lastPage: Buffer | null = null;
 
-  constructor(private readonly fd: number, private readonly loc: TreeLocation, private readonly dataStart: number, private readonly dataEnd: number) {
+  constructor(private readonly fd: TreeSource, private readonly loc: TreeLocation, private readonly dataStart: number, private readonly dataEnd: number) {
     this.entries = loc.entries;
     this.files = loc.files;
     this.table = Buffer.from(loc.pages, 'base64');
@@ -94,7 +100,8 @@ export class ImageTree {
     const len = Math.min(PAGE_SIZE, this.loc.size - p * PAGE_SIZE);
     const stored = this.table.readUInt32LE(p * PAGE_ENTRY);
     const raw = Buffer.allocUnsafeSlow(stored);
-    if (fs.readSync(this.fd, raw, 0, stored, this.loc.offset + this.starts[p]!) !== stored) throw new TreeError(`page ${p} is truncated`);
+    const at = this.loc.offset + this.starts[p]!;
+    if ((typeof this.fd === 'number' ? fs.readSync(this.fd, raw, 0, stored, at) : this.fd(raw, at)) !== stored) throw new TreeError(`page ${p} is truncated`);
     if (!createHash('sha256').update(raw).digest().equals(this.table.subarray(p * PAGE_ENTRY + 4, (p + 1) * PAGE_ENTRY))) {
       throw new TreeError(`page ${p} does not match its hash: the bundle is corrupt or was modified`);
     }

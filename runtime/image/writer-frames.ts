@@ -4,10 +4,10 @@
  *
  * - Small files are packed side by side into one frame: compressed one by one, the small
  *   files of a node_modules take about a third more room than packed (bench/README.md).
- *   A pack ends after a file whose hash has its low bit clear once the pack is past
- *   PACK_MIN, or when the next file would take it past PACK_MAX: the ends follow the
- *   contents, not running offsets, so a changed file changes its own pack and seldom the
- *   next ones (an updater finds the rest unchanged).
+ *   A pack ends after a file whose path (in the image) hashes with its low bit clear once
+ *   the pack is past PACK_MIN, or when the next file would take it past PACK_MAX: the ends
+ *   follow the names, not running offsets or contents, so an edited file changes its own
+ *   pack only (an updater finds the rest unchanged, runtime/update/plan.ts).
  * - Other files are stored piece by piece, one frame per PIECE_SIZE piece: a read decodes at
  *   most one piece. Pieces in a hole of a sparse file are not read, and all-zero pieces are
  *   not stored (CODEC_IDS.zero).
@@ -52,8 +52,11 @@ export class FrameWriter {
   /** `pos`: where the next byte goes in the bundle. */
   constructor(private readonly fd: number, public pos: number, private readonly compression: Compression) {}
 
-  /** Stores the `size` bytes of file `real`; `known` finds contents stored already (by hash). */
-  store(real: string, size: number, known: (hash: string) => StoredContent | undefined): StoredContent & { duplicate: boolean } {
+  /**
+   * Stores the `size` bytes of file `real`; `known` finds contents stored already (by hash).
+   * `name` is the file's path in the image: where a pack may end is decided by it.
+   */
+  store(real: string, size: number, known: (hash: string) => StoredContent | undefined, name: string): StoredContent & { duplicate: boolean } {
     const rfd = openSource(real);
     try {
       if (size <= PACK_FILE_MAX) {
@@ -62,7 +65,7 @@ export class FrameWriter {
         const hash = blake3(bytes);
         const seen = known(hash.toString('hex'));
         if (seen) return { ...seen, duplicate: true };
-        return { hash, pieces: size === 0 ? [] : [this.addPacked(bytes, hash)], duplicate: false };
+        return { hash, pieces: size === 0 ? [] : [this.addPacked(bytes, mayEndPack(name))], duplicate: false };
       }
       const mark: Mark = { pos: this.pos, frames: this.frames, storedBytes: this.storedBytes };
       const hasher = new Blake3();
@@ -114,13 +117,13 @@ export class FrameWriter {
   }
 
   /** Into the current pack; the ref is completed when the pack is written. */
-  private addPacked(bytes: Buffer, hash: Buffer): PieceRef {
+  private addPacked(bytes: Buffer, endsPack: boolean): PieceRef {
     if (this.packed + bytes.length > PACK_MAX) this.closePack();
     const ref: PieceRef = { codec: CODEC_IDS.raw, position: 0, storedLength: 0, frameLength: 0, offsetInFrame: this.packed };
     bytes.copy(this.pack, this.packed);
     this.packed += bytes.length;
     this.packRefs.push(ref);
-    if (this.packed >= PACK_MIN && (hash[0]! & 1) === 0) this.closePack();
+    if (this.packed >= PACK_MIN && endsPack) this.closePack();
     return ref;
   }
 
@@ -165,6 +168,16 @@ export class FrameWriter {
     this.closePack();
     return this.pos;
   }
+}
+
+/**
+ * Whether a pack that holds PACK_MIN bytes ends after the file at `name` (its path in the
+ * image): the low bit of the path's BLAKE3. By the path, not the content: an edited file then
+ * never moves a pack's end (only a change of sizes across PACK_MIN or PACK_MAX can), so the
+ * packs after it keep their bytes and an update copies them from the old bundle.
+ */
+function mayEndPack(name: string): boolean {
+  return (blake3(Buffer.from(name, 'utf8'))[0]! & 1) === 0;
 }
 
 /** An app file that cannot be stored, with the path and what to do. */

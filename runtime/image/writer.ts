@@ -122,7 +122,7 @@ export async function appendImage(bundle: string, src: ImageSource): Promise<Ima
       if (e.type === 'dir') stats.dirs++;
       if (e.type === 'symlink') stats.symlinks++;
       if (e.type !== 'file') continue;
-      const content = out.store(e.real, e.size, (hash) => stored.get(hash));
+      const content = out.store(e.real, e.size, (hash) => stored.get(hash), e.path);
       const hash = content.hash.toString('hex');
       Object.assign(e, { hash, pieces: content.pieces, pieceHashes: content.pieceHashes });
       stats.files++;

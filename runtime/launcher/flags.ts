@@ -31,6 +31,12 @@ const FLAG_TABLE = [
   { name: 'verify-signature', value: 'required', arg: 'PUB.pem', what: 'the public key file', env: 'OVERPACK_VERIFY_SIGNATURE', help: 'refuse to start unless this bundle is signed by that key' },
   { name: 'integrate', help: "add this app to the desktop's menu, with its icon (a later run from another path or of a newer build updates the entry)" },
   { name: 'unintegrate', help: 'remove exactly what --overpack-integrate wrote' },
+  { name: 'update', help: "update this bundle in place from its manifest's update URL, downloading only what changed (signed by the same key, checked, then renamed over this file; resumes when interrupted); asks first unless --overpack-yes" },
+  { name: 'check', help: 'with --overpack-update: only say whether an update exists (exit 0 yes, 1 no)' },
+  { name: 'update-from', value: 'required', arg: 'URL|FILE', what: "the new bundle's URL or file", help: 'with --overpack-update: another source' },
+  { name: 'channel', value: 'required', arg: 'NAME', what: 'a channel name', help: 'with --overpack-update: another channel' },
+  { name: 'accept-key', value: 'required', arg: 'KEY', what: 'the new key (base64, or its .pub file)', help: 'with --overpack-update: accept an update signed by this new key (base64 or .pub)' },
+  { name: 'allow-downgrade', help: 'with --overpack-update: accept an older version (refused by default)' },
 ] as const satisfies readonly FlagSpec[];
 
 type Spec = (typeof FLAG_TABLE)[number];

@@ -28,7 +28,7 @@ import { DesktopError, integrate, refreshIntegration, unintegrate } from '../des
 import { reportError } from '../desktop/notify.js';
 import { sandboxHelperCandidates, sandboxProblem } from '../desktop/chromium.js';
 import { runApp, type AppResult } from './app-process.js';
-import { flagsHelp, parseFlags } from './flags.js';
+import { flagsHelp, parseFlags, type Flags } from './flags.js';
 import { LaunchError } from './launch-error.js';
 import { say } from './say.js';
 import { beginLingeringRun, join, lingerMs, preservedMountName, runInMountServer, runJoined, serveHere, type Launch } from './serve.js';
@@ -126,6 +126,11 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof NoExecError) throw new LaunchError(err.message, EXIT.unavailable);
     throw err;
+  }
+  if (!flags.update && (flags['update-from'] !== undefined || flags['accept-key'] !== undefined || flags.channel !== undefined || flags['allow-downgrade'])) throw new LaunchError('--overpack-update-from, --overpack-accept-key, --overpack-channel and --overpack-allow-downgrade go with --overpack-update', EXIT.usage);
+  if (flags.update || flags.check) {
+    await updateSelf(bundle, flags);
+    return;
   }
   const dataDir = appDataDir(bundle, manifest.name);
   // Made only by what keeps data (a preserved run, a reset), not by every launch.
@@ -307,6 +312,29 @@ async function main(): Promise<void> {
   }
 }
 
+
+/**
+ * --overpack-update: this bundle's file is replaced by the new version (the running process
+ * keeps the old inode). Nothing is mounted or run; the app's data is not touched.
+ */
+async function updateSelf(bundle: string, flags: Flags): Promise<void> {
+  if (flags.check && !flags.update) throw new LaunchError('--overpack-check goes with --overpack-update: --overpack-update --overpack-check', EXIT.usage);
+  const [{ runUpdate }, { UpdateError }] = await Promise.all([import('../update/update.js'), import('../update/errors.js')]);
+  const confirm = flags.yes || flags.check ? undefined : async (question: string): Promise<boolean> => {
+    if (!process.stdin.isTTY) throw new LaunchError(`${question.replace(/\?$/, '')}: add --overpack-yes to confirm`, EXIT.usage);
+    process.stderr.write(`${question} [y/N] `);
+    const answer = await new Promise<string>((resolve) => process.stdin.once('data', (d) => resolve(String(d).trim())));
+    process.stdin.pause();
+    return /^y(es)?$/i.test(answer);
+  };
+  try {
+    const r = await runUpdate({ bundle, from: flags['update-from'], channel: flags.channel, check: flags.check, acceptKey: flags['accept-key'], allowDowngrade: flags['allow-downgrade'], confirm, say });
+    if (flags.check) process.exitCode = r.state === 'available' ? EXIT.ok : EXIT.failed;
+  } catch (err) {
+    if (err instanceof UpdateError) throw new LaunchError(err.message, err.exitCode);
+    throw err;
+  }
+}
 
 /** The app errors are reported as (its log file, the notification): the bundle's name until the manifest is read. */
 let reportAs = path.basename(BUNDLE).replace(/\.run$/, '');

@@ -88,6 +88,27 @@ export const MANIFEST_SCHEMA = {
         startupWMClass: { type: 'string', minLength: 1, pattern: '^[^\\n\\r]+$', description: "The app window's WM_CLASS, so the dock groups it with its entry", 'x-hint': 'must be a non-empty string on one line' },
       },
     },
+    update: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['url'],
+      description: 'Where new versions of this bundle are published: --overpack-update (or `overpack update`) fetches only what changed. A bundle with an update section must be signed, and an update is accepted only when signed by the same key',
+      'x-hint': 'must be an object with the url that always serves the latest bundle, e.g. { "url": "https://example.org/myapp-latest.run" }',
+      properties: {
+        url: {
+          type: 'string',
+          pattern: '^(https?|file)://[^\\s]+$',
+          description: 'The URL that always serves the latest bundle (http range requests are all the server needs); {channel} in it is replaced by the channel',
+          'x-hint': 'must be an http://, https:// or file:// URL without spaces',
+        },
+        channel: {
+          type: 'string',
+          pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+          description: 'The release line this bundle follows ("stable", "beta"): replaces {channel} in the url',
+          'x-hint': 'letters, digits, ".", "_" and "-" only, starting with a letter or digit, at most 64 characters',
+        },
+      },
+    },
     security: {
       type: 'object',
       additionalProperties: false,
