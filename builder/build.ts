@@ -21,9 +21,9 @@ import { loaderFront } from './loader.js';
 import { checkIcon } from './icon.js';
 import { sandboxHelperCandidates } from '../runtime/desktop/chromium.js';
 import { loadAddon } from '../runtime/native/addon.js';
-import { validateManifest, type Manifest } from '../runtime/launcher/manifest.js';
-import { MANIFEST_SCHEMA } from '../runtime/launcher/manifest-schema.js';
-import { MANIFEST_OPTIONS } from '../runtime/launcher/manifest-validator.js';
+import { validateManifest, type Manifest } from '../runtime/manifest/validate.js';
+import { MANIFEST_SCHEMA } from '../runtime/manifest/schema.js';
+import { MANIFEST_OPTIONS } from '../runtime/manifest/validator.js';
 import { nativeDirFor } from '../runtime/native/dirs.js';
 import { hostTarget, type Target } from '../runtime/native/targets.js';
 import { BLAKE_ADDON, BUNDLED_NATIVES, LOADER, XATTR_ADDON } from './native/target-natives.js';
@@ -141,7 +141,8 @@ function manifestValidatorPlugin(): esbuild.Plugin {
   return {
     name: 'overpack-manifest-validator',
     setup(b) {
-      b.onResolve({ filter: /[\\/]manifest-validator\.js$/ }, () => ({ path: 'manifest-validator', namespace: 'overpack-generated' }));
+      // The manifest's own validator module (runtime/manifest/validator.ts), imported as './validator.js'.
+      b.onResolve({ filter: /^\.\/validator\.js$/ }, (args) => (/[\\/]runtime[\\/]manifest[\\/][^\\/]+\.ts$/.test(args.importer) ? { path: 'manifest-validator', namespace: 'overpack-generated' } : undefined));
       b.onResolve({ filter: /^overpack-manifest-standalone$/ }, () => ({ path: 'standalone', namespace: 'overpack-generated' }));
       b.onLoad({ filter: /^manifest-validator$/, namespace: 'overpack-generated' }, () => ({
         contents: "import validate from 'overpack-manifest-standalone';\nexport function manifestValidator() { return validate; }\n",

@@ -1,11 +1,11 @@
 /**
  * Build step: writes the manifest's JSON Schema, for editors and other tools, to
- * `dist/overpack.schema.json` (from runtime/launcher/manifest-schema.ts, the one definition).
+ * `dist/overpack.schema.json` (from runtime/manifest/schema.ts, the one definition).
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MANIFEST_SCHEMA } from '../runtime/launcher/manifest-schema.js';
+import { MANIFEST_SCHEMA } from '../runtime/manifest/schema.js';
 
 const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** Our own `x-*` annotations are for messages; a published schema leaves them out. */

@@ -97,7 +97,7 @@ describe('compressed images', () => {
 
   /** Mounts `img` with an upper of its own; returns the mountpoint and an unmount. */
   async function mount(img: string, tag: string): Promise<{ mp: string; upper: string; close: () => Promise<void> }> {
-    const { OverlayFS } = await import('../runtime/overlay/index.js');
+    const { OverlayFS } = await import('../runtime/index.js');
     const opened = readImage(img);
     const mp = path.join(base, `mnt-${tag}`);
     const upper = path.join(base, `upper-${tag}`);

@@ -471,7 +471,7 @@ describe('image reads through a mount', () => {
     const img = path.join(dir, 'app.img');
     fs.writeFileSync(img, Buffer.alloc(100));
     await appendImage(img, { appDir: src, manifest: {}, addons: [] });
-    const { OverlayFS } = await import('../runtime/overlay/index.js');
+    const { OverlayFS } = await import('../runtime/index.js');
     const opened = readImage(img);
     const mp = path.join(dir, 'mnt');
     fs.mkdirSync(mp);

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { OverlayFS, OverlayError } from '../runtime/overlay/index.js';
+import { OverlayFS, OverlayError } from '../runtime/index.js';
 import { CLI, forceUnmount, isMountpoint, makeLower, sh, startMount, tempDir } from './helpers.js';
 
 const run = promisify(execFile);
@@ -139,7 +139,7 @@ describe('OverlayFS library', () => {
   it('unmounts and removes the mountpoint when the process exits normally', async () => {
     const upper = path.join(base, 'u-exit');
     const script = `
-      import { OverlayFS } from ${JSON.stringify(path.resolve(CLI, '../../runtime/overlay/index.js'))};
+      import { OverlayFS } from ${JSON.stringify(path.resolve(CLI, '../../runtime/index.js'))};
       const fsys = new OverlayFS(${JSON.stringify(lower)}).setUpper(${JSON.stringify(upper)});
       await fsys.mount();
       console.log(fsys.handle().mountPoint);

@@ -12,7 +12,7 @@ async function openBundle(file: string) {
   const [{ readImage, ImageError }, { ImageLayer }, { validateManifest }] = await Promise.all([
     import('../../runtime/image/format.js'),
     import('../../runtime/image/image-layer.js'),
-    import('../../runtime/launcher/manifest.js'),
+    import('../../runtime/manifest/validate.js'),
   ]);
   const bundle = path.resolve(file);
   let image;

@@ -1,6 +1,6 @@
 /** `overpack mount` and `overpack umount`: the overlay engine from the shell. */
 import type { Argv, CommandModule } from 'yargs';
-import { OverlayFS, OverlayError, OVERLAY_ACTIONS, DEFAULT_CACHE_SECONDS, type OverlayAction, type InodeMode } from '../../runtime/overlay/index.js';
+import { OverlayFS, OverlayError, OVERLAY_ACTIONS, DEFAULT_CACHE_SECONDS, type OverlayAction, type InodeMode } from '../../runtime/index.js';
 import { isMounted, unmountPath } from '../../runtime/fuse/unmount.js';
 import { fail, say } from '../output.js';
 import path from 'node:path';

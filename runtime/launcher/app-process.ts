@@ -10,7 +10,7 @@ import { EXEC_HELPER } from '../native/addon.js';
 import { fuseDeviceFds } from '../fuse/unmount.js';
 import { EXEC_SCRIPT } from './exec-script.js';
 import { LaunchError } from './launch-error.js';
-import { isReservedEnv, type Manifest } from './manifest.js';
+import { isReservedEnv, type Manifest } from '../manifest/validate.js';
 import { runtimeExe } from './self.js';
 import { appDetached, forwardSignals } from './signals.js';
 import { SERVE_BUILD_ENV, SERVE_LINGER_ENV } from './start-mount-server.js';

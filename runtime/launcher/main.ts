@@ -20,7 +20,7 @@ import { SignatureError } from '../image/signature.js';
 import { ImageLayer } from '../image/image-layer.js';
 import { extractAddons } from './addons.js';
 import { extractTree } from './extract.js';
-import { validateManifest } from './manifest.js';
+import { validateManifest } from '../manifest/validate.js';
 import { enforceSignature, signatureRequirement, type SignatureState } from './trust.js';
 import { cacheHome, dataHome, privateDir, safeName } from './paths.js';
 import { mark } from './trace.js';

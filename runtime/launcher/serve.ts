@@ -11,7 +11,7 @@ import type { ImageLayer } from '../image/image-layer.js';
 import { runApp, startApp, type AppResult } from './app-process.js';
 import { acquireOrJoin, InstanceError, type Instance, type JoinOptions } from './instance.js';
 import { LaunchError } from './launch-error.js';
-import { LINGER_SECONDS, type Manifest } from './manifest-schema.js';
+import { LINGER_SECONDS, type Manifest } from '../manifest/schema.js';
 import type { MountRequest } from './mount.js';
 import { say } from './say.js';
 import { startMountServer } from './start-mount-server.js';

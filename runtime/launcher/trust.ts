@@ -14,7 +14,7 @@ import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import type { OpenedImage } from '../image/format.js';
 import { digestPrefix, fingerprint, parsePublicKeyText, readPublicKeyFile, signatureMatches, SignatureError } from '../image/signature.js';
-import type { Manifest } from './manifest.js';
+import type { Manifest } from '../manifest/validate.js';
 
 export interface SignatureRequirement {
   /** A key the user trusts, from the command line or the environment, with where it came from. */

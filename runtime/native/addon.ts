@@ -27,12 +27,10 @@ export interface OverpackAddon {
   mount(mountPoint: string, args: string[], dispatcher: (op: number, req: Req, ...args: unknown[]) => void, maxWrite: number): Session;
   close(s: Session): void;
   replyErr(req: Req, errno: number): number;
-  replyNone(req: Req): void;
   replyEntry(req: Req, nodeid: number, attr: Float64Array, entryTimeout: number, attrTimeout: number): number;
   replyCreate(req: Req, nodeid: number, attr: Float64Array, entryTimeout: number, attrTimeout: number, fh: number, openFlags: number): number;
   replyAttr(req: Req, attr: Float64Array, timeout: number): number;
   replyFd(req: Req, fd: number, size: number, offset: number): number;
-  replyOpen(req: Req, fh: number, openFlags: number): number;
   replyBuf(req: Req, buf: Buffer, length: number): number;
   replyWrite(req: Req, count: number): number;
   replyXattrSize(req: Req, size: number): number;
@@ -40,7 +38,6 @@ export interface OverpackAddon {
   replyStatfs(req: Req, values: Float64Array): number;
   replyDir(req: Req, size: number, base: number, names: string[], attrs: Float64Array, nodeids: Float64Array, plus: boolean, entryTimeout: number, attrTimeout: number): number;
   replyLseek(req: Req, offset: number): number;
-  invalEntry(s: Session, parent: number, name: string): number;
   /** Drops the kernel's cached attributes of a node (not its pages). */
   invalInode(s: Session, ino: number): number;
   /** Remembers that node `ino` has no security.capability: the addon answers the kernel's next asks itself. */
@@ -60,7 +57,6 @@ export interface OverpackAddon {
   zstdCompress(src: Buffer, level: number, checksum?: boolean): Buffer;
   /** 0 when `src` inflates to exactly `dst.length` bytes (written into dst); -1 not such a frame; -2 damaged. */
   zstdDecompress(src: Buffer, dst: Buffer): number;
-  zstdVersion(): number;
   readonly UTIME_NOW: number;
   readonly UTIME_OMIT: number;
 }

@@ -1,5 +1,4 @@
-/** The overlay engine's public API. */
-export { OverlayFS, DEFAULT_CACHE_SECONDS, type OverlayHandle, type MountTuning } from './overlayfs.js';
+/** The overlay engine: layers, the upper, the operations, commit (no FUSE: runtime/mount serves it). */
 export { OverlayError, type OverlayErrorCode } from './errors.js';
 export { FsError, type EntryStat } from '../vfs/index.js';
 export { type OverlayAction, type FinalizeResult, OVERLAY_ACTIONS } from './finalize.js';

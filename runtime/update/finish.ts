@@ -8,7 +8,7 @@ import path from 'node:path';
 import { ImageError, readImage, type OpenedImage } from '../image/format.js';
 import { fingerprint } from '../image/signature.js';
 import { verifyImage, type VerifyReport } from '../image/verify.js';
-import { validateManifest } from '../launcher/manifest.js';
+import { validateManifest } from '../manifest/validate.js';
 import { UpdateError } from './errors.js';
 import { partPaths, type PartFile } from './part.js';
 import { normalize, subtract, type Range } from './ranges.js';

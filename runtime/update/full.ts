@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import { ImageError, readImage, type OpenedImage } from '../image/format.js';
 import { verifyImage } from '../image/verify.js';
-import { validateManifest } from '../launcher/manifest.js';
+import { validateManifest } from '../manifest/validate.js';
 import { UpdateError } from './errors.js';
 import { problemsOf, replace } from './finish.js';
 import type { KeyRule } from './keys.js';

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ImageError, readImage, type OpenedImage } from '../image/format.js';
 import { fingerprint } from '../image/signature.js';
-import { validateManifest, type Manifest } from '../launcher/manifest.js';
+import { validateManifest, type Manifest } from '../manifest/validate.js';
 import { UpdateError } from './errors.js';
 import { checkAssembled, replace } from './finish.js';
 import { fullDownload } from './full.js';

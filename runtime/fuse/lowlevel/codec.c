@@ -86,14 +86,9 @@ static napi_value js_decompress(napi_env env, napi_callback_info info) {
   return ret_int(env, ZSTD_isError(n) || n != dlen ? -2 : 0);
 }
 
-static napi_value js_version(napi_env env, napi_callback_info info) {
-  (void)info;
-  return num(env, ZSTD_versionNumber());
-}
-
 void register_codec(napi_env env, napi_value exports) {
   const struct { const char *name; napi_callback fn; } fns[] = {
-    {"zstdCompress", js_compress}, {"zstdDecompress", js_decompress}, {"zstdVersion", js_version},
+    {"zstdCompress", js_compress}, {"zstdDecompress", js_decompress},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

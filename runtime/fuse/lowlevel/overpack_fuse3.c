@@ -627,17 +627,6 @@ static napi_value js_reply_attr(napi_env env, napi_callback_info info) {
   REPLY(fuse_reply_attr(req, &st, get_double(env, argv[2])));
 }
 
-/* replyOpen(req, fh, openFlags) */
-static napi_value js_reply_open(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  struct fuse_file_info fi;
-  fill_open(env, argv[1], argv[2], &fi);
-  fuse_req_t req = get_req(env, argv[0]);
-  REPLY(fuse_reply_open(req, &fi));
-}
-
 /* replyBuf(req, buffer, length) */
 static napi_value js_reply_buf(napi_env env, napi_callback_info info) {
   size_t argc = 3;
@@ -787,34 +776,9 @@ static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
   return num(env, added);
 }
 
-/* replyNone(req) — for requests that take no answer. */
-static napi_value js_reply_none(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  fuse_req_t req = get_req(env, argv[0]);
-  session *s = fuse_req_userdata(req);
-  fuse_reply_none(req);
-  answered(env, s, 0);
-  return NULL;
-}
-
-/* invalEntry(session, parent, name) / invalInode(session, ino): tell the kernel to drop what it
- * caches, for changes it did not see go through the mount. */
-static napi_value js_inval_entry(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session *s = get_session(env, argv[0]);
-  if (!s || s->closed) return NULL;
-  size_t len;
-  char name[4096];
-  CHECK(napi_get_value_string_utf8(env, argv[2], name, sizeof name, &len));
-  return ret_int(env, fuse_lowlevel_notify_inval_entry(s->se, (fuse_ino_t)get_double(env, argv[1]), name, len));
-}
-
-/* Offset -1: attributes only. Dropping pages could wait on a READ of that inode that this very
- * thread has yet to answer; attributes never wait. */
+/* invalInode(session, ino): tell the kernel to drop what it caches of a node, for a change it
+ * did not see go through the mount. Offset -1: attributes only: dropping pages could wait on a
+ * READ of that inode that this very thread has yet to answer; attributes never wait. */
 static napi_value js_inval_inode(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -853,11 +817,11 @@ static napi_value js_version(napi_env env, napi_callback_info info) {
 static napi_value init(napi_env env, napi_value exports) {
   const struct { const char *name; napi_callback fn; } fns[] = {
     {"mount", js_mount}, {"close", js_close}, {"replyErr", js_reply_err}, {"replyEntry", js_reply_entry},
-    {"replyCreate", js_reply_create}, {"replyAttr", js_reply_attr}, {"replyOpen", js_reply_open},
-    {"replyBuf", js_reply_buf}, {"replyFd", js_reply_fd}, {"replyWrite", js_reply_write}, {"replyXattrSize", js_reply_xattr},
+    {"replyCreate", js_reply_create}, {"replyAttr", js_reply_attr}, {"replyBuf", js_reply_buf},
+    {"replyFd", js_reply_fd}, {"replyWrite", js_reply_write}, {"replyXattrSize", js_reply_xattr},
     {"replyReadlink", js_reply_readlink}, {"replyStatfs", js_reply_statfs}, {"replyDir", js_reply_dir},
-    {"replyNone", js_reply_none}, {"invalEntry", js_inval_entry}, {"invalInode", js_inval_inode},
-    {"libfuseVersion", js_version}, {"replyLseek", js_reply_lseek}, {"noCapability", js_no_capability},
+    {"invalInode", js_inval_inode}, {"libfuseVersion", js_version}, {"replyLseek", js_reply_lseek},
+    {"noCapability", js_no_capability},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

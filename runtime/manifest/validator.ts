@@ -6,7 +6,7 @@
  */
 import { createRequire } from 'node:module';
 import type { ValidateFunction } from 'ajv';
-import { MANIFEST_SCHEMA } from './manifest-schema.js';
+import { MANIFEST_SCHEMA } from './schema.js';
 
 let compiled: ValidateFunction | undefined;
 

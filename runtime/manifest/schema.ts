@@ -1,6 +1,6 @@
 /**
  * The app manifest (`overpack.json`), defined once: this JSON Schema is what `overpack build`
- * and the runtime validate against (ajv; see manifest-validator.ts), what the TypeScript type
+ * and the runtime validate against (ajv; see validator.ts), what the TypeScript type
  * `Manifest` is derived from, and what `npm run build` writes to `dist/overpack.schema.json`
  * for editors. `x-hint` is ours: the words an error about that field uses.
  */

@@ -1,12 +1,12 @@
 /**
- * Validating an app manifest (`overpack.json`) against its schema (`manifest-schema.ts`), with
+ * Validating an app manifest (`overpack.json`) against its schema (`schema.ts`), with
  * messages that name the field and the problem. Unknown fields are errors, not silently
  * ignored. What a schema cannot say (a public key that parses) is checked here after it.
  */
 import type { ErrorObject } from 'ajv';
 import { parsePublicKeyText } from '../image/signature.js';
-import { MANIFEST_SCHEMA, RESERVED_ENV, RESERVED_ENV_PREFIX, type Manifest } from './manifest-schema.js';
-import { manifestValidator } from './manifest-validator.js';
+import { MANIFEST_SCHEMA, RESERVED_ENV, RESERVED_ENV_PREFIX, type Manifest } from './schema.js';
+import { manifestValidator } from './validator.js';
 
 export { RESERVED_ENV, RESERVED_ENV_PREFIX, type Manifest };
 

@@ -19,14 +19,14 @@ import type { FuseBinding, MountedFs } from '../fuse/binding.js';
 import { isMounted } from '../fuse/unmount.js';
 import { checkFuse } from '../fuse/preflight.js';
 import { chooseBinding, UnknownBindingError } from '../fuse/registry.js';
-import { DirLayer } from './dir-layer.js';
-import { OverlayError } from './errors.js';
-import { finalizeUpper, type FinalizeResult, type OverlayAction } from './finalize.js';
-import { InodeStore, type InodeMode } from './inodes.js';
-import type { Layer } from './layer.js';
-import { LayerStack } from './layers.js';
-import { OverlayOps } from './operations.js';
-import { recoverCommit } from './commit.js';
+import { DirLayer } from '../overlay/dir-layer.js';
+import { OverlayError } from '../overlay/errors.js';
+import { finalizeUpper, type FinalizeResult, type OverlayAction } from '../overlay/finalize.js';
+import { InodeStore, type InodeMode } from '../overlay/inodes.js';
+import type { Layer } from '../overlay/layer.js';
+import { LayerStack } from '../overlay/layers.js';
+import { OverlayOps } from '../overlay/operations.js';
+import { recoverCommit } from '../overlay/commit.js';
 
 export interface OverlayHandle {
   readonly mountPoint: string;
