@@ -299,7 +299,7 @@ class Fuse3Server {
         // with handle 0 like every other.
         await ops.release(p, await ops.create(p, N(a, 2), N(a, 3)));
         const attr = await ops.getattr(p);
-        const n = this.nodes.looked(parent, name, attr.mode & S_IFMT);
+        const n = this.nodes.lookUp(parent, name, attr.mode & S_IFMT);
         packAttr(attr, this.scratch);
         if (f.replyCreate(req, n.id, this.scratch, this.entryT, this.attrTimeout(attr), 0, 0) !== 0) this.nodes.forget(n.id, 1);
         return;
@@ -439,7 +439,7 @@ class Fuse3Server {
   }
 
   private replyNewEntry(req: Req, parent: FsNode, name: string, attr: Attr): void {
-    const n = this.nodes.looked(parent, name, attr.mode & S_IFMT);
+    const n = this.nodes.lookUp(parent, name, attr.mode & S_IFMT);
     packAttr(attr, this.scratch);
     // An interrupted caller never received the entry: give the lookup back.
     if (this.fuse.replyEntry(req, n.id, this.scratch, this.entryT, this.attrTimeout(attr)) !== 0) this.nodes.forget(n.id, 1);
@@ -510,7 +510,7 @@ class Fuse3Server {
         // Hard links are left to LOOKUP, whose reply does not let the kernel cache them.
         if (!attr || this.attrTimeout(attr) === 0) return null;
         packAttr(attr, window, k);
-        const n = this.nodes.looked(dir, windowNames[k]!, attr.mode & S_IFMT);
+        const n = this.nodes.lookUp(dir, windowNames[k]!, attr.mode & S_IFMT);
         ids[k] = n.id;
         return n;
       });

@@ -90,7 +90,7 @@ export class NodeTable {
    * of another type is a node whose entry was replaced meanwhile: it is detached and a new
    * node stands for the new entry (the kernel would refuse a node that changes type).
    */
-  looked(parent: FsNode, name: string, type: number): FsNode {
+  lookUp(parent: FsNode, name: string, type: number): FsNode {
     let n = parent.children?.get(name);
     if (n && n.type !== type) {
       this.detach(parent, name);
