@@ -15,3 +15,14 @@ export function procStatFields(pid: number | 'self'): string[] | null {
 export function processStartTime(pid: number | 'self'): string | null {
   return procStatFields(pid)?.[19] ?? null;
 }
+
+/**
+ * Whether `pid` is still the process that recorded `started` as its start time. Within two
+ * clock ticks: a runtime under qemu-user reads an emulated /proc/self/stat whose start time is
+ * the emulator's own reading, a tick or so off the kernel's; a pid reused that fast by another
+ * process is not a concern.
+ */
+export function sameProcess(pid: number, started: string): boolean {
+  const now = processStartTime(pid);
+  return now !== null && started !== '' && Math.abs(Number(now) - Number(started)) <= 2;
+}

@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { processStartTime as startTime } from './proc-stat.js';
+import { processStartTime as startTime, sameProcess } from './proc-stat.js';
 
 const PREFIX = 'overpack-';
 const OWNER = 'owner';
@@ -39,7 +39,7 @@ export function removeAbandonedRunDirs(): void {
       const st = fs.lstatSync(dir);
       if (!st.isDirectory() || st.uid !== uid) continue;
       const [pid, started] = fs.readFileSync(path.join(dir, OWNER), 'utf8').trim().split(' ');
-      if (started && startTime(Number(pid)) === started) continue; // still running
+      if (started && sameProcess(Number(pid), started)) continue; // still running
       fs.rmSync(dir, { recursive: true, force: true });
     } catch {
       /* not one of ours (no owner file), or already gone */
