@@ -18,7 +18,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { isMounted } from '../fuse/unmount.js';
-import { processStartTime as startTime } from './proc-stat.js';
+import { processStartTime as startTime, sameProcess } from './proc-stat.js';
 import { OverpackError } from '../errors/overpack-error.js';
 
 interface LockState {
@@ -103,7 +103,7 @@ function liveClients(dir: string): number {
 
 /** Asks an idle mount server to stop; true when it was asked. */
 function stopServer(state: LockState): boolean {
-  if (!state.detached || !state.started || startTime(state.pid) !== state.started) return false;
+  if (!state.detached || !state.started || !sameProcess(state.pid, state.started)) return false;
   try {
     process.kill(state.pid, 'SIGTERM');
     return true;
