@@ -29,7 +29,7 @@ import { FsError } from '../vfs/index.js';
 import { childOf, S_IFMT, S_IFREG } from '../vfs/index.js';
 import { FsNode, NodeTable, ROOT_ID, type Listing } from './node-table.js';
 import {
-  ATTR_FIELDS, B, F, MAX_WRITE, MIN_DIRENT, MIN_DIRENTPLUS, N, OP, packAttr, READ_BUFFER_BYTES, READ_BUFFERS_KEPT,
+  ATTR_FIELDS, B, F, MAX_WRITE, MOUNT_WRITEBACK, MIN_DIRENT, MIN_DIRENTPLUS, N, OP, packAttr, READ_BUFFER_BYTES, READ_BUFFERS_KEPT,
   RENAME_EXCHANGE, RENAME_NOREPLACE, requestedTime, S, SET_ATIME, SET_ATIME_NOW, SET_GID, SET_MODE, SET_MTIME,
   SET_MTIME_NOW, SET_SIZE, SET_UID, type Wire,
 } from './fuse3-wire.js';
@@ -51,11 +51,13 @@ class Fuse3Server {
   private readonly entryT: number;
   private readonly attrT: number;
   private readonly negT: number;
+  private readonly writeback: boolean;
 
   constructor(private readonly fuse: OverpackAddon, private readonly ops: FsOps, options: MountOptions) {
     this.entryT = options.entryTimeout;
     this.attrT = options.attrTimeout;
     this.negT = options.negativeTimeout;
+    this.writeback = options.writeback ?? false;
   }
 
   /**
@@ -81,7 +83,7 @@ class Fuse3Server {
   private keepAlive: NodeJS.Timeout | null = null;
 
   start(mountPoint: string, args: string[]): void {
-    this.session = this.fuse.mount(mountPoint, args, (op: number, req: Req, ...a: unknown[]) => this.dispatch(op, req, a), MAX_WRITE);
+    this.session = this.fuse.mount(mountPoint, args, (op: number, req: Req, ...a: unknown[]) => this.dispatch(op, req, a), MAX_WRITE, this.writeback ? MOUNT_WRITEBACK : 0);
     this.keepAlive = setInterval(() => undefined, 1 << 30);
   }
 

@@ -23,7 +23,7 @@ export interface Session {
 
 /** The addon's functions (see the C file for each one's contract). */
 export interface OverpackAddon {
-  mount(mountPoint: string, args: string[], dispatcher: (op: number, req: Req, ...args: unknown[]) => void, maxWrite: number): Session;
+  mount(mountPoint: string, args: string[], dispatcher: (op: number, req: Req, ...args: unknown[]) => void, maxWrite: number, flags: number): Session;
   close(s: Session): void;
   replyErr(req: Req, errno: number): number;
   replyNone(req: Req): void;
