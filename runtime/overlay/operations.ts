@@ -6,7 +6,7 @@
  */
 import fs, { constants as fsc } from 'node:fs';
 import type { Attr, DirListing, FileSpan, FsOps, StatFs, TimeSpec } from '../vfs/index.js';
-import { seek, SEEK_DATA } from '../native/syscalls.js';
+import { seek, SEEK_DATA, utimens } from '../native/syscalls.js';
 import { FsError } from '../vfs/index.js';
 import { toEntryStat } from './dir-layer.js';
 import { InodeStore } from './inodes.js';
@@ -322,8 +322,38 @@ export class OverlayOps implements FsOps {
 
   async write(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number> {
     const h = fh === 0 ? await this.pathHandle(path, true) : this.handle('write', path, fh);
-    if (h.kind !== 'upper') throw new FsError('EBADF', 'write', path, 'opened read-only');
-    return fdWrite(h.fd, buf, length, position);
+    const fd = h.kind === 'upper' ? h.fd : (await this.privateCopy(path, fh, h.file)).fd;
+    return fdWrite(fd, buf, length, position);
+  }
+
+  /**
+   * A write through a lower file's handle: only the binding's handle of a file that lost its
+   * name while the kernel held it (unlinked before its first write reached us: under the
+   * writeback cache the kernel sends dirty pages later, after the app's unlink). As on any
+   * filesystem, the unlinked file stays writable for whoever holds it: its data is copied to a
+   * nameless file in the upper's scratch dir, which takes the handle's place.
+   */
+  private async privateCopy(path: string, fh: number, file: LayerFile): Promise<Handle & { kind: 'upper' }> {
+    const tmp = this.stack.upper.tmpName();
+    const fd = fs.openSync(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+    fs.unlinkSync(tmp);
+    try {
+      const chunk = Buffer.allocUnsafe(1 << 20);
+      for (let pos = 0; ; ) {
+        const n = await file.read(chunk, 0, chunk.length, pos);
+        if (n <= 0) break;
+        fs.writeSync(fd, chunk, 0, n, pos);
+        pos += n;
+      }
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+    const h = { kind: 'upper' as const, fd };
+    this.handles.set(fh, h);
+    void file.close().catch(() => undefined);
+    void path;
+    return h;
   }
 
   async flush(path: string, fh: number): Promise<void> {
@@ -357,8 +387,15 @@ export class OverlayOps implements FsOps {
   async ftruncate(path: string, fh: number, size: number): Promise<void> {
     if (fh === 0) return this.truncate(path, size);
     const h = this.handle('ftruncate', path, fh);
-    if (h.kind !== 'upper') return this.truncate(path, size);
-    fs.ftruncateSync(h.fd, size);
+    // A lower handle that is asked to change is one kept for a file that lost its name (see write).
+    fs.ftruncateSync(h.kind === 'upper' ? h.fd : (await this.privateCopy(path, fh, h.file)).fd, size);
+  }
+
+  async futimens(path: string, fh: number, atime: TimeSpec, mtime: TimeSpec): Promise<void> {
+    const h = this.handle('futimens', path, fh);
+    // A lower file that lost its name before any change: nobody can see its times but through
+    // the handle, whose stat is the lower's; nothing to keep.
+    if (h.kind === 'upper') utimens(`/proc/self/fd/${h.fd}`, atime, mtime);
   }
 
   async mknod(path: string, mode: number, rdev: number): Promise<void> {
