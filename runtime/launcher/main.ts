@@ -606,6 +606,8 @@ async function main(): Promise<void> {
     // fs/promises) initialize while the app's Node starts up, not before it.
     const { OverlayFS, OverlayError } = await import('../overlay/index.js');
     const overlay = new OverlayFS(layer).setUpper(upper).setMountpoint(mountPoint).setInodeMode(manifest.overlay?.inodeMode ?? 'virtual');
+    // Unset in the manifest, OVERPACK_FUSE_WRITEBACK=1 still turns it on (the engine's default).
+    if (manifest.overlay?.writeback) overlay.setTuning({ writeback: true });
     overlay.setBinding(await bundledBinding());
     try {
       await overlay.mount();
