@@ -17,6 +17,40 @@ interface Case {
   env?: NodeJS.ProcessEnv;
   /** clear `$XDG_CACHE_HOME/overpack` before every run */
   first?: boolean;
+  /** the mount lingers: an untimed run of the same command just before joins it (linger.env) */
+  relaunch?: boolean;
+  /** the mount lingers, but every run has a data directory of its own: it starts a mount server */
+  newServer?: boolean;
+}
+
+/**
+ * Lingering mounts get a home of their own: a first launch's wipe of the cache must never
+ * meet a mount that is still served under it. Its servers are stopped when the section ends.
+ */
+function lingerHome(ctx: BenchContext): { env: NodeJS.ProcessEnv; fresh(): NodeJS.ProcessEnv; stop(): void } {
+  const home = path.join(ctx.work, 'launch-linger-home');
+  const env = scratchEnv(home, { OVERPACK_LINGER: '30' });
+  let n = 0;
+  return {
+    env,
+    fresh: () => ({ ...env, OVERPACK_LINGER: '5', XDG_DATA_HOME: path.join(home, `data-${n++}`) }),
+    stop: () => {
+      const locks = fs.readdirSync(home).filter((d) => d.startsWith('data')).flatMap((d) => {
+        const apps = path.join(home, d, 'overpack');
+        return fs.existsSync(apps) ? fs.readdirSync(apps).map((a) => path.join(apps, a, 'lock')) : [];
+      });
+      for (const lock of locks.filter((l) => fs.existsSync(l))) {
+        const pid = (JSON.parse(fs.readFileSync(lock, 'utf8')) as { pid: number }).pid;
+        try {
+          process.kill(pid, 'SIGTERM'); // a mount server our runs started: it unmounts and exits
+        } catch {
+          /* gone already */
+        }
+      }
+      const t0 = Date.now();
+      while (locks.some((l) => fs.existsSync(l)) && Date.now() - t0 < 10000) spawnSync('sleep', ['0.05']);
+    },
+  };
 }
 
 export async function launchSection(ctx: BenchContext): Promise<Section> {
@@ -45,7 +79,9 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
   };
 
   const home = path.join(ctx.work, 'launch-home');
-  const env = scratchEnv(home);
+  // A fresh mount at every launch (the linger off), as before the mount server existed.
+  const env = scratchEnv(home, { OVERPACK_LINGER: '0' });
+  const linger = lingerHome(ctx);
   const cache = path.join(env.XDG_CACHE_HOME!, 'overpack');
   const eslintJs = path.join(eslint, 'node_modules', 'eslint', 'bin', 'eslint.js');
   const cases: Case[] = [
@@ -61,7 +97,14 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
     { id: 'eslint.run --version', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version' },
     { id: 'eslint.run --version, first launch', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version', first: true },
     { id: 'eslint-raw.run --version', argv: [bundles.eslintRaw, '--version'], ref: 'node eslint.js --version' },
+    // The linger on (the default): a launch that starts the mount server, and a relaunch that joins it.
+    { id: 'hello-node.run, starting a mount server', argv: [bundles.node], ref: 'node hello.js', newServer: true },
+    { id: 'hello-node.run, relaunch', argv: [bundles.node], ref: 'node hello.js', relaunch: true },
+    { id: 'hello-shell.run, relaunch', argv: [bundles.shell], ref: 'sh hello.sh', relaunch: true },
+    { id: 'eslint.run --version, starting a mount server', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version', newServer: true },
+    { id: 'eslint.run --version, relaunch', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version', relaunch: true },
   ];
+  const envOf = (c: Case) => (c.newServer ? linger.fresh() : c.relaunch ? linger.env : (c.env ?? env));
   // NODE_EXTRA_CA_CERTS makes every Node start parse the whole CA file (about 25 ms here): the
   // runtime pays it once more than `node hello.js` does. Shown both ways when it is set.
   if (process.env.NODE_EXTRA_CA_CERTS) {
@@ -76,7 +119,7 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
   const runs: Record<string, number[]> = {};
   ctx.log(`launch: bundles built in ${took()}`);
   t = Date.now();
-  for (const c of cases) timeRun(c.argv, { env: c.env ?? env }); // warm-up (and the first build of the caches)
+  for (const c of cases) timeRun(c.argv, { env: envOf(c) }); // warm-up (and the first build of the caches)
   ctx.log(`launch: warm-up runs in ${took()}`);
   t = Date.now();
   for (let r = 0; r < reps; r++) {
@@ -85,16 +128,17 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
     let wiped = false;
     for (const c of cases) {
       if (c.first) fs.rmSync(cache, { recursive: true, force: true });
-      else if (wiped) timeRun(c.argv, { env: c.env ?? env });
+      else if (wiped || c.relaunch) timeRun(c.argv, { env: envOf(c) });
       wiped ||= c.first === true;
-      (runs[c.id] ??= []).push(timeRun(c.argv, { env: c.env ?? env }));
+      (runs[c.id] ??= []).push(timeRun(c.argv, { env: envOf(c) }));
     }
   }
+  linger.stop();
   ctx.log(`launch: ${reps} repetitions of ${cases.length} commands in ${took()} (${cases.map((c) => `${c.id} ${(runs[c.id]!.reduce((a, b) => a + b, 0) / 1000).toFixed(1)}`).join(', ')})`);
   t = Date.now();
   const med = (id: string) => median(runs[id] ?? []);
   const launch: Table = {
-    title: `Launch (median of ${reps}, interleaved; first launch: $XDG_CACHE_HOME/overpack removed before each run)`,
+    title: `Launch (median of ${reps}, interleaved; first launch: $XDG_CACHE_HOME/overpack removed before each run; the others with OVERPACK_LINGER=0 (a fresh mount each time) except: relaunch, run right after an untimed run of the same command, in its lingering mount; starting a mount server, the linger on with no server running yet)`,
     header: ['command', 'ms', 'vs direct run', 'first / warm'],
     rows: cases.map((c) => {
       const m = med(c.id);

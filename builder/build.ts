@@ -24,7 +24,7 @@ import { loadAddon } from '../runtime/native/addon.js';
 import { validateManifest, type Manifest } from '../runtime/launcher/manifest.js';
 import { MANIFEST_SCHEMA } from '../runtime/launcher/manifest-schema.js';
 import { MANIFEST_OPTIONS } from '../runtime/launcher/manifest-validator.js';
-import { nativeDirFor } from '../runtime/fuse/native.js';
+import { nativeDirFor } from '../runtime/native/dirs.js';
 import { hostTarget, type Target } from '../runtime/native/targets.js';
 import { BLAKE_ADDON, BUNDLED_NATIVES, LOADER, XATTR_ADDON } from './native/target-natives.js';
 import { missingInterpreter } from './interpreter.js';
@@ -164,7 +164,9 @@ function manifestValidatorPlugin(): esbuild.Plugin {
  * copy extracted from the bundle.
  */
 async function bundleRuntime(): Promise<string> {
-  const lazyAddon = (name: string) => `new Proxy({}, { get: (_, k) => globalThis.__overpackLoadAddon(${JSON.stringify(name)})[k] })`;
+  // Loaded at first use, through the launcher's registry (a require esbuild resolves and bundles).
+  const registry = JSON.stringify(path.join(ROOT, 'runtime', 'native', 'bundled.ts'));
+  const lazyAddon = (name: string) => `new Proxy({}, { get: (_, k) => require(${registry}).bundledAddon(${JSON.stringify(name)})[k] })`;
   const result = await esbuild.build({
     entryPoints: [path.join(ROOT, 'runtime', 'launcher', 'entry.cts')],
     // esbuild names each module in comments by its path from here: from the checkout, not the

@@ -8,8 +8,7 @@ import { buildCommand, initCommand, inspectCommand, verifyCommand } from './comm
 import { keygenCommand } from './commands/keygen.js';
 import { integrateCommand, unintegrateCommand } from './commands/desktop.js';
 import { CliExit, printError } from './output.js';
-
-const EXIT_CODES: Record<string, number> = { NO_FUSE: 3, NO_FUSERMOUNT: 3, MOUNTPOINT_BUSY: 4 };
+import { EXIT, EXIT_FOR_CODE } from '../runtime/errors/exit-codes.js';
 
 /**
  * yargs formats the whole help text of a command before running its handler, to have it ready
@@ -48,7 +47,7 @@ async function main(): Promise<void> {
       if (err) throw err;
       printError(msg);
       process.stderr.write('Run `overpack --help` for usage.\n');
-      process.exit(2);
+      process.exit(EXIT.usage);
     })
     .parseAsync();
 }
@@ -60,8 +59,8 @@ main().catch((err: unknown) => {
   }
   if (err instanceof OverlayError) {
     printError(err.message);
-    process.exit(EXIT_CODES[err.code] ?? 1);
+    process.exit(EXIT_FOR_CODE[err.code] ?? EXIT.failed);
   }
   printError((err as Error)?.stack ?? String(err));
-  process.exit(1);
+  process.exit(EXIT.failed);
 });

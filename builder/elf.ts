@@ -6,6 +6,7 @@
  * Positioned reads only: a Node binary is 150 MB and its headers a few KiB.
  */
 import fs from 'node:fs';
+import { OverpackError } from '../runtime/errors/overpack-error.js';
 
 const ELF_MAGIC = Buffer.from([0x7f, 0x45, 0x4c, 0x46]);
 const SHT_GNU_VERNEED = 0x6ffffffe;
@@ -13,10 +14,9 @@ const SHT_GNU_VERNEED = 0x6ffffffe;
 export const EM_X86_64 = 62;
 export const EM_AARCH64 = 183;
 
-export class ElfError extends Error {
+export class ElfError extends OverpackError {
   constructor(readonly file: string, message: string) {
-    super(`${file}: ${message}`);
-    this.name = 'ElfError';
+    super('ELF', 'read-elf', file, `${file}: ${message}`);
   }
 }
 

@@ -21,13 +21,14 @@ import { promisify } from 'node:util';
 import { BuildError } from '../runtime/image/writer.js';
 import type { Target } from '../runtime/native/targets.js';
 import { DEFAULT_LINE, newestLtsLine } from './node-release.js';
+import { EXIT } from '../runtime/errors/exit-codes.js';
 
 const run = promisify(execFile);
 const RESOLVE_TTL_MS = 24 * 3600 * 1000;
 
 /** A bad --node-version or --node: exit 2, like other usage errors. */
 export class NodeSpecError extends BuildError {
-  readonly exitCode = 2;
+  readonly exitCode = EXIT.usage;
 }
 
 export interface FetchedNode {

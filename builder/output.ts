@@ -1,4 +1,7 @@
 /** Messages for people: on stderr, colour only on a TTY and never with NO_COLOR. */
+import { EXIT } from '../runtime/errors/exit-codes.js';
+import { OverpackError } from '../runtime/errors/overpack-error.js';
+
 const useColor = process.stderr.isTTY === true && !('NO_COLOR' in process.env) && process.env.TERM !== 'dumb';
 
 function paint(code: string, text: string): string {
@@ -13,14 +16,15 @@ export function warn(message: string): void {
   process.stderr.write(`${paint('33', 'overpack: warning:')} ${message}\n`);
 }
 
-export class CliExit extends Error {
+/** A command that stops with a message and an exit code (EXIT). */
+export class CliExit extends OverpackError {
   constructor(readonly exitCode: number, message: string) {
-    super(message);
+    super('CLI', 'command', null, message);
   }
 }
 
 /** Stops the command with a message on stderr and the given exit code. */
-export function fail(message: string, exitCode = 1): never {
+export function fail(message: string, exitCode: number = EXIT.failed): never {
   throw new CliExit(exitCode, message);
 }
 

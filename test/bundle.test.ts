@@ -602,7 +602,7 @@ if (process.argv[2] === 'child') { process.send('child on ' + process.version); 
       const as = (args: string[]) =>
         spawnSync('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', bundle, ...args], {
           encoding: 'utf8',
-          env: { PATH: '/usr/bin:/bin', HOME: uhome },
+          env: { PATH: '/usr/bin:/bin', HOME: uhome, OVERPACK_LINGER: '0' }, // the linger for a user: test/linger.test.ts
           cwd: uhome,
           timeout: 60000,
         });

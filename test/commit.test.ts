@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as xattr from 'fs-xattr';
-import { CLI, comparable, makeLower, sh, snapshot, startMount, tempDir, treeDiff } from './helpers.js';
+import { CLI, ROOT, comparable, makeLower, sh, snapshot, startMount, tempDir, treeDiff } from './helpers.js';
 import { makeOps, outcome, rng } from './random-ops.js';
 import { mknod } from '../runtime/native/syscalls.js';
 
@@ -208,7 +208,10 @@ describe('commit-atomic crash-proofing', () => {
       const upper = path.join(dir, `u${at}`);
       fs.cpSync(seedLower, lower, { recursive: true, verbatimSymlinks: true });
       fs.cpSync(seedUpper, upper, { recursive: true, verbatimSymlinks: true });
-      const r = cli(['commit', lower, '--upper', upper, '--atomic'], { ...process.env, OVERPACK_COMMIT_CRASH_AT: String(at) });
+      // The library's atomic commit (the CLI's --atomic), killed at its step `at`.
+      const script = `import { commitUpperAtomic } from ${JSON.stringify(path.join(ROOT, 'dist', 'runtime', 'overlay', 'index.js'))};
+await commitUpperAtomic(${JSON.stringify(lower)}, ${JSON.stringify(upper)}, { onDiskStep: (n) => { if (n === ${at}) process.kill(process.pid, 'SIGKILL'); } });`;
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
       if (r.signal !== 'SIGKILL') {
         assert.equal(r.status, 0, r.stderr);
         break; // ran to the end without reaching step `at`: every step has been tried

@@ -2,16 +2,18 @@
  * Desktop users: the menu entry and icon a bundle installs (`--overpack-integrate`, `overpack
  * integrate`), checked with desktop-file-validate; its refresh when the bundle moves or is
  * rebuilt; exact removal; the icon checked at build; errors written to a log and shown as a
- * notification when there is no terminal; the desktop template built and run.
+ * notification when there is no terminal; the desktop template built and run. Under a private
+ * X server (Xvfb): the template's page opened by xdg-open in a real browser and seen in a
+ * screenshot, and an error shown in a zenity dialog that the bundle does not wait for.
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { deflateSync } from 'node:zlib';
-import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process';
 import { CLI, ROOT, forceUnmount, isolatedEnv, mountsUnder, tempDir } from './helpers.js';
+import { alive, countPixels, descendants, encodePng, exitOf, isColour, parentOf, proc, screenshot, sessionEnv, startXSession, stopChild, stopProc, until, viewable, windowPid, windows, type Image, type Proc, type XSession, type XWindow } from './xsession.js';
 
 const base = tempDir('desktop');
 const home = path.join(base, 'home');
@@ -31,33 +33,9 @@ function run(bundle: string, args: string[] = [], extra: NodeJS.ProcessEnv = {})
   return spawnSync(bundle, args, { encoding: 'utf8', env: { ...env, ...extra }, cwd: base, timeout: 60000 });
 }
 
-/** A real PNG of `w` x `h` pixels (one colour), made here: IHDR, IDAT, IEND with their CRCs. */
+/** A real PNG of `w` x `h` pixels (one grey). */
 function png(w: number, h: number): Buffer {
-  const table = Array.from({ length: 256 }, (_, n) => {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    return c >>> 0;
-  });
-  const crc = (b: Buffer) => {
-    let c = 0xffffffff;
-    for (const x of b) c = table[(c ^ x) & 0xff]! ^ (c >>> 8);
-    return (c ^ 0xffffffff) >>> 0;
-  };
-  const chunk = (type: string, body: Buffer) => {
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(body.length);
-    const tb = Buffer.concat([Buffer.from(type, 'latin1'), body]);
-    const c = Buffer.alloc(4);
-    c.writeUInt32BE(crc(tb));
-    return Buffer.concat([len, tb, c]);
-  };
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(w, 0);
-  ihdr.writeUInt32BE(h, 4);
-  ihdr.set([8, 2, 0, 0, 0], 8); // 8-bit RGB
-  const row = Buffer.concat([Buffer.from([0]), Buffer.alloc(w * 3, 0x40)]);
-  const pixels = deflateSync(Buffer.concat(Array.from({ length: h }, () => row)));
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', pixels), chunk('IEND', Buffer.alloc(0))]);
+  return encodePng({ width: w, height: h, rgb: Buffer.alloc(w * h * 3, 0x40) });
 }
 
 function makeApp(dir: string, desktop: Record<string, unknown>, files: Record<string, Buffer | string> = {}): void {
@@ -66,6 +44,32 @@ function makeApp(dir: string, desktop: Record<string, unknown>, files: Record<st
   fs.writeFileSync(path.join(dir, 'run.sh'), '#!/bin/sh\necho "opened: $*"\n[ -z "$MARKER" ] || echo "opened: $*" > "$MARKER"\n', { mode: 0o755 });
   for (const [name, content] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), content);
   fs.writeFileSync(path.join(dir, 'overpack.json'), JSON.stringify({ name: 'viewer', version: '1.0.0', entrypoint: 'run.sh', desktop }));
+}
+
+/** The body of an HTTP request to `u`. */
+function get(u: string, method = 'GET'): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const req = http.request(u, { method }, (res) => {
+      let b = '';
+      res.on('data', (d) => (b += d));
+      res.on('end', () => resolve(b));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** The address the desktop template prints once it serves its page. */
+function servedAt(p: ChildProcess): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    let o = '';
+    p.stdout!.on('data', (d) => {
+      o += d;
+      const m = /is at (http:\/\/127\.0\.0\.1:\d+\/)/.exec(o);
+      if (m) resolve(m[1]!);
+    });
+    p.on('exit', (code) => reject(new Error(`exited ${code} before serving`)));
+  });
 }
 
 const entryFile = path.join(data, 'applications', 'overpack-viewer.desktop');
@@ -245,25 +249,7 @@ describe('desktop integration', () => {
     const out = path.join(base, 'hello-desktop.run');
     build(dir, out);
     const p = spawn(out, ['--no-open'], { env, cwd: base, stdio: ['ignore', 'pipe', 'pipe'] });
-    const url = await new Promise<string>((resolve, reject) => {
-      let o = '';
-      p.stdout.on('data', (d) => {
-        o += d;
-        const m = /is at (http:\/\/127\.0\.0\.1:\d+\/)/.exec(o);
-        if (m) resolve(m[1]!);
-      });
-      p.on('exit', (code) => reject(new Error(`exited ${code} before serving`)));
-    });
-    const get = (u: string, method = 'GET') =>
-      new Promise<string>((resolve, reject) => {
-        const req = http.request(u, { method }, (res) => {
-          let b = '';
-          res.on('data', (d) => (b += d));
-          res.on('end', () => resolve(b));
-        });
-        req.on('error', reject);
-        req.end();
-      });
+    const url = await servedAt(p);
     assert.match(await get(url), /<h1>Hello from a bundle<\/h1>/);
     assert.match(await get(`${url}icon.svg`), /<svg/);
     const exited = new Promise<number | null>((resolve) => p.on('exit', resolve));
@@ -273,5 +259,175 @@ describe('desktop integration', () => {
     assert.equal(entry.status, 0, entry.stderr);
     assert.equal(spawnSync('desktop-file-validate', [path.join(data, 'applications', 'overpack-hello-desktop.desktop')]).status, 0);
     assert.equal(cli(['unintegrate', out]).status, 0);
+  });
+});
+
+describe('under a graphical session (a private Xvfb and session bus)', () => {
+  const xbase = tempDir('desktop-x');
+  const xhome = path.join(xbase, 'home');
+  // Kept after the run (a few hundred KB), for a person to look at what the test saw.
+  let shots: string | undefined;
+  const bundle = path.join(xbase, 'hello-desktop.run');
+  let session: XSession | undefined;
+  let xenv: NodeJS.ProcessEnv = {};
+  // Ours to stop in teardown, even when a test failed: our children, and what was started on
+  // our behalf (by the bundle, by xdg-open), each with whatever it started in turn, in the
+  // order found: a parent before its children (xdg-open before the browser it would restart).
+  const children: Array<[ChildProcess, string]> = [];
+  const started: Proc[] = [];
+  const track = (p: Proc | null, what: string): Proc => {
+    assert.ok(p, `${what} is not running`);
+    started.push(p);
+    return p;
+  };
+  const stopTree = async (p: Proc) => {
+    const below = descendants(p);
+    await stopProc(p);
+    for (const d of below) await stopProc(d);
+  };
+  const save = (img: Image, name: string, t: { diagnostic(m: string): void }) => {
+    shots ??= tempDir('desktop-screenshots');
+    const file = path.join(shots, name);
+    fs.writeFileSync(file, encodePng(img));
+    t.diagnostic(`screenshot: ${file}`);
+  };
+
+  before(async () => {
+    // What these tests drive, by the Debian package that has it: missing, they fail here, naming it.
+    const tools: Record<string, string> = { Xvfb: 'xvfb', 'dbus-daemon': 'dbus', 'xdg-open': 'xdg-utils', surf: 'surf', zenity: 'zenity', xwd: 'x11-apps', xwininfo: 'x11-utils', xprop: 'x11-utils' };
+    const missing = Object.entries(tools).filter(([tool]) => spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0);
+    assert.deepEqual(missing, [], `missing: ${missing.map(([tool, pkg]) => `${tool} (apt-get install ${pkg})`).join(', ')}`);
+    session = await startXSession(path.join(xbase, 'session'));
+    xenv = sessionEnv({ ...isolatedEnv(xhome), XDG_CONFIG_HOME: path.join(xhome, '.config'), XDG_STATE_HOME: path.join(xhome, '.local', 'state') }, session);
+    // Only the cookie's holders may draw on it: nothing else on this machine sees our windows, and
+    // every client on it was started by this test.
+    const stranger = spawnSync('xwininfo', ['-root'], { env: { ...xenv, XAUTHORITY: path.join(xbase, 'no-cookie') }, encoding: 'utf8' });
+    assert.notEqual(stranger.status, 0, 'a client without the cookie is refused');
+    const dir = path.join(xbase, 'tpl');
+    const init = spawnSync(process.execPath, [CLI, 'init', dir, '--template', 'desktop'], { encoding: 'utf8', env: xenv });
+    assert.equal(init.status, 0, init.stderr);
+    const b = spawnSync(process.execPath, [CLI, 'build', dir, '-o', bundle], { encoding: 'utf8', env: xenv, timeout: 300000 });
+    assert.equal(b.status, 0, b.stderr);
+  });
+  after(async () => {
+    for (const p of started) await stopTree(p);
+    for (const [child, what] of children) await stopChild(child, what);
+    for (const m of mountsUnder(xhome)) forceUnmount(m);
+    await session?.stop();
+    fs.rmSync(xbase, { recursive: true, force: true });
+  });
+
+  it('the desktop template opens its page with xdg-open in the browser $BROWSER names; a screenshot shows the page and its icon; Quit ends the bundle, nothing left mounted', async (t) => {
+    // The user's browser as $BROWSER names it: xdg-open runs it when no desktop environment is
+    // detected (this session has none). It notes its pid, which exec keeps, for the teardown.
+    const pidFile = path.join(xbase, 'browser.pid');
+    const browserCmd = path.join(xbase, 'browser');
+    fs.writeFileSync(browserCmd, `#!/bin/sh\necho $$ > '${pidFile}'\nexec surf "$@"\n`, { mode: 0o755 });
+    const e = { ...xenv, BROWSER: browserCmd };
+    const app = spawn(bundle, [], { env: e, cwd: xbase, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push([app, 'the bundle']);
+    let stderr = '';
+    app.stderr!.on('data', (d) => (stderr += d));
+    const url = await servedAt(app);
+
+    const browserPid = await until('xdg-open to start the browser $BROWSER names', 60000, () => {
+      const n = fs.existsSync(pidFile) ? Number(fs.readFileSync(pidFile, 'utf8')) : 0;
+      return n > 0 ? n : undefined;
+    }).catch((err: Error) => {
+      const handler = spawnSync('xdg-mime', ['query', 'default', 'x-scheme-handler/http'], { env: e, encoding: 'utf8' }).stdout.trim();
+      throw new Error(`${err.message} (the http handler xdg-mime reports: ${handler || 'none'}; bundle stderr: ${stderr})`);
+    });
+    // xdg-open waits for the browser, and starts it again if it exits with a failure (as when
+    // it is killed): so xdg-open is stopped first, and its tree (the browser and its web
+    // processes) with it.
+    const b = proc(browserPid, 'the browser');
+    const openerPid = b && parentOf(b);
+    const opener = track(openerPid ? proc(openerPid, 'xdg-open') : null, 'xdg-open, the browser\'s parent');
+    const browser = track(b, 'the browser');
+    assert.match(fs.readFileSync(`/proc/${opener.pid}/cmdline`, 'utf8'), /xdg-open\0http:\/\/127\.0\.0\.1:/, 'started by xdg-open, with the page');
+
+    // The browser's window, titled by the page, and on screen: the page's background over most
+    // of it and the icon (an SVG the browser fetched from the app, read from the bundle's mount)
+    // drawn in its own blue. Waited for until drawn, never for a fixed time.
+    let shot: Image | undefined;
+    let win: XWindow | undefined;
+    try {
+      const seen = await until('the page drawn in the browser window', 60000, () => {
+        win = windows(e).find((w) => w.name?.includes('Hello Desktop') && viewable(e, w.id) && windowPid(e, w.id) === browserPid);
+        if (!win) return undefined;
+        shot = screenshot(e);
+        const background = countPixels(shot, win, isColour('#f4f6fb'));
+        const icon = countPixels(shot, win, isColour('#2f6fde'));
+        return background > 0.5 * win.width * win.height && icon > 3000 ? { background, icon } : undefined;
+      }, 250);
+      t.diagnostic(`the page in a ${win!.width}x${win!.height} window: ${seen.background} background pixels, ${seen.icon} of the icon's blue`);
+    } finally {
+      if (shot) save(shot, 'template-page.png', t);
+    }
+    assert.deepEqual(win!.wmClass, ['surf', 'Surf']);
+
+    // The page's Quit: the app stops, the runtime unmounts and exits with the app's status.
+    const exited = exitOf(app, 'the bundle', 30000);
+    assert.match(await get(`${url}quit`, 'POST'), /Bye/);
+    assert.equal(await exited, 0, stderr);
+    assert.deepEqual(mountsUnder(xhome), [], 'nothing left mounted');
+    await stopTree(opener);
+    assert.equal(alive(browser), false, 'the browser is closed');
+    assert.equal(Number(fs.readFileSync(pidFile, 'utf8')), browserPid, 'and not started again');
+  });
+
+  it('a runtime error with no terminal and no notification server: a zenity dialog shows the whole message, and the bundle exits with its code while the dialog is still up', async (t) => {
+    const inkIn = (img: Image, w: XWindow) => countPixels(img, w, (r, g, b) => r + g + b < 300);
+    const dialogOf = (title: string) => windows(xenv).find((w) => w.name === title && w.wmClass[0] === 'zenity' && viewable(xenv, w.id));
+    // What a user would see if the message were lost: zenity's error dialog with its own text.
+    const ref = spawn('zenity', ['--error', '--title', 'reference'], { env: xenv, stdio: 'ignore' });
+    children.push([ref, 'the reference dialog']);
+    const refWin = await until('the reference dialog', 30000, () => dialogOf('reference'));
+    let last = -1;
+    const refInk = await until('the reference dialog drawn', 30000, () => {
+      const n = inkIn(screenshot(xenv), refWin);
+      const steady = n > 0 && n === last;
+      last = n;
+      return steady ? n : undefined;
+    }, 200);
+    await stopChild(ref, 'the reference dialog');
+    await until('the reference dialog gone', 10000, () => !dialogOf('reference'));
+
+    // No notification server owns the name on this bus: notify-send and gdbus fail, so zenity.
+    // The error's own text has what Pango would read as markup (<pub.pem>).
+    const app = spawn(bundle, ['--overpack-verify-signature='], { env: xenv, cwd: xbase, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push([app, 'the failing bundle']);
+    let stderr = '';
+    app.stderr!.on('data', (d) => (stderr += d));
+    const message = '--overpack-verify-signature needs the public key file: --overpack-verify-signature <pub.pem>';
+    assert.equal(await exitOf(app, 'the failing bundle (waiting for its dialog?)', 30000), 2, stderr);
+    assert.ok(stderr.includes(message), stderr);
+    const log = path.join(xhome, '.local', 'state', 'overpack', 'hello-desktop.log');
+    assert.ok(fs.readFileSync(log, 'utf8').includes(message), 'logged');
+
+    const title = 'hello-desktop could not start';
+    const win = await until('the error dialog', 30000, () => dialogOf(title));
+    const pid = windowPid(xenv, win.id);
+    assert.ok(pid !== null, 'the dialog names its pid');
+    const dialog = track(proc(pid, 'the error dialog'), 'the error dialog');
+    assert.equal(fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim(), 'zenity');
+    assert.ok(alive(dialog), 'the dialog is still up after the bundle exited: it was not waited for');
+
+    // The message is shown, not zenity's own "An error has occurred.": its text adds ink
+    // (each of its characters some dark pixels) to what the reference dialog has.
+    const text = `${message}Details: ${log}`.replace(/\s/g, '').length;
+    let shot: Image | undefined;
+    try {
+      const ink = await until(`the dialog to show the message (more ink than the reference's ${refInk})`, 30000, () => {
+        shot = screenshot(xenv);
+        const n = inkIn(shot, win);
+        return n - refInk > 2 * text ? n : undefined;
+      }, 250);
+      t.diagnostic(`the dialog, ${win.width}x${win.height}: ${ink} dark pixels, the reference ${refInk}`);
+    } finally {
+      if (shot) save(shot, 'error-dialog.png', t);
+    }
+    await stopProc(dialog);
+    await until('the dialog window gone', 10000, () => !dialogOf(title));
   });
 });

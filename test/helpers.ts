@@ -11,6 +11,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as xattr from 'fs-xattr';
 
+// A preserved app's mount lingers after its launch by default (runtime/launcher/mount-server.ts);
+// the suite's bundles unmount at once, so each test's "no mount left" holds the moment its
+// bundle exits. test/linger.test.ts runs with the linger on.
+process.env.OVERPACK_LINGER ??= '0';
+
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI = path.join(ROOT, 'dist', 'builder', 'cli.js');
 

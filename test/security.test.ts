@@ -219,9 +219,9 @@ describe('an unprivileged user on a machine with fusermount3 only', () => {
 mount -t overlay overlay -o lowerdir=/usr/bin,upperdir=${ov}/u,workdir=${ov}/w /usr/bin || exit 90
 [ -e /usr/bin/fusermount ] && exit 91
 cd ${uhome} || exit 92 # the user's cwd must be theirs to enter (a checkout may be 0700)
-as() { setpriv --reuid=${uid} --regid=${gid} --clear-groups env -i PATH=/usr/bin:/bin HOME=${uhome} TMPDIR=${utmp} NO_COLOR=1 "$@"; }
+as() { setpriv --reuid=${uid} --regid=${gid} --clear-groups env -i PATH=/usr/bin:/bin HOME=${uhome} TMPDIR=${utmp} NO_COLOR=1 OVERPACK_LINGER=0 "$@"; }
 as ${bundle} one > ${out}/run1 2>&1; echo $? > ${out}/run1.rc
-setpriv --reuid=${uid} --regid=${gid} --clear-groups env -i PATH=/usr/bin:/bin HOME=${uhome} TMPDIR=${utmp} NO_COLOR=1 ${bundle} --overpack-mount > ${out}/mp 2> ${out}/mount.err &
+setpriv --reuid=${uid} --regid=${gid} --clear-groups env -i PATH=/usr/bin:/bin HOME=${uhome} TMPDIR=${utmp} NO_COLOR=1 OVERPACK_LINGER=0 ${bundle} --overpack-mount > ${out}/mp 2> ${out}/mount.err &
 pid=$!
 echo $pid > ${out}/pid
 i=0; while [ ! -s ${out}/mp ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done

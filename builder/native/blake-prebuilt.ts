@@ -13,13 +13,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Target } from '../../runtime/native/targets.js';
 import { overpackCache } from './debian.js';
+import { OverpackError } from '../../runtime/errors/overpack-error.js';
 
 const require = createRequire(import.meta.url);
 
-export class PrebuiltError extends Error {
+export class PrebuiltError extends OverpackError {
   constructor(message: string, readonly target: Target) {
-    super(message);
-    this.name = 'PrebuiltError';
+    super('PREBUILT', 'fetch-prebuilt', null, message);
   }
 }
 

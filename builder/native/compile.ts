@@ -7,7 +7,8 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { hostTargetOrNull, type Target } from '../../runtime/native/targets.js';
-import { packageRoot } from '../../runtime/fuse/native.js';
+import { packageRoot } from '../../runtime/native/dirs.js';
+import { OverpackError } from '../../runtime/errors/overpack-error.js';
 
 const TRIPLETS: Record<Target, string> = { 'linux-x64': 'x86_64-linux-gnu', 'linux-arm64': 'aarch64-linux-gnu' };
 
@@ -19,10 +20,9 @@ export interface Toolchain {
   readonly sysroot: string | null;
 }
 
-export class CompileError extends Error {
+export class CompileError extends OverpackError {
   constructor(message: string, readonly output: string) {
-    super(message);
-    this.name = 'CompileError';
+    super('COMPILE', 'compile', null, message);
   }
 }
 

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Target } from '../../runtime/native/targets.js';
+import { OverpackError } from '../../runtime/errors/overpack-error.js';
 
 export const DEBIAN_SUITE = 'bullseye';
 export const DEBIAN_MIRROR = process.env.OVERPACK_DEBIAN_MIRROR || 'http://deb.debian.org/debian';
@@ -29,10 +30,9 @@ export function debsCache(arch: DebianArch): string {
   return path.join(overpackCache(), 'debian', `${DEBIAN_SUITE}-${arch}-debs`);
 }
 
-export class DebootstrapError extends Error {
+export class DebootstrapError extends OverpackError {
   constructor(message: string, readonly args: readonly string[]) {
-    super(message);
-    this.name = 'DebootstrapError';
+    super('DEBOOTSTRAP', 'debootstrap', null, message);
   }
 }
 

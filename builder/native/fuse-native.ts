@@ -15,7 +15,8 @@ import { copyFileSync, mkdirSync, chmodSync, readFileSync, writeFileSync, exists
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { FUSE_ADDON, LIBFUSE, packageRoot, platformTag } from '../../runtime/fuse/native.js';
+import { FUSE_ADDON, LIBFUSE } from '../../runtime/fuse/native.js';
+import { packageRoot, platformTag } from '../../runtime/native/dirs.js';
 
 const require = createRequire(import.meta.url);
 

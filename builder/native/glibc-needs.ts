@@ -4,14 +4,14 @@
  * needs GLIBC_2.34 does not load where glibc is 2.31, whatever it calls.
  */
 import { spawnSync } from 'node:child_process';
+import { OverpackError } from '../../runtime/errors/overpack-error.js';
 
 /** Official Node builds (18 to 26) need glibc 2.28: the natives must not need more. */
 export const GLIBC_FLOOR = '2.28';
 
-export class ElfReadError extends Error {
+export class ElfReadError extends OverpackError {
   constructor(message: string, readonly file: string) {
-    super(message);
-    this.name = 'ElfReadError';
+    super('ELF', 'read-elf', file, message);
   }
 }
 

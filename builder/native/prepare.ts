@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { hostTargetOrNull, TARGETS, type Target } from '../../runtime/native/targets.js';
-import { nativeDirFor, platformTag } from '../../runtime/fuse/native.js';
+import { nativeDirFor, platformTag } from '../../runtime/native/dirs.js';
 import { ensureSysroot, SysrootError } from './sysroot.js';
 import { toolchain } from './compile.js';
 import { BUNDLED_NATIVES, prepareTargetNatives } from './target-natives.js';

@@ -14,16 +14,16 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import type { Target } from '../../runtime/native/targets.js';
 import { DEBIAN_SUITE, debianArch, debootstrap, debsCache, overpackCache, type DebianArch } from './debian.js';
+import { OverpackError } from '../../runtime/errors/overpack-error.js';
 
 /** What the sysroot holds: C library and kernel headers, libfuse 3, libzstd, libgcc_s for -shared links. */
 const PACKAGES = ['libc6', 'libc6-dev', 'libcrypt1', 'libcrypt-dev', 'linux-libc-dev', 'libgcc-s1', 'libfuse3-3', 'libfuse3-dev', 'libzstd1', 'libzstd-dev'];
 /** Written last: a sysroot without it (an interrupted run) is made again. */
 const COMPLETE = '.overpack-sysroot';
 
-export class SysrootError extends Error {
+export class SysrootError extends OverpackError {
   constructor(message: string, readonly target: Target) {
-    super(message);
-    this.name = 'SysrootError';
+    super('SYSROOT', 'make-sysroot', null, message);
   }
 }
 

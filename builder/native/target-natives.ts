@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { EXEC_HELPER, FUSE3_ADDON, LIBFUSE3, LIBZSTD } from '../../runtime/native/addon.js';
-import { packageRoot } from '../../runtime/fuse/native.js';
+import { packageRoot } from '../../runtime/native/dirs.js';
 import { compileAddon, CompileError, type Toolchain } from './compile.js';
 import { blakeAddon } from './blake-prebuilt.js';
 

@@ -14,6 +14,7 @@ import { spawnSync } from 'node:child_process';
 import type { Manifest } from '../launcher/manifest-schema.js';
 import { dataHome } from '../launcher/paths.js';
 import { iconKind } from './icon.js';
+import { OverpackError } from '../errors/overpack-error.js';
 
 /** The sizes the hicolor theme has directories for (the freedesktop icon theme spec). */
 const HICOLOR_SIZES = [16, 22, 24, 32, 48, 64, 96, 128, 192, 256, 512];
@@ -35,10 +36,9 @@ interface IntegrationRecord {
 /** Copies the icon (a path inside the app) out of the image to `dest`. */
 export type CopyIcon = (iconPath: string, dest: string) => Promise<void>;
 
-export class DesktopError extends Error {
-  constructor(readonly op: string, readonly path: string, message: string) {
-    super(message);
-    this.name = 'DesktopError';
+export class DesktopError extends OverpackError {
+  constructor(op: string, path: string, message: string) {
+    super('DESKTOP', op, path, message);
   }
 }
 

@@ -47,7 +47,9 @@ function show(title: string, body: string): void {
   const gvariant = (s: string) => `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'").replace(/\n/g, '\\n').replace(/\t/g, '\\t')}'`;
   const notify = ['call', '--session', '--dest', 'org.freedesktop.Notifications', '--object-path', '/org/freedesktop/Notifications', '--method', 'org.freedesktop.Notifications.Notify'];
   if (ran('gdbus', [...notify, gvariant('overpack'), 'uint32 0', "''", gvariant(title), gvariant(body), '@as []', '@a{sv} {}', 'int32 -1'])) return;
-  for (const [tool, args] of [['zenity', ['--error', '--title', title, '--text', body]], ['kdialog', ['--title', title, '--error', body]]] as const) {
+  // zenity reads --text as Pango markup: a message with a '<' or '&' in it (a path, `<pub.pem>`)
+  // would not parse, and the dialog would say only "An error has occurred.". --no-markup shows it as it is.
+  for (const [tool, args] of [['zenity', ['--error', '--no-markup', '--title', title, '--text', body]], ['kdialog', ['--title', title, '--error', body]]] as const) {
     try {
       // A dialog waits for its user: never for us.
       const p = spawn(tool, args, { stdio: 'ignore', detached: true });

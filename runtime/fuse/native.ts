@@ -1,56 +1,20 @@
 /**
- * Where the native addons live and how fuse-native is loaded.
- *
- * `dist/native/<target>/` holds, per target, what a bundle for it ships (see
- * `builder/native/target-natives.ts`); the host's directory also holds fuse-native, for the
- * engine on this machine only. fuse-native's prebuilt addon links against `libfuse.so.2` but
- * carries no rpath, so on a machine without libfuse2 it cannot load: the build copies it next
- * to the `libfuse.so` that fuse-native ships (renamed `libfuse.so.2`) and sets the addon's
- * rpath to `$ORIGIN`. Inside a bundle the launcher extracts the natives and points
- * OVERPACK_NATIVE_DIR at them.
+ * How fuse-native is loaded. The host's native directory (runtime/native/dirs.ts) also holds
+ * fuse-native, for the engine on this machine only. fuse-native's prebuilt addon links against
+ * `libfuse.so.2` but carries no rpath, so on a machine without libfuse2 it cannot load: the
+ * build copies it next to the `libfuse.so` that fuse-native ships (renamed `libfuse.so.2`) and
+ * sets the addon's rpath to `$ORIGIN`.
  */
 import { createRequire, Module } from 'node:module';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import type { Target } from '../native/targets.js';
+import { nativeDir, NativeAddonError } from '../native/dirs.js';
 
 /** Created on first use: in the single-executable bundle there is no import.meta.url. */
 const moduleRequire = () => createRequire(import.meta.url);
 
 export const FUSE_ADDON = 'fuse-native.node';
 export const LIBFUSE = 'libfuse.so.2';
-
-/** The repository (or installed package) root: two levels above dist/runtime/fuse. */
-export function packageRoot(): string {
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  // here = <root>/dist/runtime/fuse (compiled) or <root>/runtime/fuse (sources)
-  const up2 = path.resolve(here, '..', '..');
-  return path.basename(up2) === 'dist' ? path.dirname(up2) : up2;
-}
-
-export function platformTag(): string {
-  return `${process.platform}-${process.arch}`;
-}
-
-/** The prepared natives of one target (what a bundle for it ships). */
-export function nativeDirFor(target: Target): string {
-  return path.join(packageRoot(), 'dist', 'native', target);
-}
-
-/** Directory holding the prepared addons for this platform. */
-export function nativeDir(): string {
-  const fromEnv = process.env.OVERPACK_NATIVE_DIR;
-  if (fromEnv) return fromEnv;
-  return path.join(packageRoot(), 'dist', 'native', platformTag());
-}
-
-export class NativeAddonError extends Error {
-  constructor(message: string, readonly addonPath: string) {
-    super(message);
-    this.name = 'NativeAddonError';
-  }
-}
 
 /** The subset of fuse-native's class that we use; typed here because the package has no types. */
 export interface FuseNativeInstance {

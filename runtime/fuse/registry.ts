@@ -1,5 +1,6 @@
 /** The FUSE bindings by name: OVERPACK_FUSE_BINDING picks one, the default is the fastest. */
 import type { FuseBinding } from './binding.js';
+import { OverpackError } from '../errors/overpack-error.js';
 
 const BINDINGS: Record<string, () => Promise<FuseBinding>> = {
   fuse3: async () => (await import('./fuse3.js')).fuse3Binding,
@@ -8,10 +9,9 @@ const BINDINGS: Record<string, () => Promise<FuseBinding>> = {
 const DEFAULT_BINDING = 'fuse3';
 
 /** OVERPACK_FUSE_BINDING names a binding that does not exist. */
-export class UnknownBindingError extends Error {
+export class UnknownBindingError extends OverpackError {
   constructor(readonly wanted: string) {
-    super(`unknown FUSE binding "${wanted}" in OVERPACK_FUSE_BINDING (known: ${Object.keys(BINDINGS).join(', ')})`);
-    this.name = 'UnknownBindingError';
+    super('UNKNOWN_BINDING', 'choose-binding', null, `unknown FUSE binding "${wanted}" in OVERPACK_FUSE_BINDING (known: ${Object.keys(BINDINGS).join(', ')})`);
   }
 }
 

@@ -8,6 +8,7 @@
  * the frame its bytes are in.
  */
 import { loadAddon } from '../native/addon.js';
+import { OverpackError } from '../errors/overpack-error.js';
 
 /** Codec ids as stored in piece refs (tree-layout.ts). Never renumber: old images keep them. */
 export const CODEC_IDS = { raw: 0, zero: 1, zstd: 2 } as const;
@@ -26,10 +27,10 @@ export const DEFAULT_COMPRESSION: Compression = { codec: 'zstd', level: 9 };
 export const DEFAULT_RUNTIME_COMPRESSION: Compression = { codec: 'zstd', level: 12 };
 const ZSTD_LEVELS = [1, 19] as const;
 
-export class CodecError extends Error {
-  constructor(readonly op: 'parse' | 'encode' | 'decode', message: string) {
-    super(message);
-    this.name = 'CodecError';
+export class CodecError extends OverpackError {
+  declare readonly op: 'parse' | 'encode' | 'decode';
+  constructor(op: 'parse' | 'encode' | 'decode', message: string) {
+    super('CODEC', op, null, message);
   }
 }
 

@@ -10,16 +10,16 @@ import fs from 'node:fs';
 import { CODEC_IDS, decodeFrame } from './codec.js';
 import type { ImageTree } from './tree.js';
 import { PIECE_SIZE, pieceCount, pieceLength, type PieceRef, type TreeRecord } from './tree-layout.js';
+import { OverpackError } from '../errors/overpack-error.js';
 
 /** Decoded bytes kept (16 full pieces). */
 const CACHE_BYTES = 16 << 20;
 const ZEROS = Buffer.alloc(PIECE_SIZE);
 
 /** Stored bytes that do not decode, or a bundle that ends too soon; `detail` says which. */
-export class ContentError extends Error {
+export class ContentError extends OverpackError {
   constructor(readonly detail: string, readonly from: number, readonly to: number) {
-    super(detail);
-    this.name = 'ContentError';
+    super('BAD_CONTENT', 'read-content', null, detail);
   }
 }
 

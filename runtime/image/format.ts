@@ -36,6 +36,7 @@ import { createHash } from 'node:crypto';
 import { ImageTree } from './tree.js';
 import { TreeError, type TreeEntry, type TreeLocation } from './tree-layout.js';
 import { decodeTrailer, isTrailer, SignatureError, TRAILER_SIZE, type SignatureTrailer } from './signature.js';
+import { OverpackError } from '../errors/overpack-error.js';
 
 export const IMAGE_MAGIC = Buffer.from('OVPKIMG\0', 'latin1');
 export const IMAGE_VERSION = 3;
@@ -123,10 +124,9 @@ export interface Footer {
 }
 
 /** A bundle that cannot be used, with the reason and what to do. */
-export class ImageError extends Error {
-  constructor(readonly bundle: string, readonly op: string, message: string) {
-    super(`${bundle}: ${message}`);
-    this.name = 'ImageError';
+export class ImageError extends OverpackError {
+  constructor(readonly bundle: string, op: string, message: string) {
+    super('BAD_IMAGE', op, bundle, `${bundle}: ${message}`);
   }
 }
 

@@ -24,6 +24,7 @@
  */
 import fs from 'node:fs';
 import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
+import { OverpackError } from '../errors/overpack-error.js';
 
 export const SIG_MAGIC = Buffer.from('OVPKSIG\0', 'latin1');
 export const TRAILER_SIZE = 120;
@@ -42,10 +43,9 @@ export interface SignatureTrailer {
 }
 
 /** Something wrong with a key or a signature: the file involved, what was being done, why. */
-export class SignatureError extends Error {
-  constructor(readonly file: string, readonly op: string, message: string) {
-    super(message);
-    this.name = 'SignatureError';
+export class SignatureError extends OverpackError {
+  constructor(readonly file: string, op: string, message: string) {
+    super('SIGNATURE', op, file, message);
   }
 }
 

@@ -44,6 +44,7 @@
  * so a hostile but well-hashed image gets a clear error, never an out-of-range read or a
  * cycle; contents are checked against their BLAKE3 after decoding, before any byte is served.
  */
+import { OverpackError } from '../errors/overpack-error.js';
 
 /**
  * Small pages keep a cache miss cheap (one 16 KiB read and hash): random lookups in a
@@ -128,10 +129,9 @@ export interface TreeRecord {
 }
 
 /** The tree is inconsistent; `detail` says where. The image reader turns it into ImageError. */
-export class TreeError extends Error {
+export class TreeError extends OverpackError {
   constructor(readonly detail: string) {
-    super(`invalid image index: ${detail}`);
-    this.name = 'TreeError';
+    super('BAD_INDEX', 'read-tree', null, `invalid image index: ${detail}`);
   }
 }
 

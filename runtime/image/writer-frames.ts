@@ -18,6 +18,7 @@ import { Blake3, blake3 } from '../hash/blake3.js';
 import { seek, SEEK_DATA } from '../native/syscalls.js';
 import { CODEC_IDS, encodeFrame, type Compression } from './codec.js';
 import { PIECE_SIZE, pieceLength, type PieceRef } from './tree-layout.js';
+import { OverpackError } from '../errors/overpack-error.js';
 
 /** Files up to this size are packed with others. */
 export const PACK_FILE_MAX = 64 << 10;
@@ -167,10 +168,9 @@ export class FrameWriter {
 }
 
 /** An app file that cannot be stored, with the path and what to do. */
-export class BuildError extends Error {
-  constructor(readonly path: string, readonly op: string, message: string) {
-    super(message);
-    this.name = 'BuildError';
+export class BuildError extends OverpackError {
+  constructor(path: string, op: string, message: string) {
+    super('BUILD', op, path, message);
   }
 }
 

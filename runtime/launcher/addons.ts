@@ -1,19 +1,14 @@
 /**
  * Native addons inside a bundle: extracted once per content hash to
  * `$XDG_CACHE_HOME/overpack/native/<hash>/` (rpath `$ORIGIN` makes our libfuse 3 addon find the
- * libfuse beside it) and loaded with process.dlopen, the one way a single executable can load
- * a file from disk.
+ * libfuse beside it) and loaded from there (runtime/native/bundled.ts).
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import type { ImageAddon } from '../image/format.js';
+import { useBundledAddons } from '../native/bundled.js';
 import { execCacheRoot } from './exec-dir.js';
-
-declare global {
-  // eslint-disable-next-line no-var
-  var __overpackLoadAddon: ((name: string) => Record<string, unknown>) | undefined;
-}
 
 export function extractAddons(bundleFd: number, addons: ImageAddon[]): string {
   const key = createHash('sha256').update(addons.map((a) => `${a.name}:${a.hash}`).join('\n')).digest('hex').slice(0, 16);
@@ -41,16 +36,6 @@ export function extractAddons(bundleFd: number, addons: ImageAddon[]): string {
     }
   }
   process.env.OVERPACK_NATIVE_DIR = dir;
-  const loaded = new Map<string, Record<string, unknown>>();
-  globalThis.__overpackLoadAddon = (name: string) => {
-    let m = loaded.get(name);
-    if (!m) {
-      const mod = { exports: {} as Record<string, unknown> };
-      process.dlopen(mod, path.join(dir, name));
-      m = mod.exports;
-      loaded.set(name, m);
-    }
-    return m;
-  };
+  useBundledAddons(dir);
   return dir;
 }

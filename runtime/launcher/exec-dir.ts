@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { cacheHome, dataHome, privateDir } from './paths.js';
 import { mountTable } from '../fuse/unmount.js';
+import { OverpackError } from '../errors/overpack-error.js';
 
 /** The mount options of the filesystem holding `p` (the longest mountpoint prefix), from mountinfo. */
 function mountOptions(p: string): string[] {
@@ -39,13 +40,15 @@ export function isNoexec(p: string): boolean {
   }
 }
 
-export class NoExecError extends Error {
+export class NoExecError extends OverpackError {
   constructor(readonly tried: string[]) {
     super(
+      'NOEXEC',
+      'place-natives',
+      tried[0] ?? null,
       `every place this bundle can put its native files is on a filesystem mounted noexec (${tried.join(', ')}), so they cannot be loaded; ` +
         'set XDG_CACHE_HOME to a directory on a filesystem that allows executables',
     );
-    this.name = 'NoExecError';
   }
 }
 

@@ -1,27 +1,70 @@
 /**
  * One mount per preserved app, shared by every launch that runs at the same time.
  *
- * The first launch becomes the *server*: it holds `<data>/lock` ({pid, mountPoint, closing})
- * and serves the overlay. Later launches *join*: they register `<data>/clients/<pid>`, check the
- * lock again, and run their app in the server's mount. When its own app is done the server
- * waits for the registered clients, marks the lock `closing`, looks at the clients once more
- * (a client that registered meanwhile sends it back to serving) and only then unmounts and
- * drops the lock. A joiner proceeds only if, after registering, the lock is not closing; so a
- * joiner never runs in a mount that is going away, and two servers never share one upper.
+ * The launch that takes `<data>/lock` ({pid, mountPoint, closing, build, ...}) is the *server*
+ * and serves the overlay: a detached mount server (mount-server.ts) that runs no app itself
+ * and lingers a few seconds after the last app is done, or, where nothing lingers, the launch
+ * itself. Launches *join*: they register `<data>/clients/<pid>`, check the lock again, and run
+ * their app in the server's mount. The server waits for the registered clients, marks the lock
+ * `closing`, looks at the clients once more (a client that registered meanwhile sends it back
+ * to serving) and only then unmounts and drops the lock. A joiner proceeds only if, after
+ * registering, the lock is not closing; so a joiner never runs in a mount that is going away,
+ * and two servers never share one upper.
+ *
+ * A launch joins only a server of its own build (the index hash): a rebuilt or updated bundle
+ * never runs in a mount of the old image. An idle detached server of another build is asked
+ * to stop (SIGTERM, after checking by its start time that the pid is still that server).
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { isMounted } from '../fuse/unmount.js';
+import { processStartTime as startTime } from './proc-stat.js';
+import { OverpackError } from '../errors/overpack-error.js';
 
 interface LockState {
   pid: number;
   mountPoint: string | null;
   closing: boolean;
+  /** The index hash of the bundle served (absent in locks of runtimes before it was recorded). */
+  build?: string;
+  /** A mount server of its own (mount-server.ts) that runs no app: idle when it has no clients. */
+  detached?: boolean;
+  /** Field 22 of /proc/<pid>/stat: tells this server from a later process with the same pid. */
+  started?: string | null;
 }
 
 export type Instance =
-  | { role: 'server'; announce(mountPoint: string): void; drain(): Promise<void>; release(): void }
+  | {
+      role: 'server';
+      /** The mount is ready at `mountPoint`; `detached`: by a mount server that runs no app of its own. */
+      announce(mountPoint: string, detached?: boolean): void;
+      /**
+       * Waits until no client is left and none came for `lingerMs`, then marks the lock closing.
+       * `firstWaitMs`: how long to wait for a first client (a mount server's launch registers
+       * only once the mount is announced).
+       */
+      drain(lingerMs?: number, firstWaitMs?: number): Promise<void>;
+      /** Ends a lingering drain(): it returns as soon as no client is left. */
+      stopLingering(): void;
+      release(): void;
+    }
   | { role: 'joiner'; mountPoint: string; leave(): void };
+
+export interface JoinOptions {
+  /** This bundle's build (its index hash). */
+  build: string;
+  /** Become the server when nobody serves; false: return null then (the caller starts a mount server). */
+  serve: boolean;
+  /** Stop an idle mount server instead of joining it, whatever its build (--overpack-reset). */
+  stopIdle?: boolean;
+  timeoutMs?: number;
+}
+
+export class InstanceError extends OverpackError {
+  constructor(dataDir: string, message: string) {
+    super('BUSY', 'join', dataDir, message);
+  }
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -58,38 +101,34 @@ function liveClients(dir: string): number {
   return n;
 }
 
-export class InstanceError extends Error {}
+/** Asks an idle mount server to stop; true when it was asked. */
+function stopServer(state: LockState): boolean {
+  if (!state.detached || !state.started || startTime(state.pid) !== state.started) return false;
+  try {
+    process.kill(state.pid, 'SIGTERM');
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Becomes the server for `dataDir`, or joins the running one; waits through a closing one. */
-export async function acquireOrJoin(dataDir: string, timeoutMs = 30000): Promise<Instance> {
+export async function acquireOrJoin(dataDir: string, opts: JoinOptions): Promise<Instance | null> {
   fs.mkdirSync(path.join(dataDir, 'clients'), { recursive: true, mode: 0o700 });
   const lock = path.join(dataDir, 'lock');
   const clients = path.join(dataDir, 'clients');
   const me = path.join(clients, String(process.pid));
-  const deadline = Date.now() + timeoutMs;
+  const deadline = Date.now() + (opts.timeoutMs ?? 30000);
+  let asked = 0; // the pid of a server asked to stop
   for (;;) {
-    if (Date.now() > deadline) throw new InstanceError(`timed out waiting for the running instance of this app (lock ${lock})`);
-    try {
-      fs.writeFileSync(lock, JSON.stringify({ pid: process.pid, mountPoint: null, closing: false } satisfies LockState), { flag: 'wx' });
-      return {
-        role: 'server',
-        announce: (mountPoint) => writeLock(lock, { pid: process.pid, mountPoint, closing: false }),
-        drain: async () => {
-          const mountPoint = readLock(lock)?.mountPoint ?? null;
-          for (;;) {
-            while (liveClients(clients) > 0) await sleep(100);
-            writeLock(lock, { pid: process.pid, mountPoint, closing: true });
-            if (liveClients(clients) === 0) return;
-            writeLock(lock, { pid: process.pid, mountPoint, closing: false }); // someone joined just now
-          }
-        },
-        release: () => fs.rmSync(lock, { force: true }),
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    if (Date.now() > deadline) throw new InstanceError(dataDir, `timed out waiting for the running instance of this app (lock ${lock})`);
+    if (opts.serve) {
+      const server = takeLock(lock, clients, opts.build);
+      if (server) return server;
     }
     const state = readLock(lock);
     if (!state) {
+      if (!opts.serve && !fs.existsSync(lock)) return null; // nobody serves: the caller starts a server
       await sleep(20); // being written or replaced right now
       continue;
     }
@@ -98,8 +137,19 @@ export async function acquireOrJoin(dataDir: string, timeoutMs = 30000): Promise
       continue;
     }
     if (state.closing || !state.mountPoint || !isMounted(state.mountPoint)) {
-      await sleep(50); // starting up or shutting down: wait for it to settle
+      await sleep(20); // starting up or shutting down: wait for it to settle
       continue;
+    }
+    if (state.build !== opts.build || opts.stopIdle) {
+      // Not a mount to run in: stop the server if it is idle, else say who holds it.
+      const idle = state.detached === true && liveClients(clients) === 0;
+      if (idle && (asked === state.pid || stopServer(state))) {
+        asked = state.pid;
+        await sleep(20);
+        continue;
+      }
+      if (opts.stopIdle) throw new InstanceError(dataDir, `this app is running (pid ${state.pid})`);
+      throw new InstanceError(dataDir, `another build of this app is running (pid ${state.pid}, serving ${state.mountPoint}); a bundle runs only in a mount of its own image: close the running app and launch again`);
     }
     fs.writeFileSync(me, '');
     const again = readLock(lock);
@@ -107,6 +157,59 @@ export async function acquireOrJoin(dataDir: string, timeoutMs = 30000): Promise
       return { role: 'joiner', mountPoint: state.mountPoint, leave: () => fs.rmSync(me, { force: true }) };
     }
     fs.rmSync(me, { force: true });
-    await sleep(50);
+    await sleep(20);
   }
+}
+
+function takeLock(lock: string, clients: string, build: string): Instance | null {
+  const base = { pid: process.pid, build, started: startTime('self') };
+  try {
+    fs.writeFileSync(lock, JSON.stringify({ ...base, mountPoint: null, closing: false } satisfies LockState), { flag: 'wx' });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return null;
+    throw err;
+  }
+  let mountPoint: string | null = null;
+  let detached = false;
+  let lingerUntilIdle = false;
+  let wake: (() => void) | null = null;
+  const nap = (ms: number) => new Promise<void>((resolve) => {
+    const t = setTimeout(() => ((wake = null), resolve()), ms);
+    wake = () => (clearTimeout(t), (wake = null), resolve());
+  });
+  return {
+    role: 'server',
+    announce: (mp, isDetached = false) => {
+      mountPoint = mp;
+      detached = isDetached;
+      writeLock(lock, { ...base, mountPoint, closing: false, detached });
+    },
+    drain: async (lingerMs = 0, firstWaitMs = lingerMs) => {
+      let idleSince: number | null = null;
+      let wait = firstWaitMs;
+      for (;;) {
+        if (liveClients(clients) > 0) {
+          idleSince = null;
+          wait = lingerMs;
+          await nap(100);
+          continue;
+        }
+        idleSince ??= Date.now();
+        const left = lingerUntilIdle ? 0 : wait - (Date.now() - idleSince);
+        if (left > 0) {
+          await nap(Math.min(left, 100));
+          continue;
+        }
+        writeLock(lock, { ...base, mountPoint, closing: true, detached });
+        if (liveClients(clients) === 0) return;
+        writeLock(lock, { ...base, mountPoint, closing: false, detached }); // someone joined just now
+        idleSince = null;
+      }
+    },
+    stopLingering: () => {
+      lingerUntilIdle = true;
+      wake?.();
+    },
+    release: () => fs.rmSync(lock, { force: true }),
+  };
 }

@@ -15,6 +15,8 @@ export const RESERVED_ENV_PREFIX = 'OVERPACK_';
 
 export const ON_EXIT = ['preserve', 'discard'] as const;
 export const INODE_MODES = ['virtual', 'persistent'] as const;
+/** Seconds a preserved app's mount stays served after its last launch exits (see mount-server.ts). */
+export const LINGER_SECONDS = { default: 5, max: 3600 } as const;
 
 export const MANIFEST_SCHEMA = {
   $schema: 'https://json-schema.org/draft/2020-12/schema',
@@ -59,6 +61,14 @@ export const MANIFEST_SCHEMA = {
           default: false,
           description: "The kernel's writeback cache for the app's writes: far fewer FUSE requests for many small writes (SQLite); costs: README, FUSE bindings",
           'x-hint': 'must be true or false',
+        },
+        linger: {
+          type: 'number',
+          minimum: 0,
+          maximum: LINGER_SECONDS.max,
+          default: LINGER_SECONDS.default,
+          description: 'Seconds the mount stays served after the app exits, so a relaunch starts with warm caches; 0 unmounts at once (the environment variable OVERPACK_LINGER overrides it)',
+          'x-hint': `must be a number of seconds from 0 to ${LINGER_SECONDS.max}`,
         },
       },
     },

@@ -10,3 +10,8 @@ export function procStatFields(pid: number | 'self'): string[] | null {
     return null;
   }
 }
+
+/** The start time of process `pid` in clock ticks since boot (field 22): tells a process from a later one with its pid. */
+export function processStartTime(pid: number | 'self'): string | null {
+  return procStatFields(pid)?.[19] ?? null;
+}

@@ -8,19 +8,18 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { procStatFields } from './proc-stat.js';
+import { processStartTime as startTime } from './proc-stat.js';
 
 const PREFIX = 'overpack-';
 const OWNER = 'owner';
 
-/** The start time of process `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat), or null. */
-function startTime(pid: number | 'self'): string | null {
-  return procStatFields(pid)?.[19] ?? null;
-}
-
 export function makeRunDir(name: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${PREFIX}${name}-`));
-  fs.writeFileSync(path.join(dir, OWNER), `${process.pid} ${startTime('self') ?? ''}\n`);
+  // Written beside and renamed into place: a launch cleaning up at this moment must never read
+  // an empty owner file (and take the directory for abandoned).
+  const tmp = path.join(dir, `${OWNER}.tmp`);
+  fs.writeFileSync(tmp, `${process.pid} ${startTime('self') ?? ''}\n`);
+  fs.renameSync(tmp, path.join(dir, OWNER));
   return dir;
 }
 

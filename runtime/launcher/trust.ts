@@ -30,9 +30,8 @@ export type SignatureState =
   | { state: 'signed-unchecked'; signer: string }
   | { state: 'verified'; signer: string; cached: boolean; ms: number };
 
-export function signatureRequirement(manifest: Manifest, flagKeyFile: string | undefined): SignatureRequirement {
-  const keyFile = flagKeyFile ?? (process.env.OVERPACK_VERIFY_SIGNATURE || undefined);
-  const from = flagKeyFile !== undefined ? `--overpack-verify-signature ${flagKeyFile}` : `OVERPACK_VERIFY_SIGNATURE=${keyFile}`;
+/** `keyFile`: the public key the user asked for (`from` says how: the flag or the environment, see flags.ts). */
+export function signatureRequirement(manifest: Manifest, keyFile: string | undefined, from = 'the command line'): SignatureRequirement {
   const userKey = keyFile !== undefined ? { raw: readPublicKeyFile(path.resolve(keyFile)), from } : null;
   let manifestKey: Buffer | null = null;
   if (manifest.security?.publicKey !== undefined) {

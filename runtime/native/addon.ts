@@ -7,7 +7,8 @@
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { nativeDir, NativeAddonError } from '../fuse/native.js';
+import { bundledAddon, hasBundledAddons } from './bundled.js';
+import { nativeDir, NativeAddonError } from './dirs.js';
 
 export const FUSE3_ADDON = 'overpack-fuse3.node';
 export const LIBFUSE3 = 'libfuse3.so.3';
@@ -64,19 +65,14 @@ export interface OverpackAddon {
   readonly UTIME_OMIT: number;
 }
 
-declare global {
-  // Set by the bundle's launcher: loads an addon extracted from the bundle.
-  var __overpackLoadAddon: ((name: string) => Record<string, unknown>) | undefined;
-}
-
 let addon: OverpackAddon | undefined;
 
 /** Loads the addon once; throws NativeAddonError naming the file and what to do. */
 export function loadAddon(): OverpackAddon {
   if (addon) return addon;
-  if (globalThis.__overpackLoadAddon) {
+  if (hasBundledAddons()) {
     try {
-      addon = globalThis.__overpackLoadAddon(FUSE3_ADDON) as unknown as OverpackAddon;
+      addon = bundledAddon(FUSE3_ADDON) as unknown as OverpackAddon;
     } catch (err) {
       throw new NativeAddonError(`this bundle carries no usable libfuse 3 addon: ${(err as Error).message}`, FUSE3_ADDON);
     }

@@ -2,6 +2,7 @@
  * The platforms a bundle can be built for. Each has its own directory of natives
  * (`dist/native/<target>/`) holding what a bundle for it ships.
  */
+import { OverpackError } from '../errors/overpack-error.js';
 export const TARGETS = ['linux-x64', 'linux-arm64'] as const;
 export type Target = (typeof TARGETS)[number];
 
@@ -15,10 +16,9 @@ export function hostTargetOrNull(): Target | null {
   return isTarget(tag) ? tag : null;
 }
 
-export class UnsupportedPlatformError extends Error {
+export class UnsupportedPlatformError extends OverpackError {
   constructor(readonly platform: string) {
-    super(`overpack builds bundles for ${TARGETS.join(' and ')}; this machine is ${platform}`);
-    this.name = 'UnsupportedPlatformError';
+    super('UNSUPPORTED_PLATFORM', 'host-target', null, `overpack builds bundles for ${TARGETS.join(' and ')}; this machine is ${platform}`);
   }
 }
 

@@ -26,6 +26,7 @@ import * as xattr from 'fs-xattr';
 import { mknod } from '../native/syscalls.js';
 import type { blake3File as Blake3File } from '../hash/blake3.js';
 import { OPAQUE_MARKER, WORK_DIR, isReserved, whitedOutName } from './whiteout.js';
+import { OverpackError } from '../errors/overpack-error.js';
 
 export interface CommitSummary {
   written: number;
@@ -46,18 +47,23 @@ export function describeCommit(s: CommitSummary, upper: string, lower: string): 
 
 export interface CommitOptions {
   onProgress?: (p: { done: number; total: number; bytes: number }) => void;
+  /**
+   * commitUpperAtomic: called with 1, 2, ... before each step that changes the disk. The
+   * crash test kills the process there, at every step in turn, to prove recovery.
+   */
+  onDiskStep?: (n: number) => void;
 }
 
-export class CommitError extends Error {
-  constructor(readonly path: string, readonly op: string, message: string, readonly done?: CommitSummary) {
-    super(message);
-    this.name = 'CommitError';
+export class CommitError extends OverpackError {
+  constructor(path: string, op: string, message: string, readonly done?: CommitSummary) {
+    super('COMMIT', op, path, message);
   }
 }
 
 const LIBFUSE_HIDDEN = /^\.fuse_hidden[0-9a-f]+$/;
 
-/** Test hook: OVERPACK_COMMIT_CRASH_AT=<n> kills the process at the n-th step that changes the disk. */
+/** The running atomic commit's onDiskStep, and how many steps it has taken. */
+let stepHook: ((n: number) => void) | null = null;
 let steps = 0;
 /**
  * The BLAKE3 addon, loaded by the first commit that compares contents: every mount imports
@@ -69,9 +75,7 @@ async function hasher(): Promise<typeof Blake3File> {
 }
 
 function step(): void {
-  steps++;
-  const at = Number(process.env.OVERPACK_COMMIT_CRASH_AT);
-  if (at > 0 && steps === at) process.kill(process.pid, 'SIGKILL');
+  stepHook?.(++steps);
 }
 
 interface UpperDir {
@@ -387,6 +391,16 @@ function linkTree(from: string, to: string): void {
 }
 
 export async function commitUpperAtomic(lower: string, upper: string, opts: CommitOptions = {}): Promise<CommitSummary> {
+  stepHook = opts.onDiskStep ?? null;
+  steps = 0;
+  try {
+    return await commitAtomically(lower, upper, opts);
+  } finally {
+    stepHook = null;
+  }
+}
+
+async function commitAtomically(lower: string, upper: string, opts: CommitOptions): Promise<CommitSummary> {
   lower = path.resolve(lower);
   upper = path.resolve(upper);
   checkDirs(lower, upper);

@@ -3,6 +3,7 @@
  * the path and what to do. (Errors of single filesystem operations are `FsError`, in
  * runtime/vfs/errors.ts.)
  */
+import { OverpackError } from '../errors/overpack-error.js';
 export type OverlayErrorCode =
   | 'ALREADY_MOUNTED'
   | 'NOT_MOUNTED'
@@ -18,15 +19,10 @@ export type OverlayErrorCode =
   | 'FINALIZE_FAILED';
 
 /** An error of the overlay as a whole (configuration, mount, unmount, finalize). */
-export class OverlayError extends Error {
-  constructor(
-    readonly code: OverlayErrorCode,
-    readonly op: string,
-    readonly path: string,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = 'OverlayError';
+export class OverlayError extends OverpackError {
+  declare readonly code: OverlayErrorCode;
+  declare readonly path: string;
+  constructor(code: OverlayErrorCode, op: string, path: string, message: string, options?: { cause?: unknown }) {
+    super(code, op, path, message, options);
   }
 }

@@ -4,15 +4,17 @@
  * negative errno of its reply.
  */
 import { constants } from 'node:os';
+import { OverpackError } from '../errors/overpack-error.js';
 
 export type Errno = keyof typeof constants.errno;
 
 /** A POSIX error for one operation on one path (inside the mount). */
-export class FsError extends Error {
+export class FsError extends OverpackError {
+  declare readonly code: Errno;
+  declare readonly path: string;
   readonly errno: number;
-  constructor(readonly code: Errno, readonly op: string, readonly path: string, detail?: string) {
-    super(`${op} ${path}: ${code}${detail ? ` (${detail})` : ''}`);
-    this.name = 'FsError';
+  constructor(code: Errno, op: string, path: string, detail?: string) {
+    super(code, op, path, `${op} ${path}: ${code}${detail ? ` (${detail})` : ''}`);
     this.errno = constants.errno[code];
   }
 }

@@ -1,0 +1,73 @@
+/**
+ * Starting a mount server (mount-server.ts) from a launch that found none: the same runtime,
+ * with the linger and the build in its environment, in a session of its own, with none of the
+ * launch's stdio (a caller reading the launch's output must see end of file when the app is
+ * done, not when the server exits) and a status pipe on descriptor 3.
+ */
+import fs from 'node:fs';
+import { spawn } from 'node:child_process';
+import { LaunchError } from './launch-error.js';
+import { relaunchEnv, runtimeExe } from './self.js';
+import { EXIT } from '../errors/exit-codes.js';
+
+/** The environment that makes a runtime a mount server: the linger in ms, and the build it serves. */
+export const SERVE_LINGER_ENV = 'OVERPACK_SERVE_LINGER_MS';
+export const SERVE_BUILD_ENV = 'OVERPACK_SERVE_BUILD';
+export const STATUS_FD = 3;
+/** A mount server waits this long for the launch that started it to register. */
+export const FIRST_CLIENT_MS = 5000;
+
+/** One JSON line on the status pipe. */
+export type ServerStatus = { ready: true } | { ready: false; code: number; message: string };
+
+/** Starts a mount server for this bundle and waits until its mount is ready (or it failed). */
+export function startMountServer(lingerMs: number, build: string): Promise<void> {
+  const env: NodeJS.ProcessEnv = { ...process.env, [SERVE_LINGER_ENV]: String(lingerMs), [SERVE_BUILD_ENV]: build };
+  // The server makes no TLS connection: the CA file would only slow its Node's start-up.
+  delete env.NODE_EXTRA_CA_CERTS;
+  const child = spawn(runtimeExe(), [], { stdio: ['ignore', 'ignore', 'ignore', 'pipe'], env: relaunchEnv(env), argv0: process.argv0, cwd: '/', detached: true });
+  const pipe = child.stdio[STATUS_FD] as NodeJS.ReadableStream & { unref?(): void };
+  return new Promise<void>((resolve, reject) => {
+    let text = '';
+    let settled = false;
+    const settle = (status: ServerStatus | null, exit?: string) => {
+      if (settled) return;
+      settled = true;
+      child.unref();
+      pipe.unref?.();
+      if (status?.ready) resolve();
+      else if (status) reject(new LaunchError(status.message, status.code));
+      else reject(new LaunchError(`the mount server of this bundle stopped before its mount was ready (${exit ?? 'no status'})`, EXIT.software));
+    };
+    pipe.on('data', (d: Buffer) => {
+      text += d.toString();
+      if (text.includes('\n')) settle(JSON.parse(text.slice(0, text.indexOf('\n'))) as ServerStatus);
+    });
+    child.on('error', (err) => settle(null, err.message));
+    child.on('exit', (code, signal) => settle(null, signal ? `killed by ${signal}` : `exit status ${code}`));
+  });
+}
+
+/**
+ * This process's mount-server request, taken out of the environment, or null. The variables
+ * come with the status pipe (a socket, as Node makes pipes); without it they were not set by a
+ * launch, and this process refuses to start rather than act on them (or start a server itself).
+ */
+export function takeServeRequest(): { lingerMs: number; build: string } | null {
+  const linger = process.env[SERVE_LINGER_ENV];
+  const build = process.env[SERVE_BUILD_ENV];
+  delete process.env[SERVE_LINGER_ENV];
+  delete process.env[SERVE_BUILD_ENV];
+  if (linger === undefined && build === undefined) return null;
+  let piped = false;
+  try {
+    const st = fs.fstatSync(STATUS_FD);
+    piped = st.isSocket() || st.isFIFO();
+  } catch {
+    /* no descriptor 3 */
+  }
+  if (!piped || build === undefined || !(Number(linger) >= 0)) {
+    throw new LaunchError(`${SERVE_LINGER_ENV} and ${SERVE_BUILD_ENV} are set only by the runtime for its mount server; unset them`, EXIT.usage);
+  }
+  return { lingerMs: Number(linger), build };
+}
