@@ -493,7 +493,7 @@ describe('more apps', () => {
       const app = path.join(dir, `wb-${writeback}`);
       fs.mkdirSync(app, { recursive: true });
       fs.writeFileSync(path.join(app, 'run.sh'), script, { mode: 0o755 });
-      fs.writeFileSync(path.join(app, 'overpack.json'), JSON.stringify({ name: `wb-${writeback}`, version: '1.0.0', entrypoint: 'run.sh', overlay: { writeback } }));
+      fs.writeFileSync(path.join(app, 'overpack.json'), JSON.stringify({ name: `wb-${writeback}`, version: '1.0.0', entrypoint: 'run.sh', overlay: { writeback, linger: 0 } }));
       const out = path.join(dir, `wb-${writeback}.run`);
       const b = build(app, out);
       assert.equal(b.status, 0, b.stderr);
