@@ -98,6 +98,8 @@ interface Mounted {
 }
 interface Variant {
   name: string;
+  /** Mounted for the workloads on this data only (a variant that only changes writes). */
+  only?: 'tree' | 'w4';
   missing(): string | null;
   mount(lower: string, work: string, which: 'tree' | 'w4'): Promise<Mounted>;
 }
@@ -198,6 +200,16 @@ function variants(data: ReturnType<typeof prepareData>, bundles: Record<'tree' |
       mount: async (lower, work) => {
         const [u, m] = fresh(work, 'u', 'm');
         return serverMount([process.execPath, CLI, 'mount', lower, '--upper', u!, '--mountpoint', m!, '--on-exit', 'discard']);
+      },
+    },
+    {
+      // The kernel's writeback cache (an opt-in, README: FUSE bindings), for the write workloads.
+      name: 'overpack-dir-writeback',
+      only: 'w4',
+      missing: () => (fs.existsSync(CLI) ? null : 'run npm install first'),
+      mount: async (lower, work) => {
+        const [u, m] = fresh(work, 'u', 'm');
+        return serverMount([process.execPath, CLI, 'mount', lower, '--upper', u!, '--mountpoint', m!, '--on-exit', 'discard', '--writeback']);
       },
     },
     {
@@ -364,6 +376,7 @@ async function main(): Promise<void> {
       if (first.start === 'cached') readIntoCache([data.w4, bundles.w4, rawBundles.w4, data.w4Squash]);
       for (let r = 0; r < reps; r++) {
         for (const v of all) {
+          if (v.only && v.only !== first.lower) continue;
           let t = Date.now();
           const vwork = path.join(work, v.name);
           fs.mkdirSync(vwork, { recursive: true });
@@ -439,8 +452,9 @@ async function main(): Promise<void> {
     const nat = median(res.native ?? []);
     const fo = median(res['fuse-overlayfs'] ?? []);
     const cells = names.map((n) => {
-      const m = median(res[n] ?? []);
-      json[w.id]![n] = { median: m, runs: res[n] ?? [], vsNative: m / nat, vsFuseOverlayfs: Number.isFinite(fo) ? m / fo : null };
+      if (!res[n]?.length) return '-';
+      const m = median(res[n]);
+      json[w.id]![n] = { median: m, runs: res[n], vsNative: m / nat, vsFuseOverlayfs: Number.isFinite(fo) ? m / fo : null };
       return `${m.toFixed(0)} (${(m / nat).toFixed(2)}, ${Number.isFinite(fo) ? (m / fo).toFixed(2) : '-'})`;
     });
     rows.push([w.title, ...cells].join(' | '));

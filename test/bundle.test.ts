@@ -466,6 +466,49 @@ describe('more apps', () => {
     for (const m of mountsUnder(home)) forceUnmount(m);
   });
 
+  it('overlay.writeback in the manifest reaches the kernel: small writes are merged, SQLite state is kept across launches', () => {
+    fs.mkdirSync(dir, { recursive: true });
+    // 2,000 writes of 100 bytes and a few SQLite transactions; OVERPACK_FUSE_STATS=1 makes the
+    // runtime print its request counts at unmount, which tell whether the kernel merged them.
+    const script = [
+      '#!/bin/sh',
+      'exec python3 - "$APPDIR" <<"EOF"',
+      'import os, sqlite3, sys',
+      'd = sys.argv[1] + "/state"',
+      'os.makedirs(d, exist_ok=True)',
+      'fd = os.open(d + "/small.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)',
+      'for i in range(2000): os.write(fd, bytes([65 + i % 26]) * 100)',
+      'os.close(fd)',
+      'db = sqlite3.connect(d + "/state.db")',
+      'db.execute("create table if not exists kv (id integer primary key, v blob)")',
+      'for t in range(5):',
+      '    with db:',
+      '        for i in range(50): db.execute("insert into kv (v) values (?)", (os.urandom(200),))',
+      'print(db.execute("pragma integrity_check").fetchone()[0], db.execute("select count(*) from kv").fetchone()[0], os.stat(d + "/small.bin").st_size)',
+      'EOF',
+      '',
+    ].join('\n');
+    const counts: Record<string, number> = {};
+    for (const writeback of [true, false]) {
+      const app = path.join(dir, `wb-${writeback}`);
+      fs.mkdirSync(app, { recursive: true });
+      fs.writeFileSync(path.join(app, 'run.sh'), script, { mode: 0o755 });
+      fs.writeFileSync(path.join(app, 'overpack.json'), JSON.stringify({ name: `wb-${writeback}`, version: '1.0.0', entrypoint: 'run.sh', overlay: { writeback, linger: 0 } }));
+      const out = path.join(dir, `wb-${writeback}.run`);
+      const b = build(app, out);
+      assert.equal(b.status, 0, b.stderr);
+      const first = run(out, [], { OVERPACK_FUSE_STATS: '1' });
+      assert.equal(first.status, 0, first.stderr);
+      assert.equal(first.stdout, 'ok 250 200000\n');
+      counts[String(writeback)] = Number(/^\s+write\s+(\d+)/m.exec(first.stderr)?.[1] ?? 0);
+      const second = run(out);
+      assert.equal(second.stdout, 'ok 500 200000\n', second.stderr);
+    }
+    assert.ok(counts.false! >= 2000, `without writeback every write(2) is a request: ${counts.false}`);
+    assert.ok(counts.true! < 200, `with overlay.writeback the kernel merges them: ${counts.true} WRITE requests`);
+    assert.deepEqual(mountsUnder(home), []);
+  });
+
   it('runs a native binary (the binary template) and passes its exit status', () => {
     fs.mkdirSync(dir, { recursive: true });
     const app = path.join(dir, 'binary');

@@ -14,6 +14,7 @@ interface MountArgs {
   'on-exit': OverlayAction;
   'cache-timeout': number;
   'allow-other': boolean;
+  writeback?: boolean;
   debug: boolean;
 }
 
@@ -30,9 +31,10 @@ export const mountCommand: CommandModule<object, MountArgs> = {
       .option('on-exit', { choices: OVERLAY_ACTIONS, default: 'preserve' as OverlayAction, describe: 'What to do with the writable layer after unmounting' })
       .option('cache-timeout', { type: 'number', default: DEFAULT_CACHE_SECONDS, describe: 'Seconds the kernel may cache attributes and lookups (0: off; hard-linked files written through one name show the change through the others after this delay)' })
       .option('allow-other', { type: 'boolean', default: false, describe: 'Let other users (root included) use the mount, with permissions checked by the kernel; a user other than root needs user_allow_other in /etc/fuse.conf' })
+      .option('writeback', { type: 'boolean', describe: 'Let the kernel merge writes in its page cache (fuse3 binding; see the README for what it costs) [default: off, or OVERPACK_FUSE_WRITEBACK=1]' })
       .option('debug', { type: 'boolean', default: false, describe: 'Print every FUSE request (libfuse debug output)' }) as unknown as Argv<MountArgs>,
   handler: async (args) => {
-    const fs = new OverlayFS(args.lower).setInodeMode(args['inode-mode']).setTuning({ cacheTimeout: args['cache-timeout'], debug: args.debug });
+    const fs = new OverlayFS(args.lower).setInodeMode(args['inode-mode']).setTuning({ cacheTimeout: args['cache-timeout'], writeback: args.writeback, debug: args.debug });
     if (args.upper) fs.setUpper(args.upper);
     if (args.mountpoint) fs.setMountpoint(args.mountpoint);
     if (args.home) fs.mountpointAsHome();

@@ -14,6 +14,8 @@ export interface MountOptions {
   negativeTimeout: number;
   /** Let other users (root included) use the mount; the kernel checks modes (default_permissions). */
   allowOther?: boolean;
+  /** The kernel's writeback cache (fuse3 only; README, FUSE bindings, says what it costs). */
+  writeback?: boolean;
   debug?: boolean;
 }
 

@@ -25,6 +25,8 @@ export const F = (a: Wire, i: number) => a[i] as Float64Array;
 export const ATTR_FIELDS = 16;
 /** The largest request the kernel sends: max_write, which libfuse also makes max_pages. */
 export const MAX_WRITE = 1 << 20;
+/** mount()'s flags, as in the addon. */
+export const MOUNT_WRITEBACK = 1;
 /** READ buffers kept for reuse (MAX_WRITE each): enough for the reads the kernel has in flight. */
 export const READ_BUFFER_BYTES = MAX_WRITE;
 export const READ_BUFFERS_KEPT = 16;

@@ -29,7 +29,7 @@ import { FsError } from '../vfs/index.js';
 import { childOf, S_IFMT, S_IFREG } from '../vfs/index.js';
 import { FsNode, NodeTable, ROOT_ID, type Listing } from './node-table.js';
 import {
-  ATTR_FIELDS, B, F, MAX_WRITE, MIN_DIRENT, MIN_DIRENTPLUS, N, OP, packAttr, READ_BUFFER_BYTES, READ_BUFFERS_KEPT,
+  ATTR_FIELDS, B, F, MAX_WRITE, MOUNT_WRITEBACK, MIN_DIRENT, MIN_DIRENTPLUS, N, OP, packAttr, READ_BUFFER_BYTES, READ_BUFFERS_KEPT,
   RENAME_EXCHANGE, RENAME_NOREPLACE, requestedTime, S, SET_ATIME, SET_ATIME_NOW, SET_GID, SET_MODE, SET_MTIME,
   SET_MTIME_NOW, SET_SIZE, SET_UID, type Wire,
 } from './fuse3-wire.js';
@@ -51,11 +51,13 @@ class Fuse3Server {
   private readonly entryT: number;
   private readonly attrT: number;
   private readonly negT: number;
+  private readonly writeback: boolean;
 
   constructor(private readonly fuse: OverpackAddon, private readonly ops: FsOps, options: MountOptions) {
     this.entryT = options.entryTimeout;
     this.attrT = options.attrTimeout;
     this.negT = options.negativeTimeout;
+    this.writeback = options.writeback ?? false;
   }
 
   /**
@@ -81,7 +83,7 @@ class Fuse3Server {
   private keepAlive: NodeJS.Timeout | null = null;
 
   start(mountPoint: string, args: string[]): void {
-    this.session = this.fuse.mount(mountPoint, args, (op: number, req: Req, ...a: unknown[]) => this.dispatch(op, req, a), MAX_WRITE);
+    this.session = this.fuse.mount(mountPoint, args, (op: number, req: Req, ...a: unknown[]) => this.dispatch(op, req, a), MAX_WRITE, this.writeback ? MOUNT_WRITEBACK : 0);
     this.keepAlive = setInterval(() => undefined, 1 << 30);
   }
 
@@ -332,7 +334,7 @@ class Fuse3Server {
       case OP.WRITE: {
         const data = B(a, 1);
         const node = this.node(N(a, 0));
-        f.replyWrite(req, await ops.write(node.path(this.nodes.generation), this.fhFor(node, N(a, 3)), data, data.length, N(a, 2)));
+        f.replyWrite(req, await this.following(node, (p) => ops.write(p, this.fhFor(node, N(a, 3)), data, data.length, N(a, 2))));
         return;
       }
       case OP.RELEASE:
@@ -462,6 +464,8 @@ class Fuse3Server {
 
   private async setattr(req: Req, id: number, toSet: number, v: Float64Array, fh: number): Promise<void> {
     const ops = this.ops;
+    const node = this.node(id);
+    if (node.parent === null && node.id !== ROOT_ID && !(toSet & (SET_MODE | SET_UID | SET_GID))) return this.setattrUnlinked(req, node, toSet, v);
     const p = fh >= 0 ? this.handlePath(id) : this.pathOf(id);
     if (toSet & SET_MODE) await ops.chmod(p, v[0]!);
     if (toSet & (SET_UID | SET_GID)) await ops.chown(p, toSet & SET_UID ? v[1]! : 0xffffffff, toSet & SET_GID ? v[2]! : 0xffffffff);
@@ -473,6 +477,27 @@ class Fuse3Server {
     }
     const attr = fh >= 0 ? await ops.fgetattr(p, fh) : await ops.getattr(p);
     this.checkType(this.node(id), attr);
+    packAttr(attr, this.scratch);
+    this.fuse.replyAttr(req, this.scratch, this.attrTimeout(attr));
+  }
+
+  /**
+   * Size and times of a file that lost its name while the kernel held it, through the handle it
+   * kept. Under the writeback cache the kernel owns a file's mtime and ctime while it has dirty
+   * pages and sends them at close or fsync, often after the app unlinked the file; failing
+   * that SETATTR made the app's close() fail with EIO.
+   */
+  private async setattrUnlinked(req: Req, node: FsNode, toSet: number, v: Float64Array): Promise<void> {
+    const p = node.path(this.nodes.generation);
+    if (!node.kept) throw new FsError('ENOENT', 'setattr', p, 'unlinked and no longer open');
+    if (toSet & SET_SIZE) await this.ops.ftruncate(p, node.kept, v[3]!);
+    if (toSet & (SET_ATIME | SET_MTIME | SET_ATIME_NOW | SET_MTIME_NOW) && this.ops.futimens) {
+      const atime = requestedTime(toSet, SET_ATIME, SET_ATIME_NOW, v[4]!, v[5]!);
+      const mtime = requestedTime(toSet, SET_MTIME, SET_MTIME_NOW, v[6]!, v[7]!);
+      await this.ops.futimens(p, node.kept, atime, mtime);
+    }
+    const attr = await this.unlinkedAttr(node, p);
+    this.checkType(node, attr);
     packAttr(attr, this.scratch);
     this.fuse.replyAttr(req, this.scratch, this.attrTimeout(attr));
   }
@@ -530,6 +555,28 @@ class Fuse3Server {
       const p = node.path(this.nodes.generation);
       const r = await fn(p);
       if (node.path(this.nodes.generation) === p || attempt === 4) return r;
+    }
+  }
+
+  /**
+   * For writes by path: one that failed or landed while its node was renamed or unlinked is
+   * made again under the node's new path or kept handle (a positioned write may be repeated).
+   * Under the writeback cache the kernel sends a file's pages after the app wrote them, so a
+   * rename by another process can come between; the app would see the failure only as EIO at
+   * close.
+   */
+  private async following<T>(node: FsNode, fn: (path: string) => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const p = node.path(this.nodes.generation);
+      const parent = node.parent;
+      let r: T;
+      try {
+        r = await fn(p);
+      } catch (err) {
+        if ((node.path(this.nodes.generation) === p && node.parent === parent) || attempt === 4) throw err;
+        continue;
+      }
+      if ((node.path(this.nodes.generation) === p && node.parent === parent) || attempt === 4) return r;
     }
   }
 

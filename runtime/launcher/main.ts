@@ -171,7 +171,7 @@ async function main(): Promise<void> {
     const { serveDetached } = await import('./mount-server.js');
     const runDir = makeRunDir(name);
     const mountPoint = path.join(cacheHome(), 'overpack', 'mnt', preservedMountName(name, dataDir));
-    const req = { layer, upper: upperPreserved, mountPoint, inodeMode: manifest.overlay?.inodeMode ?? 'virtual', discard: false, runDir } satisfies MountRequest;
+    const req = { layer, upper: upperPreserved, mountPoint, inodeMode: manifest.overlay?.inodeMode ?? 'virtual', writeback: manifest.overlay?.writeback === true, discard: false, runDir } satisfies MountRequest;
     makeDataDir();
     try {
       const code = await serveDetached({ ...req, dataDir, build: serveRequest.build, lingerMs: serveRequest.lingerMs });
@@ -280,7 +280,7 @@ async function main(): Promise<void> {
     // it keeps under it stay true: one per data directory, and only the server holding its lock
     // mounts there. A discarded run keeps nothing, and several may run at once: a name of its own.
     const mountPoint = path.join(mntRoot, discard ? `${name}-${randomBytes(4).toString('hex')}` : preservedMountName(name, dataDir));
-    const mountRequest = (upper: string): MountRequest => ({ layer, upper, mountPoint, inodeMode: manifest.overlay?.inodeMode ?? 'virtual', discard, runDir });
+    const mountRequest = (upper: string): MountRequest => ({ layer, upper, mountPoint, inodeMode: manifest.overlay?.inodeMode ?? 'virtual', writeback: manifest.overlay?.writeback === true, discard, runDir });
     const launch: Launch = { manifest, appArgs, bundle, binDir, mount: flags.mount, cleanup };
     let result: AppResult;
     if (discard) {

@@ -22,6 +22,8 @@ export interface MountRequest {
   upper: string;
   mountPoint: string;
   inodeMode: InodeMode;
+  /** The manifest's overlay.writeback; false leaves it to OVERPACK_FUSE_WRITEBACK (the engine's default). */
+  writeback: boolean;
   discard: boolean;
   /** This run's private directory (for a fusermount link, see providePrivateFusermount). */
   runDir: string;
@@ -35,6 +37,7 @@ export async function mountOverlay(req: MountRequest): Promise<OverlayFS> {
   providePrivateFusermount(req.runDir);
   mark('runtime: mounting');
   const overlay = new OverlayFS(req.layer).setUpper(req.upper).setMountpoint(req.mountPoint).setInodeMode(req.inodeMode);
+  if (req.writeback) overlay.setTuning({ writeback: true });
   overlay.setBinding(await bundledBinding());
   try {
     await overlay.mount();

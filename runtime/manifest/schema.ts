@@ -56,6 +56,12 @@ export const MANIFEST_SCHEMA = {
       properties: {
         onExit: { enum: ON_EXIT, default: 'preserve' },
         inodeMode: { enum: INODE_MODES, default: 'virtual' },
+        writeback: {
+          type: 'boolean',
+          default: false,
+          description: "The kernel's writeback cache for the app's writes: far fewer FUSE requests for many small writes (SQLite); costs: README, FUSE bindings",
+          'x-hint': 'must be true or false',
+        },
         linger: {
           type: 'number',
           minimum: 0,

@@ -47,6 +47,12 @@ export const DEFAULT_CACHE_SECONDS = 30;
 export interface MountTuning {
   /** Seconds the kernel may cache attributes, lookups and misses; 0 turns caching off. */
   cacheTimeout?: number;
+  /**
+   * The kernel's writeback cache (fuse3 binding): writes are merged in the page cache and
+   * sent in large requests. Off by default, for what it costs (README, FUSE bindings);
+   * `OVERPACK_FUSE_WRITEBACK=1` turns it on where this is not set.
+   */
+  writeback?: boolean;
   debug?: boolean;
 }
 
@@ -280,6 +286,7 @@ export class OverlayFS {
         entryTimeout: cache,
         negativeTimeout: cache,
         allowOther: this.allowOthers,
+        writeback: this.tuning.writeback ?? process.env.OVERPACK_FUSE_WRITEBACK === '1',
         debug: this.tuning.debug ?? false,
       });
       this.ops = ops;

@@ -24,7 +24,7 @@ export interface Session {
 
 /** The addon's functions (see the C file for each one's contract). */
 export interface OverpackAddon {
-  mount(mountPoint: string, args: string[], dispatcher: (op: number, req: Req, ...args: unknown[]) => void, maxWrite: number): Session;
+  mount(mountPoint: string, args: string[], dispatcher: (op: number, req: Req, ...args: unknown[]) => void, maxWrite: number, flags: number): Session;
   close(s: Session): void;
   replyErr(req: Req, errno: number): number;
   replyEntry(req: Req, nodeid: number, attr: Float64Array, entryTimeout: number, attrTimeout: number): number;

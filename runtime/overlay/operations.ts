@@ -6,7 +6,7 @@
  */
 import fs, { constants as fsc } from 'node:fs';
 import type { Attr, DirListing, FileSpan, FsOps, StatFs, TimeSpec } from '../vfs/index.js';
-import { seek, SEEK_DATA } from '../native/syscalls.js';
+import { seek, SEEK_DATA, utimens } from '../native/syscalls.js';
 import { FsError } from '../vfs/index.js';
 import { toEntryStat } from './dir-layer.js';
 import { InodeStore } from './inodes.js';
@@ -57,6 +57,8 @@ export class OverlayOps implements FsOps {
    * which layer holds a path drops its entry.
    */
   private readonly byPath = new Map<string, Handle & { writable: boolean }>();
+  /** Openings in progress for `byPath`, one per path. */
+  private readonly opening = new Map<string, Promise<Handle>>();
 
   constructor(readonly stack: LayerStack, readonly inodes: InodeStore) {}
 
@@ -69,36 +71,90 @@ export class OverlayOps implements FsOps {
     await this.stack.settle();
   }
 
+  /**
+   * The path's descriptor for handle-less I/O. Requests for one file can arrive together (the
+   * kernel's writeback sends a file's dirty pages as parallel WRITEs, reads ahead with parallel
+   * READs): they share one opening, and a descriptor that another request may still be using
+   * is closed only after the current turn of the event loop (see retire), never under it.
+   */
   private async pathHandle(path: string, write: boolean): Promise<Handle> {
-    const cached = this.byPath.get(path);
-    if (cached && (cached.writable || !write)) {
-      this.byPath.delete(path);
-      this.byPath.set(path, cached);
-      return cached;
+    for (;;) {
+      const cached = this.byPath.get(path);
+      if (cached && (cached.writable || !write)) {
+        this.byPath.delete(path);
+        this.byPath.set(path, cached);
+        return cached;
+      }
+      const running = this.opening.get(path);
+      if (running) {
+        // Whatever it opens may serve us too (a writable one serves a read); if it fails, we
+        // try ourselves and get our own answer.
+        await running.catch(() => undefined);
+        continue;
+      }
+      const opening = this.openPathHandle(path, write);
+      this.opening.set(path, opening);
+      try {
+        return await opening;
+      } finally {
+        if (this.opening.get(path) === opening) this.opening.delete(path);
+      }
     }
+  }
+
+  private async openPathHandle(path: string, write: boolean): Promise<Handle> {
     let h: Handle & { writable: boolean };
     if (write) {
       await this.stack.copyUp(path);
-      h = { kind: 'upper', fd: await this.stack.openUpper(path, fsc.O_RDWR), writable: true };
+      h = { kind: 'upper', fd: await this.openForKernel(path, fsc.O_RDWR), writable: true };
     } else {
       const node = await this.stack.require('read', path);
       h = node.upper
         ? { kind: 'upper', fd: await this.stack.openUpper(path, fsc.O_RDONLY), writable: false }
         : { kind: 'lower', file: await this.stack.lower.open(path), writable: false };
     }
-    // Another request may have filled the slot meanwhile; keep one descriptor per path.
-    const raced = this.byPath.get(path);
-    if (raced) {
+    // A read-only or lower descriptor this one replaces may be in use by a request of this turn.
+    const replaced = this.byPath.get(path);
+    if (replaced) {
       this.byPath.delete(path);
-      void closeHandle(raced);
+      this.retire(replaced);
     }
     this.byPath.set(path, h);
     if (this.byPath.size > MAX_PATH_HANDLES) {
       const [oldest, old] = this.byPath.entries().next().value as [string, Handle];
       this.byPath.delete(oldest);
-      void closeHandle(old);
+      this.retire(old);
     }
     return h;
+  }
+
+  /**
+   * Closes a descriptor that left the cache once the requests of this turn are done with it:
+   * every use of an upper descriptor is a synchronous call made right after it was handed out
+   * (the binding's READ reply included), so none outlives the turn. Closing it at once let a
+   * parallel request write through a closed descriptor (EBADF, which SQLite reported as "disk
+   * I/O error" under the writeback cache), or through its number reused by another file.
+   */
+  private retire(h: Handle): void {
+    setImmediate(() => void closeHandle(h));
+  }
+
+  /**
+   * An upper file opened for the kernel's handle-less I/O: always read-write where the mode
+   * allows it (the kernel reads pages of a file it writes, to fill a partial page under the
+   * writeback cache), never O_APPEND (the kernel gives every write its offset, the end of the
+   * file for an O_APPEND caller; an O_APPEND descriptor would ignore that offset).
+   */
+  private async openForKernel(path: string, flags: number): Promise<number> {
+    const f = flags & ~fsc.O_APPEND;
+    if ((f & 3) === fsc.O_RDONLY) return this.stack.openUpper(path, f);
+    try {
+      return await this.stack.openUpper(path, (f & ~3) | fsc.O_RDWR);
+    } catch (err) {
+      // A write-only mode (0200) and a server that is not root: writes still work.
+      if ((err as { code?: string }).code !== 'EACCES') throw err;
+      return this.stack.openUpper(path, (f & ~3) | fsc.O_WRONLY);
+    }
   }
 
   /** Forget path-keyed descriptors at `path` (and beneath it, for directories). */
@@ -106,14 +162,14 @@ export class OverlayOps implements FsOps {
     const h = this.byPath.get(path);
     if (h) {
       this.byPath.delete(path);
-      void closeHandle(h);
+      this.retire(h);
     }
     if (!tree) return;
     const prefix = path + '/';
     for (const [p, x] of this.byPath) {
       if (p.startsWith(prefix)) {
         this.byPath.delete(p);
-        void closeHandle(x);
+        this.retire(x);
       }
     }
   }
@@ -226,7 +282,7 @@ export class OverlayOps implements FsOps {
     // points at the upper copy, and read-only handles opened later see the same file.
     if (node.upper || flags & WRITE_INTENT) {
       if (!node.upper) await this.copyUp(path);
-      return this.addHandle({ kind: 'upper', fd: await this.stack.openUpper(path, openFlags) });
+      return this.addHandle({ kind: 'upper', fd: await this.openForKernel(path, openFlags) });
     }
     return this.addHandle({ kind: 'lower', file: await this.stack.lower.open(path) });
   }
@@ -266,8 +322,38 @@ export class OverlayOps implements FsOps {
 
   async write(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number> {
     const h = fh === 0 ? await this.pathHandle(path, true) : this.handle('write', path, fh);
-    if (h.kind !== 'upper') throw new FsError('EBADF', 'write', path, 'opened read-only');
-    return fdWrite(h.fd, buf, length, position);
+    const fd = h.kind === 'upper' ? h.fd : (await this.privateCopy(path, fh, h.file)).fd;
+    return fdWrite(fd, buf, length, position);
+  }
+
+  /**
+   * A write through a lower file's handle: only the binding's handle of a file that lost its
+   * name while the kernel held it (unlinked before its first write reached us: under the
+   * writeback cache the kernel sends dirty pages later, after the app's unlink). As on any
+   * filesystem, the unlinked file stays writable for whoever holds it: its data is copied to a
+   * nameless file in the upper's scratch dir, which takes the handle's place.
+   */
+  private async privateCopy(path: string, fh: number, file: LayerFile): Promise<Handle & { kind: 'upper' }> {
+    const tmp = this.stack.upper.tmpName();
+    const fd = fs.openSync(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+    fs.unlinkSync(tmp);
+    try {
+      const chunk = Buffer.allocUnsafe(1 << 20);
+      for (let pos = 0; ; ) {
+        const n = await file.read(chunk, 0, chunk.length, pos);
+        if (n <= 0) break;
+        fs.writeSync(fd, chunk, 0, n, pos);
+        pos += n;
+      }
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+    const h = { kind: 'upper' as const, fd };
+    this.handles.set(fh, h);
+    void file.close().catch(() => undefined);
+    void path;
+    return h;
   }
 
   async flush(path: string, fh: number): Promise<void> {
@@ -301,8 +387,15 @@ export class OverlayOps implements FsOps {
   async ftruncate(path: string, fh: number, size: number): Promise<void> {
     if (fh === 0) return this.truncate(path, size);
     const h = this.handle('ftruncate', path, fh);
-    if (h.kind !== 'upper') return this.truncate(path, size);
-    fs.ftruncateSync(h.fd, size);
+    // A lower handle that is asked to change is one kept for a file that lost its name (see write).
+    fs.ftruncateSync(h.kind === 'upper' ? h.fd : (await this.privateCopy(path, fh, h.file)).fd, size);
+  }
+
+  async futimens(path: string, fh: number, atime: TimeSpec, mtime: TimeSpec): Promise<void> {
+    const h = this.handle('futimens', path, fh);
+    // A lower file that lost its name before any change: nobody can see its times but through
+    // the handle, whose stat is the lower's; nothing to keep.
+    if (h.kind === 'upper') utimens(`/proc/self/fd/${h.fd}`, atime, mtime);
   }
 
   async mknod(path: string, mode: number, rdev: number): Promise<void> {

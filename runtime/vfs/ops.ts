@@ -83,6 +83,8 @@ export interface FsOps {
   chown(path: string, uid: number, gid: number): Promise<void>;
   /** Times in nanoseconds since the epoch, or 'now', or 'omit' (leave unchanged). */
   utimens(path: string, atime: TimeSpec, mtime: TimeSpec): Promise<void>;
+  /** utimens through a handle: for a file that has lost its name. Optional. */
+  futimens?(path: string, fh: number, atime: TimeSpec, mtime: TimeSpec): Promise<void>;
   /** fallocate(2) modes (0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE, ...) on a file. */
   fallocate(path: string, fh: number, mode: number, offset: number, length: number): Promise<void>;
   /** lseek(2) with SEEK_DATA or SEEK_HOLE (the kernel handles the others itself); returns the offset. */

@@ -82,6 +82,8 @@ typedef struct session {
    * so a late answer (after unmount) never touches freed memory. */
   size_t outstanding;
   uint32_t max_write;
+  /* Ask for the kernel's writeback cache at INIT (MOUNT_WRITEBACK). */
+  int writeback;
   /* Nodes known to carry no security.capability (see ll_getxattr), direct-mapped by id. */
   fuse_ino_t no_caps[NO_CAPS_SLOTS];
 } session;
@@ -340,6 +342,11 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   if (s->max_write && s->max_write < conn->max_write) conn->max_write = s->max_write;
   conn->max_readahead = conn->max_write;
+  /* Opt-in (README, FUSE bindings): the kernel then keeps written pages dirty and sends them in
+   * large WRITEs, owning size, mtime and ctime of a file while it does; it also READs pages of
+   * files opened write-only and handles O_APPEND itself, which the engine's handle-less
+   * descriptors (read-write, never O_APPEND) allow. */
+  if (s->writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 }
 
 static const struct fuse_lowlevel_ops ll_ops = {
@@ -426,10 +433,13 @@ static session *get_session(napi_env env, napi_value v) {
   return s;
 }
 
-/* mount(mountPoint, args: string[], dispatcher, maxWrite) -> session */
+/* Bits of mount()'s flags. */
+#define MOUNT_WRITEBACK 1
+
+/* mount(mountPoint, args: string[], dispatcher, maxWrite, flags) -> session */
 static napi_value js_mount(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   char mnt[4096];
   size_t len;
@@ -444,12 +454,14 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     napi_get_value_string_utf8(env, item, tmp, sizeof tmp, &len);
     cargv[i] = strdup(tmp);
   }
-  uint32_t max_write = 0;
+  uint32_t max_write = 0, flags = 0;
   napi_get_value_uint32(env, argv[3], &max_write);
+  if (argc >= 5) napi_get_value_uint32(env, argv[4], &flags);
 
   session *s = calloc(1, sizeof *s);
   s->env = env;
   s->max_write = max_write;
+  s->writeback = (flags & MOUNT_WRITEBACK) != 0;
   struct fuse_args args = FUSE_ARGS_INIT((int)nargs, cargv);
   s->se = fuse_session_new(&args, &ll_ops, sizeof ll_ops, s);
   fuse_opt_free_args(&args);
