@@ -322,7 +322,7 @@ export class OverlayOps implements FsOps {
 
   async write(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number> {
     const h = fh === 0 ? await this.pathHandle(path, true) : this.handle('write', path, fh);
-    const fd = h.kind === 'upper' ? h.fd : (await this.privateCopy(path, fh, h.file)).fd;
+    const fd = h.kind === 'upper' ? h.fd : (await this.privateCopy(fh, h.file)).fd;
     return fdWrite(fd, buf, length, position);
   }
 
@@ -333,7 +333,7 @@ export class OverlayOps implements FsOps {
    * filesystem, the unlinked file stays writable for whoever holds it: its data is copied to a
    * nameless file in the upper's scratch dir, which takes the handle's place.
    */
-  private async privateCopy(path: string, fh: number, file: LayerFile): Promise<Handle & { kind: 'upper' }> {
+  private async privateCopy(fh: number, file: LayerFile): Promise<Handle & { kind: 'upper' }> {
     const tmp = this.stack.upper.tmpName();
     const fd = fs.openSync(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o600);
     fs.unlinkSync(tmp);
@@ -352,7 +352,6 @@ export class OverlayOps implements FsOps {
     const h = { kind: 'upper' as const, fd };
     this.handles.set(fh, h);
     void file.close().catch(() => undefined);
-    void path;
     return h;
   }
 
@@ -388,7 +387,7 @@ export class OverlayOps implements FsOps {
     if (fh === 0) return this.truncate(path, size);
     const h = this.handle('ftruncate', path, fh);
     // A lower handle that is asked to change is one kept for a file that lost its name (see write).
-    fs.ftruncateSync(h.kind === 'upper' ? h.fd : (await this.privateCopy(path, fh, h.file)).fd, size);
+    fs.ftruncateSync(h.kind === 'upper' ? h.fd : (await this.privateCopy(fh, h.file)).fd, size);
   }
 
   async futimens(path: string, fh: number, atime: TimeSpec, mtime: TimeSpec): Promise<void> {
