@@ -1,7 +1,7 @@
 /**
- * The libfuse 3 addon's wire format, as `fuse3.ts` reads requests and writes replies: operation
- * codes, request argument accessors, the attribute layout (see fill_stat in the addon) and the
- * protocol's constants.
+ * The libfuse 3 addon's wire format, as the fuse3 binding's handlers read requests and write
+ * replies: operation codes, request argument accessors, the attribute layout (see fill_stat in
+ * the addon) and the protocol's constants.
  */
 import type { Attr } from '../vfs/index.js';
 import type { TimeSpec } from '../native/syscalls.js';
@@ -14,12 +14,16 @@ export const OP = {
   CREATE: 25, FALLOCATE: 26, LSEEK: 27,
 } as const;
 
+/** An operation's name by its code, for messages and request counts. */
+export const OP_NAMES: Record<number, string> = Object.fromEntries(Object.entries(OP).map(([k, v]) => [v, k.toLowerCase()]));
+
 /** A request's arguments as the addon passes them (see each op's C handler). */
 export type Wire = readonly unknown[];
-export const N = (a: Wire, i: number) => a[i] as number;
-export const S = (a: Wire, i: number) => a[i] as string;
-export const B = (a: Wire, i: number) => a[i] as Buffer;
-export const F = (a: Wire, i: number) => a[i] as Float64Array;
+/** Argument `i` of a request, by its type: a number, a name, bytes, or setattr's values. */
+export const num = (a: Wire, i: number) => a[i] as number;
+export const str = (a: Wire, i: number) => a[i] as string;
+export const bytes = (a: Wire, i: number) => a[i] as Buffer;
+export const f64s = (a: Wire, i: number) => a[i] as Float64Array;
 
 /** Per entry: see fill_stat in the addon (times as whole seconds, then their nanoseconds). */
 export const ATTR_FIELDS = 16;

@@ -2,7 +2,7 @@
  * Our N-API addon (`runtime/fuse/lowlevel/overpack_fuse3.c`): the libfuse 3 binding and the few
  * system calls Node lacks. Loaded from the bundle (the launcher extracts it) or from
  * `dist/native/<platform>/` (development, library use). Its functions are typed here, once; the
- * FUSE binding (`runtime/fuse/fuse3.ts`) and the engine's system calls (`syscalls.ts`) use them.
+ * FUSE binding (`runtime/fuse/fuse3*.ts`) and the engine's system calls (`syscalls.ts`) use them.
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';

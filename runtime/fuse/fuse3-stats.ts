@@ -1,0 +1,26 @@
+/** OVERPACK_FUSE_STATS=1: the fuse3 binding's request counts and mean time to answer per operation, printed at close. */
+import { OP_NAMES } from './fuse3-wire.js';
+
+export class RequestStats {
+  private readonly byOp = new Map<number, { n: number; ns: bigint }>();
+
+  /** Counting costs a clock read per request: only when asked for. */
+  static fromEnv(): RequestStats | null {
+    return process.env.OVERPACK_FUSE_STATS === '1' ? new RequestStats() : null;
+  }
+
+  /** Request `op`, received at `t0` (process.hrtime.bigint()), is answered. */
+  record(op: number, t0: bigint): void {
+    const e = this.byOp.get(op) ?? { n: 0, ns: 0n };
+    e.n++;
+    e.ns += process.hrtime.bigint() - t0;
+    this.byOp.set(op, e);
+  }
+
+  print(): void {
+    const rows = [...this.byOp].sort((x, y) => y[1].n - x[1].n);
+    const total = rows.reduce((sum, [, e]) => sum + e.n, 0);
+    const lines = rows.map(([op, e]) => `  ${(OP_NAMES[op] ?? String(op)).padEnd(12)} ${String(e.n).padStart(9)}  ${(Number(e.ns / BigInt(e.n)) / 1000).toFixed(1).padStart(8)} µs`);
+    process.stderr.write(`overpack: FUSE requests (fuse3): ${total}\n  op               count  mean time to answer\n${lines.join('\n')}\n`);
+  }
+}
