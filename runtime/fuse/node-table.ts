@@ -23,7 +23,7 @@ export class FsNode {
   listedWhole = -1;
   /** The attributes when the file lost its name while the kernel held it (for fstat). */
   openedAttr: Attr | null = null;
-  /** A handle taken when the file lost its name while the kernel still knew it (see keepIfKnown). */
+  /** A handle taken when the file lost its name while the kernel still knew it (fuse3-unlinked.ts). */
   kept = 0;
   private cachedPath: string | null = null;
   private cachedAt = -1;
@@ -46,7 +46,6 @@ export interface Listing {
   attrs: Float64Array;
 }
 
-
 /**
  * The kernel's view of the tree: node id → node, each node under its parent by name. A node
  * lives while the kernel holds lookups on it (LOOKUP, CREATE, MKDIR, ... and READDIRPLUS
@@ -68,17 +67,8 @@ export class NodeTable {
     this.byId.set(ROOT_ID, this.root);
   }
 
-  get size(): number {
-    return this.byId.size;
-  }
-
   get(id: number): FsNode | undefined {
     return this.byId.get(id);
-  }
-
-  pathOf(id: number): string | null {
-    const n = this.byId.get(id);
-    return n ? n.path(this.generation) : null;
   }
 
   peekChild(parent: FsNode, name: string): FsNode | undefined {
