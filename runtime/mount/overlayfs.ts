@@ -24,7 +24,7 @@ import { OverlayError } from '../overlay/errors.js';
 import { finalizeUpper, type FinalizeResult, type OverlayAction } from '../overlay/finalize.js';
 import { InodeStore, type InodeMode } from '../overlay/inodes.js';
 import type { Layer } from '../overlay/layer.js';
-import { LayerStack } from '../overlay/layers.js';
+import { LayerStack } from '../overlay/layer-stack.js';
 import { OverlayOps } from '../overlay/operations.js';
 import { recoverCommit } from '../overlay/commit.js';
 

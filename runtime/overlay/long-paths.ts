@@ -7,7 +7,8 @@
  * if its own path is long. Every system call accepts the result in place of the path.
  *
  * A descriptor follows its directory when that is renamed, so anchors under a directory that
- * moves or goes away must be dropped (`forget`); the layers do it where they change shape.
+ * moves or goes away must be dropped (`forget`): `UpperDir` does it where the upper changes
+ * shape (a lower never changes through us).
  */
 import fs, { constants as fsc } from 'node:fs';
 

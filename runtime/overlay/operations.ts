@@ -12,7 +12,7 @@ import { toEntryStat } from './dir-layer.js';
 import { InodeStore } from './inodes.js';
 import { entryType, type LayerFile } from './layer.js';
 import { childOf, nameOf, parentOf, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type EntryStat } from '../vfs/index.js';
-import { isDir, LayerStack, type Node } from './layers.js';
+import { isDir, LayerStack, type Node } from './layer-stack.js';
 import { isReserved } from './whiteout.js';
 
 type Handle = { kind: 'upper'; fd: number } | { kind: 'lower'; file: LayerFile };

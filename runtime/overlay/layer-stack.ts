@@ -1,5 +1,5 @@
 /**
- * The layer manager: resolves merged paths over a read-only lower `Layer` and the writable
+ * The layer stack: resolves merged paths over a read-only lower `Layer` and the writable
  * `UpperDir`, and performs the upper-side steps every operation is built from (copy-up,
  * whiteouts, opaque directories). It keeps a cache of what each merged directory looks like;
  * the cache stays exact because every change to the upper goes through the UpperDir, and every
