@@ -1,6 +1,6 @@
 /** `overpack mount` and `overpack umount`: the overlay engine from the shell. */
 import type { Argv, CommandModule } from 'yargs';
-import { OverlayFS, OverlayError, OVERLAY_ACTIONS, DEFAULT_CACHE_SECONDS, type OverlayAction, type InodeMode } from '../../runtime/index.js';
+import { OverlayFS, OverlayError, OVERLAY_ACTIONS, INODE_MODES, DEFAULT_CACHE_SECONDS, type OverlayAction, type InodeMode } from '../../runtime/index.js';
 import { isMounted, unmountPath } from '../../runtime/fuse/unmount.js';
 import { fail, say } from '../output.js';
 import path from 'node:path';
@@ -27,7 +27,7 @@ export const mountCommand: CommandModule<object, MountArgs> = {
       .option('upper', { type: 'string', describe: 'Writable layer directory [default: <lower>_upper]' })
       .option('mountpoint', { type: 'string', describe: 'Where to mount [default: $TMPDIR/mount_<dir>_<id>_<ts>]' })
       .option('home', { type: 'boolean', default: false, describe: 'Put the generated mountpoint under ~/.cache instead of $TMPDIR' })
-      .option('inode-mode', { choices: ['virtual', 'persistent'] as const, default: 'virtual' as InodeMode, describe: 'virtual: sequential per mount; persistent: FNV-1a of the path, stable across mounts' })
+      .option('inode-mode', { choices: INODE_MODES, default: 'virtual' as InodeMode, describe: 'virtual: sequential per mount; persistent: FNV-1a of the path, stable across mounts' })
       .option('on-exit', { choices: OVERLAY_ACTIONS, default: 'preserve' as OverlayAction, describe: 'What to do with the writable layer after unmounting' })
       .option('cache-timeout', { type: 'number', default: DEFAULT_CACHE_SECONDS, describe: 'Seconds the kernel may cache attributes and lookups (0: off; hard-linked files written through one name show the change through the others after this delay)' })
       .option('allow-other', { type: 'boolean', default: false, describe: 'Let other users (root included) use the mount, with permissions checked by the kernel; a user other than root needs user_allow_other in /etc/fuse.conf' })

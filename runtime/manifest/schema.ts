@@ -5,6 +5,7 @@
  * for editors. `x-hint` is ours: the words an error about that field uses.
  */
 import type { FromSchema } from 'json-schema-to-ts';
+import { INODE_MODES } from '../overlay/inodes.js';
 
 /**
  * Environment names the runtime sets or relies on: the manifest's `env` cannot set them (build
@@ -14,7 +15,6 @@ export const RESERVED_ENV = ['APPDIR', 'ARGV0', 'OWD', 'PATH', 'NODE_OPTIONS'] a
 export const RESERVED_ENV_PREFIX = 'OVERPACK_';
 
 export const ON_EXIT = ['preserve', 'discard'] as const;
-export const INODE_MODES = ['virtual', 'persistent'] as const;
 /** Seconds a preserved app's mount stays served after its last launch exits (see mount-server.ts). */
 export const LINGER_SECONDS = { default: 5, max: 3600 } as const;
 

@@ -22,7 +22,7 @@ import { chooseBinding, UnknownBindingError } from '../fuse/registry.js';
 import { DirLayer } from '../overlay/dir-layer.js';
 import { OverlayError } from '../overlay/errors.js';
 import { finalizeUpper, type FinalizeResult, type OverlayAction } from '../overlay/finalize.js';
-import { InodeStore, type InodeMode } from '../overlay/inodes.js';
+import { INODE_MODES, InodeStore, type InodeMode } from '../overlay/inodes.js';
 import type { Layer } from '../overlay/layer.js';
 import { LayerStack } from '../overlay/layer-stack.js';
 import { OverlayOps } from '../overlay/operations.js';
@@ -151,8 +151,8 @@ export class OverlayFS {
 
   setInodeMode(mode: InodeMode): this {
     this.assertUnmounted('setInodeMode');
-    if (mode !== 'virtual' && mode !== 'persistent') {
-      throw new OverlayError('BAD_UPPER', 'setInodeMode', '', `inode mode must be "virtual" or "persistent", not "${String(mode)}"`);
+    if (!INODE_MODES.includes(mode)) {
+      throw new OverlayError('BAD_UPPER', 'setInodeMode', '', `inode mode must be ${INODE_MODES.map((m) => `"${m}"`).join(' or ')}, not "${String(mode)}"`);
     }
     this.inodeMode = mode;
     return this;

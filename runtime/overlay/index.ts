@@ -2,7 +2,7 @@
 export { OverlayError, type OverlayErrorCode } from './errors.js';
 export { FsError, type EntryStat } from '../vfs/index.js';
 export { type OverlayAction, type FinalizeResult, OVERLAY_ACTIONS } from './finalize.js';
-export { type InodeMode } from './inodes.js';
+export { type InodeMode, INODE_MODES } from './inodes.js';
 export { DirLayer } from './dir-layer.js';
 export type { Layer, LayerFile, DirEntry, EntryType } from './layer.js';
 export { OPAQUE_MARKER, WHITEOUT_PREFIX, WORK_DIR } from './whiteout.js';

@@ -5,7 +5,8 @@
  * upper file's own inode). Numbers are kept below 2^32 because fuse-native passes st_ino as a
  * 32-bit value; a binding with 64-bit inodes could take them whole.
  */
-export type InodeMode = 'virtual' | 'persistent';
+export const INODE_MODES = ['virtual', 'persistent'] as const;
+export type InodeMode = (typeof INODE_MODES)[number];
 
 const FNV64_OFFSET = 0xcbf29ce484222325n;
 const FNV64_PRIME = 0x100000001b3n;
