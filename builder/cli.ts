@@ -14,8 +14,9 @@ import { EXIT, EXIT_FOR_CODE } from '../runtime/errors/exit-codes.js';
 /**
  * yargs formats the whole help text of a command before running its handler, to have it ready
  * for a showHelp() from inside the handler, which this CLI never calls (--help and usage
- * errors build their own). That formatting cost ~20 ms per command here (measuring string
- * widths needs an Intl.Segmenter). Turned off through yargs' internal methods where they exist.
+ * errors build their own). That formatting slowed every command (measuring string widths needs
+ * an Intl.Segmenter; bench/README, figures behind the code). Turned off through yargs' internal
+ * methods where they exist.
  */
 function skipHelpCache(y: object): void {
   const internal = (y as { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } } }).getInternalMethods?.();

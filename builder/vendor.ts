@@ -8,9 +8,9 @@
  *    misbehaving:
  *    - yargs finds its locales relative to its own file; in the bundle, relative to its
  *      package wherever it is installed;
- *    - string-width builds an Intl.Segmenter when it loads (~20 ms here, and yargs carries two
- *      copies of string-width): built on first use instead, which a command that prints no
- *      help never reaches.
+ *    - string-width builds an Intl.Segmenter when it loads (slow, and yargs carries two copies
+ *      of string-width): built on first use instead, which a command that prints no help never
+ *      reaches (bench/README, figures behind the code).
  * 2. dist/builder/cli.js: the CLI with yargs and our modules, packages from node_modules left
  *    to Node (native addons, esbuild, postject). What loads lazily stays lazy and outside: the
  *    build pipeline and the image, signature and BLAKE3 modules, imported from dist/ as
@@ -36,8 +36,8 @@ await esbuild.build({
   platform: 'node',
   target: 'node20',
   // Node 20 has the regexp v flag; without this esbuild rewrites string-width's /…/v literals
-  // into RegExp constructors, compiled (~15 ms for the emoji one) when the bundle loads
-  // instead of on first use.
+  // into RegExp constructors, compiled when the bundle loads (the emoji one is slow to
+  // compile) instead of on first use.
   supported: { 'regexp-set-notation': true },
   outfile: out,
   allowOverwrite: true,

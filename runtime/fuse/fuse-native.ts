@@ -1,7 +1,8 @@
 /**
  * The fuse-native (libfuse 2) binding: adapts promise-based `FsOps` to fuse-native's
  * callback API. Every request crosses from a libfuse thread to the JS main thread and back
- * (~100-150 µs), so the mount options below are chosen to make the kernel ask less often.
+ * (what that costs: bench/README, figures behind the code), so the mount options below are
+ * chosen to make the kernel ask less often.
  */
 import { failureErrno } from './failure.js';
 import type { FuseBinding, MountedFs, MountOptions } from './binding.js';

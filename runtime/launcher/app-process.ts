@@ -61,12 +61,12 @@ export interface AppRun {
 
 /**
  * Starts the app. `held`: the mount is not ready yet. A .js app then gets its process at once,
- * held at a gate: the bundle's Node starts up (~20 ms here, plus ~25-40 ms of
- * NODE_EXTRA_CA_CERTS when set) while this process mounts, and reads one byte from the gate
- * (descriptor OVERPACK_NODE_GATE, see entry.cts) before it loads the app's first file: "1"
- * once go() is called, end of file if we cancel or die. Nothing of the app and nothing inside
- * the mount runs before go(). Any other app, or one whose Node has NODE_OPTIONS (a --require
- * would run before the gate), is spawned by go() as before.
+ * held at a gate: the bundle's Node starts up (and loads NODE_EXTRA_CA_CERTS when set; what
+ * each costs: bench/README, figures behind the code) while this process mounts, and reads one
+ * byte from the gate (descriptor OVERPACK_NODE_GATE, see entry.cts) before it loads the app's
+ * first file: "1" once go() is called, end of file if we cancel or die. Nothing of the app and
+ * nothing inside the mount runs before go(). Any other app, or one whose Node has NODE_OPTIONS
+ * (a --require would run before the gate), is spawned by go() as before.
  */
 export function startApp(appDir: string, manifest: Manifest, userArgs: string[], bundle: string, binDir: string, held: boolean): AppRun {
   const entry = path.join(appDir, manifest.entrypoint);

@@ -4,10 +4,11 @@
  *
  * A signature is required when the user names a key (--overpack-verify-signature <pub.pem> or
  * OVERPACK_VERIFY_SIGNATURE) or when the manifest asks for one (security.requireSignature,
- * security.publicKey). Checking means hashing every byte of the bundle (~50 ms for a 100 MB
- * bundle here, more from a cold disk), so a successful check is remembered in the user's cache,
- * keyed by the file's device and inode and valid only while its size, mtime and ctime (which no
- * unprivileged process can set back) are unchanged. Without a requirement nothing is hashed.
+ * security.publicKey). Checking means hashing every byte of the bundle (bench/README, figures
+ * behind the code; more from a cold disk), so a successful check is remembered in the user's
+ * cache, keyed by the file's device and inode and valid only while its size, mtime and ctime
+ * (which no unprivileged process can set back) are unchanged. Without a requirement nothing is
+ * hashed.
  */
 import fs from 'node:fs';
 import path from 'node:path';

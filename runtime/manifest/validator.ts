@@ -2,7 +2,7 @@
  * The manifest schema compiled by ajv, for the `overpack` CLI (loaded on first use: ajv is not
  * part of `overpack mount`'s start-up). Inside a bundle this module is replaced, when the
  * builder bundles the runtime, by ajv's standalone code for the same schema (see
- * `builder/build.ts`): about 12 KB, nothing compiled at launch.
+ * `builder/build.ts`): small, nothing compiled at launch (bench/README, one-off measurements).
  */
 import { createRequire } from 'node:module';
 import type { ValidateFunction } from 'ajv';

@@ -67,7 +67,8 @@ let stepHook: ((n: number) => void) | null = null;
 let steps = 0;
 /**
  * The BLAKE3 addon, loaded by the first commit that compares contents: every mount imports
- * this module (for recoverCommit), and loading the addon cost `overpack mount` ~10 ms here.
+ * this module (for recoverCommit), and loading the addon would slow every `overpack mount`
+ * (bench/README, figures behind the code).
  */
 let blake3FileFn: typeof Blake3File | null = null;
 async function hasher(): Promise<typeof Blake3File> {

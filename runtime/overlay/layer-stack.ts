@@ -323,9 +323,9 @@ export class LayerStack {
    * Removes upper directory `path`, which holds nothing the merged view shows (only markers,
    * since the caller found the merged directory empty). One that is not empty is renamed into
    * the scratch dir, so the name is free at once, and emptied there in the background: emptying
-   * it in place cost ~15 ms for a directory of 100 whiteouts (what `rm -rf` of a lower
-   * directory leaves), every one of them while the request waited. A crash leaves it to the
-   * next mount, which empties the scratch dir; `settle()` waits for it.
+   * it in place (a directory full of whiteouts is what `rm -rf` of a lower directory leaves)
+   * made the request wait for every one of them (bench/README, figures behind the code). A
+   * crash leaves it to the next mount, which empties the scratch dir; `settle()` waits for it.
    */
   async removeUpperDir(path: string): Promise<void> {
     if (!this.upper.rmdirIfEmpty(path)) {
