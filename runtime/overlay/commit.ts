@@ -26,6 +26,7 @@ import * as xattr from 'fs-xattr';
 import { mknod } from '../native/syscalls.js';
 import type { blake3File as Blake3File } from '../hash/blake3.js';
 import { OPAQUE_MARKER, WORK_DIR, isReserved, whitedOutName } from './whiteout.js';
+import { isXattrRefused } from './dir-layer.js';
 import { OverpackError } from '../errors/overpack-error.js';
 
 export interface CommitSummary {
@@ -144,7 +145,7 @@ function copyXattrs(from: string, to: string): void {
       try {
         xattr.removeAttributeSync(to, k);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EPERM' && (err as NodeJS.ErrnoException).code !== 'ENOTSUP') throw err;
+        if (!isXattrRefused(err)) throw err;
       }
     }
   }
@@ -152,7 +153,7 @@ function copyXattrs(from: string, to: string): void {
     try {
       xattr.setAttributeSync(to, k, xattr.getAttributeSync(from, k));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EPERM' && (err as NodeJS.ErrnoException).code !== 'ENOTSUP') throw err;
+      if (!isXattrRefused(err)) throw err;
     }
   }
 }

@@ -40,6 +40,15 @@ export function isNoXattr(err: unknown): boolean {
   return code === 'ENODATA' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'ENOATTR';
 }
 
+/**
+ * An xattr this user may not set or remove here (security.* and trusted.* need privileges; a
+ * filesystem may take none): copies go on without it, their data kept.
+ */
+export function isXattrRefused(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'EPERM' || code === 'ENOTSUP';
+}
+
 // xattrs are read and written with fs-xattr's synchronous calls only: its asynchronous ones
 // (0.4.0) never free their native work, which leaked ~1 KB per FUSE write (the kernel asks for
 // security.capability on every write), and a local getxattr is cheaper than a threadpool hop.

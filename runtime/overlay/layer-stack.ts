@@ -11,6 +11,7 @@ import { FsError } from '../vfs/index.js';
 import { mknod, utimens } from '../native/syscalls.js';
 import { entryType, type Layer } from './layer.js';
 import { childOf, nameOf, parentOf, S_IFDIR, S_IFMT, type EntryStat } from '../vfs/index.js';
+import { isXattrRefused } from './dir-layer.js';
 import { UpperDir } from './upper-dir.js';
 import { OPAQUE_MARKER, isReserved, whitedOutName } from './whiteout.js';
 
@@ -200,8 +201,7 @@ export class LayerStack {
         try {
           xattr.setAttributeSync(dest, name, value);
         } catch (err) {
-          // security.* and trusted.* need privileges the user may not have; the data is kept.
-          if (code(err) !== 'EPERM' && code(err) !== 'ENOTSUP') throw err;
+          if (!isXattrRefused(err)) throw err;
         }
       }
     }
