@@ -1,6 +1,6 @@
 /** SETATTR for the fuse3 binding: mode, owner, size and times, in that order, then the new attributes. */
 import type { Req } from '../native/addon.js';
-import { FsError } from '../vfs/index.js';
+import { FsError, ID_UNCHANGED } from '../vfs/index.js';
 import type { Fuse3Context } from './fuse3-context.js';
 import { checkType, handlePath, isUnlinked, node, pathOf } from './fuse3-paths.js';
 import { unlinkedAttr } from './fuse3-unlinked.js';
@@ -16,7 +16,7 @@ export async function setattr(c: Fuse3Context, req: Req, id: number, toSet: numb
   if (isUnlinked(n) && !(toSet & (SET_MODE | SET_UID | SET_GID))) return setattrUnlinked(c, req, n, toSet, v);
   const p = fh >= 0 ? handlePath(c, id) : pathOf(c, id);
   if (toSet & SET_MODE) await ops.chmod(p, v[0]!);
-  if (toSet & (SET_UID | SET_GID)) await ops.chown(p, toSet & SET_UID ? v[1]! : 0xffffffff, toSet & SET_GID ? v[2]! : 0xffffffff);
+  if (toSet & (SET_UID | SET_GID)) await ops.chown(p, toSet & SET_UID ? v[1]! : ID_UNCHANGED, toSet & SET_GID ? v[2]! : ID_UNCHANGED);
   if (toSet & SET_SIZE) await (fh >= 0 ? ops.ftruncate(p, fh, v[3]!) : ops.truncate(p, v[3]!));
   if (toSet & (SET_ATIME | SET_MTIME | SET_ATIME_NOW | SET_MTIME_NOW)) {
     const atime = requestedTime(toSet, SET_ATIME, SET_ATIME_NOW, v[4]!, v[5]!);

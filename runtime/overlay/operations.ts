@@ -7,7 +7,7 @@
 import fs, { constants as fsc } from 'node:fs';
 import type { Attr, DirListing, FileSpan, FsOps, StatFs, TimeSpec } from '../vfs/index.js';
 import { seek, SEEK_DATA, utimens } from '../native/syscalls.js';
-import { FsError } from '../vfs/index.js';
+import { FsError, ID_UNCHANGED } from '../vfs/index.js';
 import { toEntryStat } from './dir-layer.js';
 import { InodeStore } from './inodes.js';
 import { entryType, type LayerFile } from './layer.js';
@@ -334,9 +334,7 @@ export class OverlayOps implements FsOps {
    * nameless file in the upper's scratch dir, which takes the handle's place.
    */
   private async privateCopy(fh: number, file: LayerFile): Promise<Handle & { kind: 'upper' }> {
-    const tmp = this.stack.upper.tmpName();
-    const fd = fs.openSync(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o600);
-    fs.unlinkSync(tmp);
+    const fd = this.stack.upper.namelessFile();
     try {
       const chunk = Buffer.allocUnsafe(1 << 20);
       for (let pos = 0; ; ) {
@@ -523,7 +521,7 @@ export class OverlayOps implements FsOps {
   async chown(path: string, uid: number, gid: number): Promise<void> {
     await this.copyUp(path);
     // -1 (as unsigned 32-bit) means "leave unchanged".
-    this.stack.upper.chown(path, uid === 0xffffffff ? -1 : uid, gid === 0xffffffff ? -1 : gid);
+    this.stack.upper.chown(path, uid === ID_UNCHANGED ? -1 : uid, gid === ID_UNCHANGED ? -1 : gid);
   }
 
   async utimens(path: string, atime: TimeSpec, mtime: TimeSpec): Promise<void> {

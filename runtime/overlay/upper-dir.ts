@@ -45,6 +45,14 @@ export class UpperDir {
     return `${this.workDir}/${process.pid}.${++this.tmpSeq}`;
   }
 
+  /** A new file in the scratch dir that has no name (made, then unlinked): its read-write descriptor. */
+  namelessFile(): number {
+    const tmp = this.tmpName();
+    const fd = fs.openSync(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+    fs.unlinkSync(tmp);
+    return fd;
+  }
+
   /** `path` moved or went away: forget descriptors held for reaching beneath it. */
   forget(path: string): void {
     this.longPaths.forget(this.raw(path));

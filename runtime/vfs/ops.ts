@@ -48,6 +48,9 @@ export interface FileSpan {
   size: number | null;
 }
 
+/** chown's "leave unchanged" for a uid or gid: (uid_t)-1, as both bindings receive it. */
+export const ID_UNCHANGED = 0xffffffff;
+
 export interface FsOps {
   getattr(path: string): Promise<Attr>;
   /** getattr through an open handle: works after the path was unlinked or renamed. */
@@ -80,6 +83,7 @@ export interface FsOps {
   link(existing: string, path: string): Promise<void>;
   rename(from: string, to: string): Promise<void>;
   chmod(path: string, mode: number): Promise<void>;
+  /** A uid or gid of ID_UNCHANGED leaves that one as it is. */
   chown(path: string, uid: number, gid: number): Promise<void>;
   /** Times in nanoseconds since the epoch, or 'now', or 'omit' (leave unchanged). */
   utimens(path: string, atime: TimeSpec, mtime: TimeSpec): Promise<void>;
