@@ -15,7 +15,7 @@ const { ERANGE } = osc.errno;
 
 export class Fuse3Context {
   /** A node the table lets go closes the handle it kept (see fuse3-unlinked.ts). */
-  readonly nodes = new NodeTable((n) => void this.ops.release(n.path(this.nodes.generation), n.kept).catch(() => undefined));
+  readonly nodes = new NodeTable((n) => void this.ops.release(n.path(this.nodes.generation), n.keptFh).catch(() => undefined));
   /** The libfuse session while mounted (the server sets it). */
   session: Session | null = null;
   /** One entry's attributes, packed for the reply that carries them (the addon copies them). */

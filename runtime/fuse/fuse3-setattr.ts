@@ -36,12 +36,12 @@ export async function setattr(c: Fuse3Context, req: Req, id: number, toSet: numb
  */
 async function setattrUnlinked(c: Fuse3Context, req: Req, n: FsNode, toSet: number, v: Float64Array): Promise<void> {
   const p = n.path(c.nodes.generation);
-  if (!n.kept) throw new FsError('ENOENT', 'setattr', p, 'unlinked and no longer open');
-  if (toSet & SET_SIZE) await c.ops.ftruncate(p, n.kept, v[3]!);
+  if (!n.keptFh) throw new FsError('ENOENT', 'setattr', p, 'unlinked and no longer open');
+  if (toSet & SET_SIZE) await c.ops.ftruncate(p, n.keptFh, v[3]!);
   if (toSet & (SET_ATIME | SET_MTIME | SET_ATIME_NOW | SET_MTIME_NOW) && c.ops.futimens) {
     const atime = requestedTime(toSet, SET_ATIME, SET_ATIME_NOW, v[4]!, v[5]!);
     const mtime = requestedTime(toSet, SET_MTIME, SET_MTIME_NOW, v[6]!, v[7]!);
-    await c.ops.futimens(p, n.kept, atime, mtime);
+    await c.ops.futimens(p, n.keptFh, atime, mtime);
   }
   const attr = await unlinkedAttr(c, n, p);
   checkType(c, n, attr);

@@ -13,16 +13,16 @@ import type { FsNode } from './node-table.js';
 /** Before `name` under `parent` (at `p`) loses its name: its node, if the kernel holds one, keeps a handle. */
 export async function keepIfKnown(c: Fuse3Context, parent: FsNode, name: string, p: string): Promise<void> {
   const child = c.nodes.peekChild(parent, name);
-  if (!child || child.nlookup <= 0 || child.type !== S_IFREG || child.kept) return;
+  if (!child || child.nlookup <= 0 || child.type !== S_IFREG || child.keptFh) return;
   const attr = await c.ops.getattr(p).catch(() => null);
   if (!attr) return;
   child.openedAttr = attr;
-  child.kept = await c.ops.open(p, attr.writable ? fsc.O_RDWR : fsc.O_RDONLY).catch(() => 0);
+  child.keptFh = await c.ops.open(p, attr.writable ? fsc.O_RDWR : fsc.O_RDONLY).catch(() => 0);
 }
 
 /** File handle 0 (zero-message open) on a node that lost its name means the handle it kept. */
 export function fhFor(n: FsNode, fh: number): number {
-  return fh === 0 && n.kept && n.parent === null ? n.kept : fh;
+  return fh === 0 && n.keptFh && n.parent === null ? n.keptFh : fh;
 }
 
 /**
@@ -31,9 +31,9 @@ export function fhFor(n: FsNode, fh: number): number {
  * or with what the file looked like when it lost its name.
  */
 export async function unlinkedAttr(c: Fuse3Context, n: FsNode, p: string): Promise<Attr> {
-  if (n.kept) {
+  if (n.keptFh) {
     try {
-      return { ...(await c.ops.fgetattr(p, n.kept)), nlink: 0 };
+      return { ...(await c.ops.fgetattr(p, n.keptFh)), nlink: 0 };
     } catch {
       /* a lower file's handle cannot stat itself; fall through */
     }

@@ -24,7 +24,7 @@ export class FsNode {
   /** The attributes when the file lost its name while the kernel held it (for fstat). */
   openedAttr: Attr | null = null;
   /** A handle taken when the file lost its name while the kernel still knew it (fuse3-unlinked.ts). */
-  kept = 0;
+  keptFh = 0;
   private cachedPath: string | null = null;
   private cachedAt = -1;
 
@@ -106,7 +106,7 @@ export class NodeTable {
   private maybeDrop(n: FsNode): void {
     if (n.nlookup > 0 || n.id === ROOT_ID || (n.children !== null && n.children.size > 0)) return;
     this.byId.delete(n.id);
-    if (n.kept) this.dropped(n);
+    if (n.keptFh) this.dropped(n);
     const parent = n.parent;
     if (parent && parent.children?.get(n.name) === n) {
       parent.children.delete(n.name);
