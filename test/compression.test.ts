@@ -16,6 +16,7 @@ import { ImageLayer } from '../runtime/image/image-layer.js';
 import { CODEC_IDS, parseCompression, type Compression } from '../runtime/image/codec.js';
 import { PIECE_REF_SIZE, PIECE_SIZE, RECORD_SIZE } from '../runtime/image/tree-layout.js';
 import { storePages } from '../runtime/image/tree-encode.js';
+import { packKind } from '../runtime/image/writer-frames.js';
 import { FsError } from '../runtime/vfs/index.js';
 import { CLI, forceUnmount, tempDir } from './helpers.js';
 
@@ -149,6 +150,46 @@ describe('compressed images', () => {
     // Same directory, same bytes.
     const again = await buildImage(src, 'size-zstd-again.img', parseCompression('zstd'));
     assert.ok(fs.readFileSync(again).equals(fs.readFileSync(zstd)), 'reproducible');
+  });
+
+  it('packs the files a program runs apart from those that only come along, and serves both', async () => {
+    for (const p of ['/node_modules/a/index.js', '/node_modules/a/package.json', '/node_modules/a/lib/x.cjs', '/node_modules/a/bin/cli', '/node_modules/a/addon.node', '/app.ts', '/data/notes.txt'])
+      assert.equal(packKind(p), 'run', p);
+    for (const p of ['/node_modules/a/README.md', '/node_modules/a/LICENSE', '/LICENSE.txt', '/node_modules/a/index.d.ts', '/node_modules/a/x.d.mts', '/node_modules/a/index.js.map', '/node_modules/a/src/x.ts', '/node_modules/a/yarn.lock', '/docs/guide.md'])
+      assert.equal(packKind(p), 'aside', p);
+    const app = path.join(base, 'kinds');
+    const files = new Map<string, Buffer>();
+    for (let i = 0; i < 60; i++) {
+      const dir = `node_modules/p${i}`;
+      files.set(`${dir}/index.js`, sourceLike(i, 3000 + i * 37));
+      files.set(`${dir}/package.json`, Buffer.from(JSON.stringify({ name: `p${i}`, main: 'index.js' })));
+      files.set(`${dir}/README.md`, sourceLike(i + 500, 4000));
+      files.set(`${dir}/index.d.ts`, sourceLike(i + 900, 2500));
+    }
+    for (const [rel, bytes] of files) {
+      fs.mkdirSync(path.dirname(path.join(app, rel)), { recursive: true });
+      fs.writeFileSync(path.join(app, rel), bytes);
+    }
+    const img = await buildImage(app, 'kinds.img', parseCompression('zstd'));
+    const opened = readImage(img);
+    try {
+      const frameOf = new Map([...opened.tree.walk()].filter((e) => e.type === 'file').map((e) => [e.path, e.pieces![0]!.position]));
+      const framesOf = (kind: string) => new Set([...files.keys()].filter((r) => packKind(`/${r}`) === kind).map((r) => frameOf.get(`/${r}`)!));
+      const [run, aside] = [framesOf('run'), framesOf('aside')];
+      assert.ok(run.size > 1 && aside.size > 1, `both kinds fill several packs (${run.size}, ${aside.size})`);
+      assert.deepEqual([...run].filter((f) => aside.has(f)), [], 'no frame holds both kinds');
+      const layer = new ImageLayer(img, opened.fd, opened.tree);
+      for (const [rel, bytes] of files) {
+        const f = await layer.open(`/${rel}`);
+        const got = Buffer.alloc(bytes.length + 10);
+        assert.equal(await f.read(got, 0, got.length, 0), bytes.length);
+        assert.ok(got.subarray(0, bytes.length).equals(bytes), rel);
+      }
+    } finally {
+      fs.closeSync(opened.fd);
+    }
+    const again = await buildImage(app, 'kinds-again.img', parseCompression('zstd'));
+    assert.ok(fs.readFileSync(again).equals(fs.readFileSync(img)), 'reproducible');
   });
 
   it('a sparse file keeps its holes through the mount (SEEK_DATA/SEEK_HOLE, st_blocks) and after an append in the upper', async () => {
