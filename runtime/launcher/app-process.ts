@@ -50,6 +50,36 @@ export function runApp(appDir: string, manifest: Manifest, userArgs: string[], b
   return app.result;
 }
 
+/** A JS entrypoint runs on the bundle's Node (node mode, entry.cts); anything else through a shell. */
+export function isJsEntrypoint(manifest: Manifest): boolean {
+  return /\.(c|m)?js$/.test(manifest.entrypoint);
+}
+
+/**
+ * The app's environment: the user's, then the manifest's (never a name the runtime owns: the
+ * validator refuses those, and they are dropped here again), then what the runtime sets.
+ */
+export function appEnv(appDir: string, manifest: Manifest, bundle: string, binDir: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of RUNTIME_PRIVATE_ENV) delete env[k];
+  for (const [k, v] of Object.entries(manifest.env ?? {})) if (!isReservedEnv(k)) env[k] = v;
+  Object.assign(env, {
+    APPDIR: appDir,
+    OVERPACK_BUNDLE: bundle,
+    ARGV0: process.env.OVERPACK_ARGV0 ?? process.argv0,
+    OWD: process.cwd(),
+    PATH: `${binDir}:${USER_PATH ?? '/usr/bin:/bin'}`,
+  });
+  // NODE_OPTIONS the user set is for the app's Node; this runtime ran without it (see main()).
+  const appNodeOptions = process.env.OVERPACK_APP_NODE_OPTIONS;
+  if (appNodeOptions !== undefined) env.NODE_OPTIONS = appNodeOptions;
+  // Naming this runtime's file, not just "1": an app that launches another bundle must not turn
+  // that one into node (one that shares this runtime through the loader is told apart by
+  // OVERPACK_LOADED_FROM, see entry.cts).
+  if (isJsEntrypoint(manifest)) env.OVERPACK_NODE_DISPATCH = process.execPath;
+  return env;
+}
+
 export interface AppRun {
   /** The app's exit status (rejects when it cannot be started). */
   result: Promise<AppResult>;
@@ -71,26 +101,8 @@ export interface AppRun {
 export function startApp(appDir: string, manifest: Manifest, userArgs: string[], bundle: string, binDir: string, held: boolean): AppRun {
   const entry = path.join(appDir, manifest.entrypoint);
   const args = [...(manifest.args ?? []), ...userArgs];
-  const isJs = /\.(c|m)?js$/.test(entry);
-  // The user's environment, then the manifest's (never a name the runtime owns: the validator
-  // refuses those, and they are dropped here again), then what the runtime sets.
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of RUNTIME_PRIVATE_ENV) delete env[k];
-  for (const [k, v] of Object.entries(manifest.env ?? {})) if (!isReservedEnv(k)) env[k] = v;
-  Object.assign(env, {
-    APPDIR: appDir,
-    OVERPACK_BUNDLE: bundle,
-    ARGV0: process.env.OVERPACK_ARGV0 ?? process.argv0,
-    OWD: process.cwd(),
-    PATH: `${binDir}:${USER_PATH ?? '/usr/bin:/bin'}`,
-  });
-  // NODE_OPTIONS the user set is for the app's Node; this runtime ran without it (see main()).
-  const appNodeOptions = process.env.OVERPACK_APP_NODE_OPTIONS;
-  if (appNodeOptions !== undefined) env.NODE_OPTIONS = appNodeOptions;
-  // Naming this runtime's file, not just "1": an app that launches another bundle must not turn
-  // that one into node (one that shares this runtime through the loader is told apart by
-  // OVERPACK_LOADED_FROM, see entry.cts).
-  if (isJs) env.OVERPACK_NODE_DISPATCH = process.execPath;
+  const isJs = isJsEntrypoint(manifest);
+  const env = appEnv(appDir, manifest, bundle, binDir);
   // A JS entrypoint runs on this bundle as node, which lives outside the mount: spawned
   // directly. Anything else goes through a shell outside the mount (see exec-script.ts).
   const [direct, directArgv] = isJs ? [runtimeExe(), [entry, ...args]] : ['/bin/sh', ['-c', EXEC_SCRIPT, entry, ...args]];

@@ -2,7 +2,8 @@
  * The bundle's main (a Node single-executable application): find the image at the end of this
  * executable, mount the writable overlay over it, run the app inside, pass its exit status on.
  * The process that serves the mount (this one, or a mount server that lingers after the app,
- * see serve.ts) never touches the mount with synchronous calls: the app runs as a child.
+ * see serve.ts) never touches the mount with synchronous calls: the app runs as a child. Where
+ * another process serves it, a Node app runs in this process instead (in-process.ts).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -27,11 +28,11 @@ import { mark } from './trace.js';
 import { DesktopError, integrate, refreshIntegration, unintegrate } from '../desktop/integration.js';
 import { reportError } from '../desktop/notify.js';
 import { sandboxHelperCandidates, sandboxProblem } from '../desktop/chromium.js';
-import { runApp, type AppResult } from './app-process.js';
+import { runApp } from './app-process.js';
 import { flagsHelp, parseFlags, type Flags } from './flags.js';
 import { LaunchError } from './launch-error.js';
 import { say } from './say.js';
-import { beginLingeringRun, join, lingerMs, preservedMountName, runInMountServer, runJoined, serveHere, type Launch } from './serve.js';
+import { beginLingeringRun, HANDED_OVER, join, lingerMs, preservedMountName, runInMountServer, runJoined, serveHere, type Launch, type Outcome } from './serve.js';
 import { takeServeRequest } from './start-mount-server.js';
 import type { MountRequest } from './mount.js';
 import { EXIT } from '../errors/exit-codes.js';
@@ -282,7 +283,7 @@ async function main(): Promise<void> {
     const mountPoint = path.join(mntRoot, discard ? `${name}-${randomBytes(4).toString('hex')}` : preservedMountName(name, dataDir));
     const mountRequest = (upper: string): MountRequest => ({ layer, upper, mountPoint, inodeMode: manifest.overlay?.inodeMode ?? 'virtual', writeback: manifest.overlay?.writeback === true, discard, runDir });
     const launch: Launch = { manifest, appArgs, bundle, binDir, mount: flags.mount, cleanup };
-    let result: AppResult;
+    let result: Outcome;
     if (discard) {
       const upper = path.join(runDir, 'upper');
       fs.mkdirSync(upper, { mode: 0o700 });
@@ -303,6 +304,12 @@ async function main(): Promise<void> {
           result = await serveHere(launch, mountRequest(upperPreserved), server);
         }
       }
+    }
+    if (result === HANDED_OVER) {
+      // The app runs in this process now (in-process.ts): its exit is ours, the clean-up too.
+      fs.closeSync(image.fd);
+      process.once('exit', finish);
+      return;
     }
     finish();
     exitLike(result);

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import type { ImageLayer } from '../image/image-layer.js';
 import { runApp, startApp, type AppResult } from './app-process.js';
+import { becomeApp, runsInProcess } from './in-process.js';
 import { acquireOrJoin, InstanceError, type Instance, type JoinOptions } from './instance.js';
 import { LaunchError } from './launch-error.js';
 import { LINGER_SECONDS, type Manifest } from '../manifest/schema.js';
@@ -29,6 +30,10 @@ export interface Launch {
   /** Undone when the launch ends, last first. */
   cleanup: Array<() => void>;
 }
+
+/** The app runs in this process now (in-process.ts): nothing is left for the launch to wait for. */
+export const HANDED_OVER = 'handed over';
+export type Outcome = AppResult | typeof HANDED_OVER;
 
 type Server = Extract<Instance, { role: 'server' }>;
 type Joiner = Extract<Instance, { role: 'joiner' }>;
@@ -111,7 +116,8 @@ export async function serveHere(launch: Launch, req: MountRequest, server: Serve
 }
 
 /** Runs the app (or shows the mount until a signal) in the mount another process serves. */
-export async function runJoined(launch: Launch, joined: Joiner): Promise<AppResult> {
+export async function runJoined(launch: Launch, joined: Joiner): Promise<Outcome> {
+  if (!launch.mount && runsInProcess(launch.manifest)) return handOver(launch, joined);
   try {
     if (launch.mount) {
       const stopped = untilStopped();
@@ -123,6 +129,12 @@ export async function runJoined(launch: Launch, joined: Joiner): Promise<AppResu
   } finally {
     joined.leave();
   }
+}
+
+/** The app in this process, in the joined mount; it leaves the mount when its process exits. */
+function handOver(launch: Launch, joined: Joiner): typeof HANDED_OVER {
+  becomeApp(joined.mountPoint, launch.manifest, launch.appArgs, launch.bundle, launch.binDir, () => joined.leave());
+  return HANDED_OVER;
 }
 
 export interface LingerRequest {
@@ -150,11 +162,12 @@ export async function beginLingeringRun(dataDir: string, build: string, lingerMs
 }
 
 /** Runs the app in the mount of this build's mount server, starting one when none runs. */
-export async function runInMountServer(launch: Launch, req: LingerRequest, begun: LingeringRun): Promise<AppResult> {
+export async function runInMountServer(launch: Launch, req: LingerRequest, begun: LingeringRun): Promise<Outcome> {
   const { manifest } = launch;
-  // The app's Node starts up while the server mounts, as in serveHere.
-  const app = startApp(req.mountPoint, manifest, launch.appArgs, launch.bundle, launch.binDir, true);
-  launch.cleanup.push(() => app.cancel());
+  // A Node app runs in this process once the mount is there; any other app's process starts
+  // up while the server mounts, as in serveHere.
+  const app = runsInProcess(manifest) ? null : startApp(req.mountPoint, manifest, launch.appArgs, launch.bundle, launch.binDir, true);
+  if (app) launch.cleanup.push(() => app.cancel());
   let { joined, starting } = begun;
   for (let attempt = 0; ; attempt++) {
     if (starting) {
@@ -163,6 +176,7 @@ export async function runInMountServer(launch: Launch, req: LingerRequest, begun
     }
     joined ??= (await join(req.dataDir, { build: req.build, serve: false })) as Joiner | null;
     if (joined) {
+      if (!app) return handOver(launch, joined);
       try {
         if (joined.mountPoint === req.mountPoint) {
           app.go();
