@@ -86,6 +86,21 @@ export function buildEnv(ctx: BenchContext): NodeJS.ProcessEnv {
   return scratchEnv(path.join(ctx.data, 'build-home'));
 }
 
+/**
+ * The Node a bundle runs its app on, as the official binary the builder cached for it (the
+ * bundle's own copy is the same Node, stripped of debug symbols, which does not change its
+ * speed: bench/README.md, "Node lines and stripping"). The direct runs the launches are
+ * compared with use it, so a difference is the bundle's, not another Node's.
+ */
+export function bundledNode(ctx: BenchContext, bundle: string): string {
+  const r = spawnSync(bundle, ['--overpack-version'], { env: buildEnv(ctx), encoding: 'utf8' });
+  const m = /node (v[\d.]+), (linux-[a-z0-9]+)/.exec(r.stdout);
+  if (!m) throw new Error(`${bundle} --overpack-version did not name its Node: ${r.stdout}${r.stderr}`);
+  const node = path.join(buildEnv(ctx).XDG_CACHE_HOME!, 'overpack', 'build', 'node', `${m[2]}-${m[1]!.slice(1)}`, 'bin', 'node');
+  if (!fs.existsSync(node)) throw new Error(`the builder's cache has no ${node} for ${bundle}`);
+  return node;
+}
+
 export function buildBundle(ctx: BenchContext, appDir: string, out: string, args: string[] = []): { ms: number; stderr: string } {
   const t = process.hrtime.bigint();
   const r = spawnSync(process.execPath, [ctx.cli, 'build', appDir, '-o', out, ...args], { env: buildEnv(ctx), encoding: 'utf8' });

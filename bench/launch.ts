@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { buildBundle, eslintApp, helloApps, median, mib, ms, processMemory, scratchEnv, serveBundle, timeRun, type BenchContext, type Section, type Table } from './common.js';
+import { buildBundle, bundledNode, eslintApp, helloApps, median, mib, ms, processMemory, scratchEnv, serveBundle, timeRun, type BenchContext, type Section, type Table } from './common.js';
 
 interface Case {
   id: string;
@@ -78,6 +78,9 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
     }),
   };
 
+  // Direct runs on the bundles' own Node, not the bench's: a difference is then the bundle's.
+  const node = bundledNode(ctx, bundles.node);
+  ctx.log(`launch: direct runs on ${node}`);
   const home = path.join(ctx.work, 'launch-home');
   // A fresh mount at every launch (the linger off), as before the mount server existed.
   const env = scratchEnv(home, { OVERPACK_LINGER: '0' });
@@ -85,7 +88,7 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
   const cache = path.join(env.XDG_CACHE_HOME!, 'overpack');
   const eslintJs = path.join(eslint, 'node_modules', 'eslint', 'bin', 'eslint.js');
   const cases: Case[] = [
-    { id: 'node hello.js', argv: [process.execPath, path.join(apps.node, 'hello.js')] },
+    { id: 'node hello.js', argv: [node, path.join(apps.node, 'hello.js')] },
     { id: 'hello-node.run', argv: [bundles.node], ref: 'node hello.js' },
     { id: 'hello-node.run, first launch', argv: [bundles.node], ref: 'node hello.js', first: true },
     { id: 'hello-node-raw.run', argv: [bundles.nodeRaw], ref: 'node hello.js' },
@@ -93,7 +96,7 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
     { id: 'sh hello.sh', argv: ['/bin/sh', path.join(apps.shell, 'hello.sh')] },
     { id: 'hello-shell.run', argv: [bundles.shell], ref: 'sh hello.sh' },
     { id: 'hello-shell.run, first launch', argv: [bundles.shell], ref: 'sh hello.sh', first: true },
-    { id: 'node eslint.js --version', argv: [process.execPath, eslintJs, '--version'] },
+    { id: 'node eslint.js --version', argv: [node, eslintJs, '--version'] },
     { id: 'eslint.run --version', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version' },
     { id: 'eslint.run --version, first launch', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version', first: true },
     { id: 'eslint-raw.run --version', argv: [bundles.eslintRaw, '--version'], ref: 'node eslint.js --version' },
@@ -111,7 +114,7 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
     const clean = { ...env };
     delete clean.NODE_EXTRA_CA_CERTS;
     cases.push(
-      { id: 'node hello.js, no NODE_EXTRA_CA_CERTS', argv: [process.execPath, path.join(apps.node, 'hello.js')], env: clean },
+      { id: 'node hello.js, no NODE_EXTRA_CA_CERTS', argv: [node, path.join(apps.node, 'hello.js')], env: clean },
       { id: 'hello-node.run, no NODE_EXTRA_CA_CERTS', argv: [bundles.node], env: clean, ref: 'node hello.js, no NODE_EXTRA_CA_CERTS' },
     );
   }
