@@ -240,7 +240,17 @@ export interface XWindow {
 export function windows(env: NodeJS.ProcessEnv): XWindow[] {
   const out: XWindow[] = [];
   const line = /^\s*(0x[0-9a-f]+) (?:"(.*)"|\(has no name\)): \(([^)]*)\)\s+(\d+)x(\d+)[+-]-?\d+[+-]-?\d+\s+\+?(-?\d+)\+?(-?\d+)/;
-  for (const l of x11('xwininfo', ['-root', '-tree'], env).toString('utf8').split('\n')) {
+  // The walk fails with BadWindow when a window goes away while it is being read (a dialog
+  // closing, a browser replacing its windows): that is a moment of the display, not an error.
+  let tree: Buffer | null = null;
+  for (let attempt = 1; tree === null; attempt++) {
+    try {
+      tree = x11('xwininfo', ['-root', '-tree'], env);
+    } catch (err) {
+      if (attempt >= 5 || !/BadWindow/.test((err as Error).message)) throw err;
+    }
+  }
+  for (const l of tree.toString('utf8').split('\n')) {
     const m = line.exec(l);
     if (!m) continue;
     out.push({ id: m[1]!, name: m[2] ?? null, wmClass: [...m[3]!.matchAll(/"([^"]*)"/g)].map((c) => c[1]!), width: Number(m[4]), height: Number(m[5]), x: Number(m[6]), y: Number(m[7]) });
