@@ -247,7 +247,7 @@ export function windows(env: NodeJS.ProcessEnv): XWindow[] {
     try {
       tree = x11('xwininfo', ['-root', '-tree'], env);
     } catch (err) {
-      if (attempt >= 5 || !/BadWindow/.test((err as Error).message)) throw err;
+      if (attempt >= 5 || !/Bad (Window|Drawable)|BadWindow/.test((err as Error).message)) throw err;
     }
   }
   for (const l of tree.toString('utf8').split('\n')) {
