@@ -195,3 +195,22 @@ export function treeDiff(actual: Record<string, Partial<SnapEntry>>, expected: R
   }
   return out.sort();
 }
+
+/** Whether a process with this pid exists. */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The pid in a preserved app's `<data>/lock` (the launch or mount server serving it), or null. */
+export function lockPid(dataDir: string): number | null {
+  try {
+    return (JSON.parse(fs.readFileSync(path.join(dataDir, 'lock'), 'utf8')) as { pid: number }).pid;
+  } catch {
+    return null;
+  }
+}

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CLI, mountsUnder, forceUnmount, tempDir, isolatedEnv } from './helpers.js';
+import { CLI, mountsUnder, forceUnmount, tempDir, isolatedEnv, lockPid, pidAlive } from './helpers.js';
 
 const base = tempDir('in-process');
 const home = path.join(base, 'home');
@@ -68,22 +68,8 @@ function seen(r: SpawnSyncReturns<string>): Seen {
   return JSON.parse(line) as Seen;
 }
 
-function serverPid(name: string): number | null {
-  try {
-    return (JSON.parse(fs.readFileSync(path.join(home, '.local/share/overpack', name, 'lock'), 'utf8')) as { pid: number }).pid;
-  } catch {
-    return null;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+const serverPid = (name: string) => lockPid(path.join(home, '.local/share/overpack', name));
+const alive = pidAlive;
 
 /** Stdout and stderr with the paths that differ between the two ways of running made equal. */
 function normalized(text: string, appDir: string): string {

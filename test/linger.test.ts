@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CLI, mountsUnder, forceUnmount, tempDir, isolatedEnv } from './helpers.js';
+import { CLI, mountsUnder, forceUnmount, tempDir, isolatedEnv, lockPid, pidAlive } from './helpers.js';
 
 const base = tempDir('linger');
 const home = path.join(base, 'home');
@@ -51,22 +51,8 @@ function mountId(mp: string): string | null {
   return line ? line.split(' ')[0]! : null;
 }
 
-function serverPid(dir = dataDir): number | null {
-  try {
-    return (JSON.parse(fs.readFileSync(path.join(dir, 'lock'), 'utf8')) as { pid: number }).pid;
-  } catch {
-    return null;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+const serverPid = (dir = dataDir) => lockPid(dir);
+const alive = pidAlive;
 
 async function waitGone(pid: number, ms: number): Promise<number> {
   const t0 = Date.now();
