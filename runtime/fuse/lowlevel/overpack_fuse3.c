@@ -7,7 +7,8 @@
  * hand-over per request. JS replies through the reply functions below, either at once or later
  * (after asynchronous I/O): a request stays valid until it is answered exactly once.
  *
- * Everything about paths, nodes and lookup counts lives in TypeScript (fuse3.ts). This file
+ * Everything about paths, nodes and lookup counts lives in TypeScript (node-table.ts,
+ * fuse3-paths.ts; fuse3-server.ts dispatches, fuse3-wire.ts holds the encoding). This file
  * only moves requests and replies across, and owns the few protocol decisions that must be made
  * in C: which capabilities to ask for at INIT, packing directory entries into the reply, and
  * answering a READ straight from a file descriptor (replyFd). The system calls the engine
@@ -38,7 +39,7 @@
 #include "codec.h"
 #include "copy_range.h"
 
-/* Operation codes shared with fuse3.ts (OP there). */
+/* Operation codes shared with fuse3-wire.ts (OP there). */
 enum {
   OP_EXIT = 0, OP_LOOKUP = 1, OP_FORGET = 2, OP_GETATTR = 3, OP_SETATTR = 4, OP_READLINK = 5,
   OP_MKNOD = 6, OP_MKDIR = 7, OP_UNLINK = 8, OP_RMDIR = 9, OP_SYMLINK = 10, OP_RENAME = 11,
@@ -63,7 +64,7 @@ enum {
 /* Before every write the kernel asks for the file's security.capability (to drop it, as a
  * write must); almost no file has one. The answer "none" is remembered per node here, so those
  * requests are answered without a trip to JS, and forgotten when that xattr is set or removed
- * through the mount. Node ids are never reused (fuse3.ts), so a remembered id stays right; a
+ * through the mount. Node ids are never reused (node-table.ts), so a remembered id stays right; a
  * slot taken by another id only means asking JS again. */
 #define NO_CAPS_SLOTS 4096
 static const char CAPS_XATTR[] = "security.capability";
@@ -102,7 +103,7 @@ static napi_value str(napi_env env, const char *s) {
 
 static double req_id(fuse_req_t req) { return (double)(uintptr_t)req; }
 
-/* Calls the dispatcher with (op, req, ...args). A throwing dispatcher is a bug in fuse3.ts,
+/* Calls the dispatcher with (op, req, ...args). A throwing dispatcher is a bug in fuse3-server.ts,
  * which catches everything itself; report it and answer EIO so the caller is not left hanging. */
 static void dispatch(session *s, fuse_req_t req, int op, size_t argc, napi_value *args) {
   napi_env env = s->env;
