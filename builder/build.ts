@@ -8,7 +8,6 @@
  * signatures are deterministic).
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { createHash, createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
@@ -25,6 +24,7 @@ import { validateManifest, type Manifest } from '../runtime/manifest/validate.js
 import { MANIFEST_SCHEMA } from '../runtime/manifest/schema.js';
 import { MANIFEST_OPTIONS } from '../runtime/manifest/validator.js';
 import { nativeDirFor } from '../runtime/native/dirs.js';
+import { overpackCache } from '../runtime/paths/xdg.js';
 import { hostTarget, type Target } from '../runtime/native/targets.js';
 import { BLAKE_ADDON, BUNDLED_NATIVES, LOADER, XATTR_ADDON } from './native/target-natives.js';
 import { missingInterpreter } from './interpreter.js';
@@ -253,7 +253,7 @@ function checkNatives(node: string, addons: Array<{ name: string; file: string }
 }
 
 function cacheDir(): string {
-  return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'overpack', 'build');
+  return path.join(overpackCache(), 'build');
 }
 
 /**

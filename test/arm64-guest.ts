@@ -9,7 +9,8 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { debsCache, overpackCache } from '../builder/native/debian.js';
+import { debsCache } from '../builder/native/debian.js';
+import { overpackCache } from '../runtime/paths/xdg.js';
 
 const LIBS = ['libc6', 'libgcc-s1', 'libstdc++6'];
 

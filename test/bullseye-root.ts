@@ -7,7 +7,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { debootstrap, DEBIAN_SUITE, overpackCache } from '../builder/native/debian.js';
+import { debootstrap, DEBIAN_SUITE } from '../builder/native/debian.js';
+import { overpackCache } from '../runtime/paths/xdg.js';
 import { mountsUnder } from './helpers.js';
 
 const RECIPE = `${DEBIAN_SUITE} minbase fuse3\n`;

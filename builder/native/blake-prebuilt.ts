@@ -12,7 +12,7 @@ import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Target } from '../../runtime/native/targets.js';
-import { overpackCache } from './debian.js';
+import { overpackCache } from '../../runtime/paths/xdg.js';
 import { OverpackError } from '../../runtime/errors/overpack-error.js';
 
 const require = createRequire(import.meta.url);

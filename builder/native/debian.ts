@@ -6,10 +6,10 @@
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import type { Target } from '../../runtime/native/targets.js';
 import { OverpackError } from '../../runtime/errors/overpack-error.js';
+import { overpackCache } from '../../runtime/paths/xdg.js';
 
 export const DEBIAN_SUITE = 'bullseye';
 export const DEBIAN_MIRROR = process.env.OVERPACK_DEBIAN_MIRROR || 'http://deb.debian.org/debian';
@@ -18,11 +18,6 @@ export type DebianArch = 'amd64' | 'arm64';
 
 export function debianArch(target: Target): DebianArch {
   return target === 'linux-x64' ? 'amd64' : 'arm64';
-}
-
-/** `$XDG_CACHE_HOME/overpack` (default `~/.cache/overpack`). */
-export function overpackCache(): string {
-  return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'overpack');
 }
 
 /** Where debootstrap keeps the .deb files it downloaded for one architecture. */

@@ -13,7 +13,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import type { Target } from '../../runtime/native/targets.js';
-import { DEBIAN_SUITE, debianArch, debootstrap, debsCache, overpackCache, type DebianArch } from './debian.js';
+import { DEBIAN_SUITE, debianArch, debootstrap, debsCache, type DebianArch } from './debian.js';
+import { overpackCache } from '../../runtime/paths/xdg.js';
 import { OverpackError } from '../../runtime/errors/overpack-error.js';
 
 /** What the sysroot holds: C library and kernel headers, libfuse 3, libzstd, libgcc_s for -shared links. */

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import type { Manifest } from '../manifest/schema.js';
-import { dataHome } from '../launcher/paths.js';
+import { dataHome } from '../paths/xdg.js';
 import { iconKind } from './icon.js';
 import { OverpackError } from '../errors/overpack-error.js';
 

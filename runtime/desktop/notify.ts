@@ -8,15 +8,11 @@
  * a timeout or detached, and a missing tool is skipped.
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
+import { stateHome } from '../paths/xdg.js';
 
 const TOOL_TIMEOUT_MS = 3000;
-
-export function stateHome(): string {
-  return process.env.XDG_STATE_HOME || path.join(os.homedir(), '.local', 'state');
-}
 
 /** The log a desktop user is pointed at: one per app. */
 export function errorLogFile(app: string): string {

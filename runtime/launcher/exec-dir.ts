@@ -8,7 +8,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { cacheHome, dataHome, privateDir } from './paths.js';
+import { dataHome, overpackCache } from '../paths/xdg.js';
+import { privateDir } from './paths.js';
 import { mountTable } from '../fuse/unmount.js';
 import { OverpackError } from '../errors/overpack-error.js';
 
@@ -66,7 +67,7 @@ let chosen: string | undefined;
 /** The directory (…/overpack) for files to load or execute; throws NoExecError when none works. */
 export function execCacheRoot(): string {
   if (chosen) return chosen;
-  const candidates = [path.join(cacheHome(), 'overpack'), path.join(dataHome(), 'overpack', 'exec-cache'), path.join(os.tmpdir(), `overpack-exec-${process.getuid?.() ?? 'user'}`)];
+  const candidates = [overpackCache(), path.join(dataHome(), 'overpack', 'exec-cache'), path.join(os.tmpdir(), `overpack-exec-${process.getuid?.() ?? 'user'}`)];
   const usable = candidates.find((dir) => ownedOrAbsent(dir) && !isNoexec(dir));
   if (!usable) throw new NoExecError(candidates);
   privateDir(usable);

@@ -1,15 +1,7 @@
-/** Where a bundle keeps things on the user's machine (XDG base directories). */
+/** Where a bundle keeps things on the user's machine; the XDG base directories are runtime/paths/xdg.ts. */
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 
-export function cacheHome(): string {
-  return process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
-}
-
-export function dataHome(): string {
-  return process.env.XDG_DATA_HOME || path.join(os.homedir(), '.local', 'share');
-}
+export { cacheHome, dataHome } from '../paths/xdg.js';
 
 /** A name safe to use as a directory: the app's manifest name, reduced to [A-Za-z0-9._-]. */
 export function safeName(name: string): string {
