@@ -3,7 +3,7 @@
  * mount helpers resolvable: libfuse 2 (fuse-native) runs `fusermount`, libfuse 3 (our addon)
  * runs `fusermount3`, and a machine may have only one of them.
  */
-import { accessSync, constants, existsSync, mkdtempSync, rmSync, symlinkSync, readlinkSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, readlinkSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -28,22 +28,24 @@ function findOnPath(name: string): string | null {
 }
 
 /**
- * libfuse runs its helper (its fixed path, then PATH) to mount as a user. When only the other
- * version's helper exists, a private directory with a link named `name` pointing to it is put
- * at the front of this process's PATH. The protocol between libfuse and the helper is the same.
+ * libfuse runs its helper (its fixed path, then PATH) to mount as a user: `fusermount` for
+ * libfuse 2, `fusermount3` for libfuse 3, and the protocol between library and helper is the
+ * same. Where only one of them exists, a link with the other name goes in a private directory
+ * at the front of this process's PATH: `dir` (made 0700 if missing, e.g. a run's private
+ * directory), else a fresh mkdtemp removed at exit. Never a fixed name in the shared temporary
+ * directory, which another user could make first with a link of their choosing. Throws when
+ * the link cannot be made; does nothing as root (libfuse mounts directly) or when both or
+ * neither helper exist (checkFuse says what to install).
  */
-let helperDir: string | null = null;
-
-function provideHelper(name: string, target: string): void {
-  // A fresh private directory per process (mkdtemp, 0700): a fixed name in the shared temporary
-  // directory could be made first by another user, with a link of their choosing.
-  if (helperDir === null) {
-    const made = mkdtempSync(path.join(tmpdir(), 'overpack-fusermount-'));
-    process.on('exit', () => rmSync(made, { recursive: true, force: true }));
-    helperDir = made;
-  }
-  const dir = helperDir;
-  const link = path.join(dir, name);
+export function provideFusermount(dir?: string): void {
+  if (process.getuid?.() === 0) return;
+  const fm2 = findOnPath('fusermount');
+  const fm3 = findOnPath('fusermount3');
+  if ((fm2 !== null) === (fm3 !== null)) return;
+  const [name, target] = fm2 !== null ? ['fusermount3', fm2] : ['fusermount', fm3!];
+  const linkDir = dir ?? privateTempDir();
+  mkdirSync(linkDir, { recursive: true, mode: 0o700 });
+  const link = path.join(linkDir, name);
   let current: string | null = null;
   try {
     current = readlinkSync(link);
@@ -55,7 +57,18 @@ function provideHelper(name: string, target: string): void {
     symlinkSync(target, link);
   }
   const parts = (process.env.PATH ?? '').split(':');
-  if (!parts.includes(dir)) process.env.PATH = [dir, ...parts].join(':');
+  if (!parts.includes(linkDir)) process.env.PATH = [linkDir, ...parts].join(':');
+}
+
+let tempDir: string | null = null;
+
+function privateTempDir(): string {
+  if (tempDir === null) {
+    const made = mkdtempSync(path.join(tmpdir(), 'overpack-fusermount-'));
+    process.on('exit', () => rmSync(made, { recursive: true, force: true }));
+    tempDir = made;
+  }
+  return tempDir;
 }
 
 /** null when FUSE looks usable, else what is wrong and what to do. */
@@ -76,15 +89,13 @@ export function checkFuse(): FuseProblem | null {
     };
   }
   if (process.getuid?.() === 0) return null; // libfuse mounts directly as root
-  const fm2 = findOnPath('fusermount');
-  const fm3 = findOnPath('fusermount3');
-  if (fm2 || fm3) {
+  const found = findOnPath('fusermount3') ?? findOnPath('fusermount');
+  if (found !== null) {
     try {
-      if (!fm2) provideHelper('fusermount', fm3!);
-      if (!fm3) provideHelper('fusermount3', fm2!);
+      provideFusermount();
       return null;
     } catch (err) {
-      return { code: 'NO_FUSERMOUNT', message: `cannot provide a fusermount helper via ${fm2 ?? fm3}: ${(err as Error).message}` };
+      return { code: 'NO_FUSERMOUNT', message: `cannot provide a fusermount helper via ${found}: ${(err as Error).message}` };
     }
   }
   return {

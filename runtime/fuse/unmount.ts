@@ -4,7 +4,7 @@
  * (root only). fuse-native's own unmount shells out to `fusermount -uz`, which a machine with
  * only fuse3 does not have.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 
 function run(cmd: string, args: string[]): Promise<{ ok: boolean; missing: boolean; stderr: string }> {
@@ -36,6 +36,28 @@ export function mountTable(): Array<{ mountPoint: string; options: string[] }> {
 /** Whether `path` is a mountpoint right now. */
 export function isMounted(path: string): boolean {
   return mountTable().some((m) => m.mountPoint === path);
+}
+
+/**
+ * Whether the FUSE mount at `mp` has lost its server (it answers ENOTCONN). Asked from a child
+ * process with a timeout: a live but hung server must not hang this one, and a probe that does
+ * not answer in time means "alive but busy".
+ */
+export function isStaleMount(mp: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    // A listing, not a stat: the kernel may answer a stat of the root from its attribute cache.
+    execFile('ls', ['-A', mp], { timeout: 3000, killSignal: 'SIGKILL' }, (err, _stdout, stderr) => {
+      resolve(err !== null && /not connected/i.test(String(stderr)));
+    });
+  });
+}
+
+/** Lazily detaches a mount without waiting on its server: safe at exit and for stale mounts. */
+export function detachMount(mp: string): void {
+  const attempts: Array<[string, string[]]> = [['fusermount3', ['-uz', mp]], ['fusermount', ['-uz', mp]], ['umount', ['-l', mp]]];
+  for (const [cmd, args] of attempts) {
+    if (spawnSync(cmd, args, { stdio: 'ignore' }).status === 0 || !isMounted(mp)) break;
+  }
 }
 
 export interface UnmountResult {

@@ -5,9 +5,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
-import { FALLBACK_HINT } from '../fuse/preflight.js';
-import { isMounted } from '../fuse/unmount.js';
+import { FALLBACK_HINT, provideFusermount } from '../fuse/preflight.js';
+import { detachMount, isMounted, isStaleMount } from '../fuse/unmount.js';
 import { loadAddon } from '../native/addon.js';
 import type { FuseBinding } from '../fuse/binding.js';
 import type { ImageLayer } from '../image/image-layer.js';
@@ -25,7 +24,7 @@ export interface MountRequest {
   /** The manifest's overlay.writeback; false leaves it to OVERPACK_FUSE_WRITEBACK (the engine's default). */
   writeback: boolean;
   discard: boolean;
-  /** This run's private directory (for a fusermount link, see providePrivateFusermount). */
+  /** This run's private directory (for a fusermount link, see provideFusermount). */
   runDir: string;
 }
 
@@ -34,7 +33,7 @@ export async function mountOverlay(req: MountRequest): Promise<OverlayFS> {
   const mntRoot = path.dirname(req.mountPoint);
   fs.mkdirSync(mntRoot, { recursive: true, mode: 0o700 });
   await cleanStaleMounts(mntRoot);
-  providePrivateFusermount(req.runDir);
+  provideFusermount(path.join(req.runDir, 'fusermount'));
   mark('runtime: mounting');
   const overlay = new OverlayFS(req.layer).setUpper(req.upper).setMountpoint(req.mountPoint).setInodeMode(req.inodeMode);
   if (req.writeback) overlay.setTuning({ writeback: true });
@@ -51,34 +50,6 @@ export async function mountOverlay(req: MountRequest): Promise<OverlayFS> {
   mark('runtime: mounted');
   await overlay.overlayAction(req.discard ? 'discard' : 'preserve');
   return overlay;
-}
-
-/**
- * libfuse mounts as a user through its setuid helper (fixed path, then PATH): `fusermount` for
- * libfuse 2, `fusermount3` for libfuse 3. Where only one of them exists, a link with the other
- * name goes in this run's private directory (mkdtemp, 0700) at the front of our PATH, so the
- * FUSE preflight finds both and never has to make one under a predictable name in the shared
- * temporary directory.
- */
-function providePrivateFusermount(runDir: string): void {
-  if (process.getuid?.() === 0) return; // root mounts directly
-  const dirs = (process.env.PATH ?? '').split(':').concat(['/usr/bin', '/bin', '/usr/local/bin', '/sbin', '/usr/sbin']).filter(Boolean);
-  const find = (name: string) =>
-    dirs.map((d) => path.join(d, name)).find((c) => {
-      try {
-        fs.accessSync(c, fs.constants.X_OK);
-        return true;
-      } catch {
-        return false;
-      }
-    });
-  const fm2 = find('fusermount');
-  const fm3 = find('fusermount3');
-  if ((fm2 && fm3) || (!fm2 && !fm3)) return; // both there, or none: the preflight explains what to install
-  const dir = path.join(runDir, 'fusermount');
-  fs.mkdirSync(dir, { mode: 0o700 });
-  fs.symlinkSync((fm2 ?? fm3)!, path.join(dir, fm2 ? 'fusermount3' : 'fusermount'));
-  process.env.PATH = `${dir}:${process.env.PATH ?? ''}`;
 }
 
 /** Mounts left by killed runs answer ENOTCONN; detach them and drop their directories. */
@@ -99,23 +70,8 @@ async function cleanStaleMounts(mntRoot: string): Promise<void> {
       }
       continue;
     }
-    // Probed from a child: a mount whose server hangs would hang us too. A probe that does not
-    // answer in time means "alive but busy": leave that mount alone.
-    const probe = await new Promise<string>((resolve) => {
-      // A listing, not a stat: the kernel may answer a stat from its cache without asking anyone.
-      const p = spawn('ls', ['-A', mp], { stdio: ['ignore', 'ignore', 'pipe'] });
-      let err = '';
-      p.stderr.on('data', (d) => (err += d));
-      const t = setTimeout(() => {
-        p.kill('SIGKILL');
-        resolve('');
-      }, 2000);
-      p.on('close', () => (clearTimeout(t), resolve(err))); // close, not exit: stderr may still be in flight at exit
-      p.on('error', () => (clearTimeout(t), resolve('')));
-    });
-    if (/not connected/i.test(probe)) {
-      await new Promise((resolve) => spawn('fusermount3', ['-uz', mp], { stdio: 'ignore' }).on('exit', resolve).on('error', resolve));
-      if (isMounted(mp)) await new Promise((resolve) => spawn('umount', ['-l', mp], { stdio: 'ignore' }).on('exit', resolve).on('error', resolve));
+    if (await isStaleMount(mp)) {
+      detachMount(mp);
       try {
         fs.rmdirSync(mp);
       } catch {

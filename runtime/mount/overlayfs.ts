@@ -10,13 +10,12 @@
  *   await fs.overlayAction('commit');
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { homedir, tmpdir } from 'node:os';
 import path from 'node:path';
 import type { FuseBinding, MountedFs } from '../fuse/binding.js';
-import { isMounted } from '../fuse/unmount.js';
+import { detachMount, isMounted, isStaleMount } from '../fuse/unmount.js';
 import { checkFuse } from '../fuse/preflight.js';
 import { chooseBinding, UnknownBindingError } from '../fuse/registry.js';
 import { DirLayer } from '../overlay/dir-layer.js';
@@ -80,23 +79,6 @@ async function defaultBinding(): Promise<FuseBinding> {
     if (err instanceof UnknownBindingError) throw new OverlayError('MOUNT_FAILED', 'mount', '', err.message);
     throw err;
   }
-}
-
-/** Lazily detaches a mount without waiting on its server (safe at exit and for stale mounts). */
-function detachMount(mp: string): void {
-  for (const [cmd, args] of [['fusermount3', ['-uz', mp]], ['fusermount', ['-uz', mp]], ['umount', ['-l', mp]]] as const) {
-    if (spawnSync(cmd, args, { stdio: 'ignore' }).status === 0 || !isMounted(mp)) break;
-  }
-}
-
-/**
- * Whether the FUSE mount at `mp` has lost its server (ENOTCONN). Asked from a child process
- * with a timeout: a live but hung server must not hang this one.
- */
-function isStaleMount(mp: string): boolean {
-  // A listing, not a stat: the kernel may answer a stat of the root from its attribute cache.
-  const probe = spawnSync('ls', ['-A', mp], { encoding: 'utf8', timeout: 3000 });
-  return probe.status !== 0 && /not connected/i.test(probe.stderr ?? '');
 }
 
 export class OverlayFS {
@@ -237,10 +219,6 @@ export class OverlayFS {
     if (isInside(mountPoint, upper) || isInside(upper, mountPoint)) {
       throw new OverlayError('BAD_MOUNTPOINT', 'mount', mountPoint, `mountpoint ${mountPoint} and upper ${upper} must not contain each other`);
     }
-    if (isMounted(mountPoint) && isStaleMount(mountPoint)) {
-      // A server that was killed leaves its mount behind, answering ENOTCONN: clean it up.
-      detachMount(mountPoint);
-    }
     if (existsSync(mountPoint)) {
       if (isMounted(mountPoint)) {
         throw new OverlayError('MOUNTPOINT_BUSY', 'mount', mountPoint, `${mountPoint} is already a mountpoint; unmount it first (overpack umount ${mountPoint})`);
@@ -265,6 +243,11 @@ export class OverlayFS {
 
   async mount(): Promise<void> {
     this.assertUnmounted('mount');
+    const target = this.mountPointPath;
+    if (target !== null && isMounted(target) && (await isStaleMount(target))) {
+      // A server that was killed leaves its mount behind, answering ENOTCONN: clean it up.
+      detachMount(target);
+    }
     const { upper, mountPoint } = this.validate();
     if (this.lowerDir !== null) {
       // An interrupted commit-atomic leaves the lower old or new; finish or undo it first.
