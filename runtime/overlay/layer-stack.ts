@@ -2,16 +2,13 @@
  * The layer stack: resolves merged paths over a read-only lower `Layer` and the writable
  * `UpperDir`, and performs the upper-side steps every operation is built from (copy-up,
  * whiteouts, opaque directories). It keeps a cache of what each merged directory looks like;
- * the cache stays exact because every change to the upper goes through the UpperDir, and every
+ * the cache stays exact because every change to the upper goes through the UpperDir (copy-ups are staged there too), and every
  * change of a directory's shape is told here (afterCreate, forgetDir, the marker methods).
  */
-import fs, { promises as fsp } from 'node:fs';
-import * as xattr from 'fs-xattr';
+import { promises as fsp } from 'node:fs';
 import { FsError } from '../vfs/index.js';
-import { mknod, utimens } from '../native/syscalls.js';
 import { entryType, type Layer } from './layer.js';
 import { childOf, nameOf, parentOf, S_IFDIR, S_IFMT, type EntryStat } from '../vfs/index.js';
-import { isXattrRefused } from './dir-layer.js';
 import { UpperDir } from './upper-dir.js';
 import { OPAQUE_MARKER, isReserved, whitedOutName } from './whiteout.js';
 
@@ -181,31 +178,20 @@ export class LayerStack {
 
   // ---- upper-side mutations -------------------------------------------------------------
 
-  /**
-   * Gives the new upper entry at `dest` the lower entry's owner, mode, xattrs and times
-   * (synchronously: small local calls, see operations.ts).
-   */
-  private async copyMetadata(src: EntryStat, lowerPath: string, dest: string): Promise<void> {
-    const type = entryType(src.mode);
-    try {
-      fs.lchownSync(dest, src.uid, src.gid);
-    } catch (err) {
-      // An unprivileged user cannot give files away; the copy is then owned by them.
-      if (code(err) !== 'EPERM') throw err;
-    }
-    if (type !== 'symlink') {
-      fs.chmodSync(dest, src.mode & 0o7777);
+  /** Gives the staged upper entry `tmp` the lower entry's owner, mode, xattrs and times. */
+  private async copyMetadata(src: EntryStat, lowerPath: string, tmp: string): Promise<void> {
+    const symlink = entryType(src.mode) === 'symlink';
+    const xattrs: Array<[string, Buffer]> = [];
+    if (!symlink) {
       for (const name of await this.lower.listXattrs(lowerPath)) {
         const value = await this.lower.getXattr(lowerPath, name);
-        if (value === null) continue;
-        try {
-          xattr.setAttributeSync(dest, name, value);
-        } catch (err) {
-          if (!isXattrRefused(err)) throw err;
-        }
+        if (value !== null) xattrs.push([name, value]);
       }
     }
-    utimens(dest, exactTime(src.atimeNs, src.atimeMs), exactTime(src.mtimeNs, src.mtimeMs));
+    this.upper.applyMetadata(tmp, {
+      uid: src.uid, gid: src.gid, mode: src.mode, symlink, xattrs,
+      atime: exactTime(src.atimeNs, src.atimeMs), mtime: exactTime(src.mtimeNs, src.mtimeMs),
+    });
   }
 
   /** Makes sure directory `path` exists in the upper (copying its metadata from the lower). */
@@ -218,13 +204,12 @@ export class LayerStack {
       const st = await this.lower.lstat(path);
       if (!st) throw new FsError('ENOENT', 'copy-up', path);
       // Assembled in the scratch dir and renamed into place, so it appears complete or not at all.
-      const tmp = this.upper.tmpName();
-      fs.mkdirSync(tmp, { mode: 0o700 });
+      const tmp = this.upper.stageDir();
       await this.copyMetadata(st, path, tmp);
       try {
         this.upper.place(tmp, path);
       } catch (err) {
-        fs.rmSync(tmp, { recursive: true, force: true });
+        this.upper.dropStaged(tmp);
         if (code(err) !== 'EEXIST' && code(err) !== 'ENOTEMPTY') throw err;
       }
       info.upper = true;
@@ -254,21 +239,22 @@ export class LayerStack {
     } else {
       await this.once(path, async () => {
         await this.ensureUpperDir(parentOf(path));
-        const tmp = this.upper.tmpName();
         const type = entryType(lower.mode);
+        let tmp: string;
         if (type === 'symlink') {
-          fs.symlinkSync(await this.lower.readlink(path), tmp);
+          tmp = this.upper.stageSymlink(await this.lower.readlink(path));
         } else if (type === 'file') {
+          tmp = this.upper.tmpName();
           await this.lower.copyFileTo(path, tmp);
         } else {
           // A fifo, socket or device node: the node itself (no data to copy).
-          mknod(tmp, lower.mode, lower.rdev);
+          tmp = this.upper.stageNode(lower.mode, lower.rdev);
         }
         try {
           await this.copyMetadata(lower, path, tmp);
           this.upper.place(tmp, path);
         } catch (err) {
-          fs.rmSync(tmp, { force: true });
+          this.upper.dropStaged(tmp);
           throw err;
         }
       });
@@ -374,5 +360,10 @@ export class LayerStack {
   /** Synchronous, like the reads and writes through the descriptor (see operations.ts). */
   async openUpper(path: string, flags: number, mode?: number): Promise<number> {
     return this.upper.open(path, flags, mode);
+  }
+
+  /** Creates `path` in the upper with exactly `mode` (its parent is already there). */
+  async createUpper(path: string, flags: number, mode: number): Promise<number> {
+    return this.upper.create(path, flags, mode);
   }
 }

@@ -6,7 +6,7 @@
  */
 import fs, { constants as fsc } from 'node:fs';
 import type { Attr, DirListing, FileSpan, FsOps, StatFs, TimeSpec } from '../vfs/index.js';
-import { seek, SEEK_DATA, utimens } from '../native/syscalls.js';
+import { seek, SEEK_DATA } from '../native/syscalls.js';
 import { FsError, ID_UNCHANGED } from '../vfs/index.js';
 import { toEntryStat } from './dir-layer.js';
 import { InodeStore } from './inodes.js';
@@ -20,7 +20,8 @@ type Handle = { kind: 'upper'; fd: number } | { kind: 'lower'; file: LayerFile }
 const TYPE_BITS = { file: S_IFREG, dir: S_IFDIR, symlink: S_IFLNK, other: 0 } as const;
 const WRITE_INTENT = fsc.O_WRONLY | fsc.O_RDWR | fsc.O_TRUNC;
 
-// Calls on the backing files (open, close, read, write and the metadata changes below) are
+// Data goes straight to the descriptors the UpperDir opened (every other change to the upper is
+// one of its methods). Calls on the backing files (open, close, read, write, metadata) are
 // synchronous on purpose; only copy-up's data copy runs in the threadpool. They never touch
 // our own mount (the upper and lower are outside it), they are small (one FUSE request,
 // <= 1 MiB, mostly page cache), and a trip through libuv's threadpool costs more than the
@@ -293,9 +294,8 @@ export class OverlayOps implements FsOps {
     if (!isDir((parent.upper ?? parent.lower)!)) throw new FsError('ENOTDIR', 'create', path);
     await this.stack.ensureUpperDir(parentOf(path));
     const openFlags = (flags & ~(fsc.O_EXCL | fsc.O_NOCTTY)) | fsc.O_CREAT | ((flags & 3) !== 0 ? 0 : fsc.O_RDWR) // O_ACCMODE is 3;
-    const fd = await this.stack.openUpper(path, openFlags, mode & 0o7777);
-    // The process umask must not alter the mode the caller asked for (the kernel applied theirs).
-    fs.fchmodSync(fd, mode & 0o7777);
+    // Exactly the mode the caller asked for: the kernel already applied their umask.
+    const fd = await this.stack.createUpper(path, openFlags, mode);
     await this.stack.afterCreate(path, false);
     this.inodes.forget(path, false);
     return this.addHandle({ kind: 'upper', fd });
@@ -385,14 +385,14 @@ export class OverlayOps implements FsOps {
     if (fh === 0) return this.truncate(path, size);
     const h = this.handle('ftruncate', path, fh);
     // A lower handle that is asked to change is one kept for a file that lost its name (see write).
-    fs.ftruncateSync(h.kind === 'upper' ? h.fd : (await this.privateCopy(fh, h.file)).fd, size);
+    this.stack.upper.ftruncate(h.kind === 'upper' ? h.fd : (await this.privateCopy(fh, h.file)).fd, size);
   }
 
   async futimens(path: string, fh: number, atime: TimeSpec, mtime: TimeSpec): Promise<void> {
     const h = this.handle('futimens', path, fh);
     // A lower file that lost its name before any change: nobody can see its times but through
     // the handle, whose stat is the lower's; nothing to keep.
-    if (h.kind === 'upper') utimens(`/proc/self/fd/${h.fd}`, atime, mtime);
+    if (h.kind === 'upper') this.stack.upper.futimens(h.fd, atime, mtime);
   }
 
   async mknod(path: string, mode: number, rdev: number): Promise<void> {

@@ -9,11 +9,22 @@
  */
 import fs, { promises as fsp, constants as fsc, type Dirent } from 'node:fs';
 import * as xattr from 'fs-xattr';
-import { getXattrAt, listXattrsAt, lstatExact } from './dir-layer.js';
+import { getXattrAt, isXattrRefused, listXattrsAt, lstatExact } from './dir-layer.js';
 import { childOf, type EntryStat } from '../vfs/index.js';
 import { LongPaths } from './long-paths.js';
 import { fallocate, mknod, utimens, type TimeSpec } from '../native/syscalls.js';
 import { isReserved, OPAQUE_MARKER, WORK_DIR, whiteoutName } from './whiteout.js';
+
+/** What a copy-up gives its staged entry (see applyMetadata). */
+export interface StagedMetadata {
+  uid: number;
+  gid: number;
+  mode: number;
+  symlink: boolean;
+  xattrs: Array<[string, Buffer]>;
+  atime: TimeSpec;
+  mtime: TimeSpec;
+}
 
 export class UpperDir {
   readonly workDir: string;
@@ -109,6 +120,22 @@ export class UpperDir {
     return fs.openSync(this.path(path), flags | fsc.O_NOFOLLOW, mode);
   }
 
+  /** Creates (or opens) file `path` with exactly `mode`: the process umask must not alter it. */
+  create(path: string, flags: number, mode: number): number {
+    const fd = this.open(path, flags | fsc.O_CREAT, mode & 0o7777);
+    fs.fchmodSync(fd, mode & 0o7777);
+    return fd;
+  }
+
+  /** Changes through a descriptor this upper opened (data is read and written by the caller). */
+  ftruncate(fd: number, size: number): void {
+    fs.ftruncateSync(fd, size);
+  }
+
+  futimens(fd: number, atime: TimeSpec, mtime: TimeSpec): void {
+    utimens(`/proc/self/fd/${fd}`, atime, mtime);
+  }
+
   // ---- entries ------------------------------------------------------------------------------
 
   /** Exactly `mode`: the process umask must not alter what the caller asked for. */
@@ -137,9 +164,62 @@ export class UpperDir {
     fs.renameSync(this.path(from), this.path(to));
   }
 
-  /** Puts an entry assembled in the scratch dir (`tmpName`) at `path`. */
+  // ---- staging: copy-ups are assembled in the scratch dir, then placed or dropped -----------
+
+  /** A new directory in the scratch dir (0700 until its metadata is applied): its scratch path. */
+  stageDir(): string {
+    const tmp = this.tmpName();
+    fs.mkdirSync(tmp, { mode: 0o700 });
+    return tmp;
+  }
+
+  /** A new symlink in the scratch dir: its scratch path. */
+  stageSymlink(target: string): string {
+    const tmp = this.tmpName();
+    fs.symlinkSync(target, tmp);
+    return tmp;
+  }
+
+  /** A new fifo, socket or device node in the scratch dir: its scratch path. */
+  stageNode(mode: number, rdev: number): string {
+    const tmp = this.tmpName();
+    mknod(tmp, mode, rdev);
+    return tmp;
+  }
+
+  /**
+   * Gives a staged entry an owner, permission bits, xattrs and times (a symlink only owner and
+   * times: Linux keeps neither bits nor user xattrs on one). An unprivileged user cannot give
+   * files away, so EPERM on the owner leaves the copy theirs; an xattr the upper's filesystem
+   * refuses is skipped.
+   */
+  applyMetadata(tmp: string, meta: StagedMetadata): void {
+    try {
+      fs.lchownSync(tmp, meta.uid, meta.gid);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+    }
+    if (!meta.symlink) {
+      fs.chmodSync(tmp, meta.mode & 0o7777);
+      for (const [name, value] of meta.xattrs) {
+        try {
+          xattr.setAttributeSync(tmp, name, value);
+        } catch (err) {
+          if (!isXattrRefused(err)) throw err;
+        }
+      }
+    }
+    utimens(tmp, meta.atime, meta.mtime);
+  }
+
+  /** Puts an entry assembled in the scratch dir at `path`. */
   place(tmp: string, path: string): void {
     fs.renameSync(tmp, this.path(path));
+  }
+
+  /** Drops a staged entry that will not be placed. */
+  dropStaged(tmp: string): void {
+    fs.rmSync(tmp, { recursive: true, force: true });
   }
 
   unlink(path: string): void {
