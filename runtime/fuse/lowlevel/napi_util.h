@@ -18,6 +18,12 @@ static inline napi_value num(napi_env env, double v) {
   return r;
 }
 
+static inline napi_value str(napi_env env, const char *s) {
+  napi_value r;
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &r);
+  return r;
+}
+
 static inline double get_double(napi_env env, napi_value v) {
   double d = 0;
   napi_get_value_double(env, v, &d);

@@ -1,0 +1,54 @@
+/* What the addon's FUSE files share: the session (one mount served on Node's event loop) and
+ * the functions that cross between requests (fuse3_requests.c), replies (fuse3_replies.c) and
+ * the session's life (overpack_fuse3.c). */
+#ifndef OVERPACK_FUSE3_SESSION_H
+#define OVERPACK_FUSE3_SESSION_H
+#include <fuse_lowlevel.h>
+#include <node_api.h>
+#include <uv.h>
+#include <stdint.h>
+
+/* Before every write the kernel asks for the file's security.capability (to drop it, as a
+ * write must); almost no file has one. The answer "none" is remembered per node here, so those
+ * requests are answered without a trip to JS, and forgotten when that xattr is set or removed
+ * through the mount. Node ids are never reused (node-table.ts), so a remembered id stays right; a
+ * slot taken by another id only means asking JS again. */
+#define NO_CAPS_SLOTS 4096
+#define CAPS_XATTR "security.capability"
+
+typedef struct session {
+  napi_env env;
+  struct fuse_session *se;
+  struct fuse_buf buf;
+  uv_poll_t poll;
+  napi_ref dispatcher;
+  napi_ref resource;
+  napi_async_context async;
+  int polling;
+  int closed;
+  /* Requests handed to JS and not answered yet: the session is destroyed only when this is 0,
+   * so a late answer (after unmount) never touches freed memory. */
+  size_t outstanding;
+  uint32_t max_write;
+  /* Ask for the kernel's writeback cache at INIT (MOUNT_WRITEBACK). */
+  int writeback;
+  /* Nodes known to carry no security.capability (see ll_getxattr), direct-mapped by id. */
+  fuse_ino_t no_caps[NO_CAPS_SLOTS];
+} session;
+
+/* The libfuse callbacks: each hands its request to the JS dispatcher (fuse3_requests.c). */
+extern const struct fuse_lowlevel_ops overpack_ll_ops;
+
+/* Tells the JS dispatcher the mount ended (unmounted from outside or aborted). */
+void dispatch_exit(session *s);
+
+/* The session of a JS value from mount(), or NULL with a TypeError thrown. */
+session *get_session(napi_env env, napi_value v);
+
+/* Frees the session once it is closed and nothing is outstanding. */
+void finish_session(session *s);
+
+/* Registers the reply functions (fuse3_replies.c) on the addon's exports. */
+void register_replies(napi_env env, napi_value exports);
+
+#endif
