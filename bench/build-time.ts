@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { appendImage } from '../runtime/image/writer.js';
 import { readImage } from '../runtime/image/format.js';
-import { buildBundle, buildEnv, eslintApp, have, median, mib, ms, sh, type BenchContext, type Section, type Table } from './common.js';
+import { buildBundle, buildEnv, have, median, mib, ms, sh, type BenchContext, type Section, type Table } from './common.js';
+import { eslintApp } from './apps.js';
 
 const POSTJECT_MESSAGE = 'building the runtime executable';
 

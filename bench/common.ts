@@ -1,7 +1,7 @@
 /**
  * Shared by the launch, build and scale sections of the benchmark (bench/launch.ts,
  * bench/build-time.ts, bench/scale.ts): the context run.ts hands them, tables, timing, scratch
- * environments, and the apps they bundle. Every bundle run here gets HOME and the XDG
+ * environments (the apps they bundle are in apps.ts). Every bundle run here gets HOME and the XDG
  * directories in a scratch directory, so nothing touches the real user's cache or data.
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -107,61 +107,6 @@ export function buildBundle(ctx: BenchContext, appDir: string, out: string, args
   const elapsed = Number(process.hrtime.bigint() - t) / 1e6;
   if (r.status !== 0) throw new Error(`overpack build ${appDir} failed: ${r.stderr}`);
   return { ms: elapsed, stderr: r.stderr };
-}
-
-/** Small apps: a Node hello-world and a shell hello-world, each with its manifest. */
-export function helloApps(ctx: BenchContext): { node: string; shell: string } {
-  const base = path.join(ctx.data, 'hello');
-  const node = path.join(base, 'hello-node');
-  const shell = path.join(base, 'hello-shell');
-  fs.mkdirSync(node, { recursive: true });
-  fs.mkdirSync(shell, { recursive: true });
-  fs.writeFileSync(path.join(node, 'hello.js'), "console.log('hello');\n");
-  fs.writeFileSync(path.join(node, 'overpack.json'), JSON.stringify({ name: 'bench-hello-node', version: '1', entrypoint: 'hello.js' }));
-  fs.writeFileSync(path.join(shell, 'hello.sh'), '#!/bin/sh\necho hello\n', { mode: 0o755 });
-  fs.writeFileSync(path.join(shell, 'overpack.json'), JSON.stringify({ name: 'bench-hello-shell', version: '1', entrypoint: 'hello.sh' }));
-  return { node, shell };
-}
-
-/**
- * An app of eslint and its dependencies only, hard-linked from the benchmark tree: the
- * packages reachable from eslint's package.json through dependencies (and installed optional
- * and peer dependencies), resolved the way Node does (nested node_modules first, then up).
- */
-export function eslintApp(ctx: BenchContext): string {
-  const app = path.join(ctx.data, 'eslint-app');
-  if (fs.existsSync(path.join(app, '.complete'))) return app;
-  ctx.log('preparing the eslint app (eslint and its dependencies from the tree; once)');
-  fs.rmSync(app, { recursive: true, force: true });
-  const top = path.join(ctx.tree, 'node_modules');
-  const found = new Set<string>();
-  const resolve = (from: string, name: string): string | null => {
-    for (let dir = from; dir.startsWith(ctx.tree); dir = path.dirname(dir)) {
-      const candidate = path.join(dir, 'node_modules', name);
-      if (fs.existsSync(path.join(candidate, 'package.json'))) return candidate;
-      if (dir === ctx.tree) break;
-    }
-    return null;
-  };
-  const visit = (pkgDir: string) => {
-    if (found.has(pkgDir)) return;
-    found.add(pkgDir);
-    const pkg = JSON.parse(fs.readFileSync(path.join(pkgDir, 'package.json'), 'utf8')) as Record<string, Record<string, string> | undefined>;
-    const deps = { ...pkg.dependencies, ...pkg.optionalDependencies, ...pkg.peerDependencies };
-    for (const name of Object.keys(deps)) {
-      const dep = resolve(pkgDir, name);
-      if (dep) visit(dep);
-    }
-  };
-  visit(path.join(top, 'eslint'));
-  for (const dir of [...found].sort()) {
-    const dest = path.join(app, path.relative(ctx.tree, dir));
-    fs.mkdirSync(path.dirname(dest), { recursive: true });
-    if (!fs.existsSync(dest)) sh(`cp -al ${JSON.stringify(dir)} ${JSON.stringify(dest)}`);
-  }
-  fs.writeFileSync(path.join(app, 'overpack.json'), JSON.stringify({ name: 'bench-eslint', version: '1', entrypoint: 'node_modules/eslint/bin/eslint.js' }));
-  fs.writeFileSync(path.join(app, '.complete'), '');
-  return app;
 }
 
 /** Resident and peak memory of a process, in bytes, from /proc. */

@@ -7,7 +7,8 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { buildBundle, bundledNode, eslintApp, helloApps, median, mib, ms, processMemory, scratchEnv, serveBundle, timeRun, type BenchContext, type Section, type Table } from './common.js';
+import { buildBundle, bundledNode, median, mib, ms, processMemory, scratchEnv, serveBundle, timeRun, type BenchContext, type Section, type Table } from './common.js';
+import { eslintApp, helloApps, prettierApp, sourceDir, tscApp } from './apps.js';
 
 interface Case {
   id: string;
@@ -21,6 +22,8 @@ interface Case {
   relaunch?: boolean;
   /** the mount lingers, but every run has a data directory of its own: it starts a mount server */
   newServer?: boolean;
+  /** run in this directory (the file to lint or format is there) */
+  cwd?: string;
 }
 
 /**
@@ -56,15 +59,24 @@ function lingerHome(ctx: BenchContext): { env: NodeJS.ProcessEnv; fresh(): NodeJ
 export async function launchSection(ctx: BenchContext): Promise<Section> {
   const apps = helloApps(ctx);
   const eslint = eslintApp(ctx);
+  const tsc = tscApp(ctx);
+  const prettier = prettierApp(ctx);
+  const source = sourceDir(ctx);
   const dir = path.join(ctx.data, 'bundles');
   fs.mkdirSync(dir, { recursive: true });
-  const bundles = { node: path.join(dir, 'hello-node.run'), shell: path.join(dir, 'hello-shell.run'), eslint: path.join(dir, 'eslint.run'), nodeRaw: path.join(dir, 'hello-node-raw.run'), eslintRaw: path.join(dir, 'eslint-raw.run') };
-  ctx.log('launch: building the hello and eslint bundles');
+  const bundles = {
+    node: path.join(dir, 'hello-node.run'), shell: path.join(dir, 'hello-shell.run'), eslint: path.join(dir, 'eslint.run'),
+    tsc: path.join(dir, 'tsc.run'), prettier: path.join(dir, 'prettier.run'),
+    nodeRaw: path.join(dir, 'hello-node-raw.run'), eslintRaw: path.join(dir, 'eslint-raw.run'),
+  };
+  ctx.log('launch: building the hello, eslint, tsc and prettier bundles');
   let t = Date.now();
   const took = () => `${((Date.now() - t) / 1000).toFixed(1)} s`;
   buildBundle(ctx, apps.node, bundles.node);
   buildBundle(ctx, apps.shell, bundles.shell);
   buildBundle(ctx, eslint, bundles.eslint);
+  buildBundle(ctx, tsc, bundles.tsc);
+  buildBundle(ctx, prettier, bundles.prettier);
   // The same, stored as before compression: what the loader and the compressed image cost.
   const rawArgs = ['--compression', 'none', '--runtime-compression', 'none'];
   buildBundle(ctx, apps.node, bundles.nodeRaw, rawArgs);
@@ -87,6 +99,9 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
   const linger = lingerHome(ctx);
   const cache = path.join(env.XDG_CACHE_HOME!, 'overpack');
   const eslintJs = path.join(eslint, 'node_modules', 'eslint', 'bin', 'eslint.js');
+  const tscJs = path.join(tsc, 'node_modules', 'typescript', 'bin', 'tsc');
+  const prettierJs = path.join(prettier, 'node_modules', 'prettier', 'bin', 'prettier.cjs');
+  const inSource = { cwd: source.dir };
   const cases: Case[] = [
     { id: 'node hello.js', argv: [node, path.join(apps.node, 'hello.js')] },
     { id: 'hello-node.run', argv: [bundles.node], ref: 'node hello.js' },
@@ -100,12 +115,22 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
     { id: 'eslint.run --version', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version' },
     { id: 'eslint.run --version, first launch', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version', first: true },
     { id: 'eslint-raw.run --version', argv: [bundles.eslintRaw, '--version'], ref: 'node eslint.js --version' },
+    // Real work on one file: what a user runs in an editor's save hook or a pre-commit hook.
+    { id: `node eslint.js ${source.file}`, argv: [node, eslintJs, source.file], ...inSource },
+    { id: `eslint.run ${source.file}`, argv: [bundles.eslint, source.file], ref: `node eslint.js ${source.file}`, ...inSource },
+    { id: 'node tsc --version', argv: [node, tscJs, '--version'] },
+    { id: 'tsc.run --version', argv: [bundles.tsc, '--version'], ref: 'node tsc --version' },
+    { id: `node prettier.cjs ${source.file}`, argv: [node, prettierJs, source.file], ...inSource },
+    { id: `prettier.run ${source.file}`, argv: [bundles.prettier, source.file], ref: `node prettier.cjs ${source.file}`, ...inSource },
     // The linger on (the default): a launch that starts the mount server, and a relaunch that joins it.
     { id: 'hello-node.run, starting a mount server', argv: [bundles.node], ref: 'node hello.js', newServer: true },
     { id: 'hello-node.run, relaunch', argv: [bundles.node], ref: 'node hello.js', relaunch: true },
     { id: 'hello-shell.run, relaunch', argv: [bundles.shell], ref: 'sh hello.sh', relaunch: true },
     { id: 'eslint.run --version, starting a mount server', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version', newServer: true },
     { id: 'eslint.run --version, relaunch', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version', relaunch: true },
+    { id: `eslint.run ${source.file}, relaunch`, argv: [bundles.eslint, source.file], ref: `node eslint.js ${source.file}`, relaunch: true, ...inSource },
+    { id: 'tsc.run --version, relaunch', argv: [bundles.tsc, '--version'], ref: 'node tsc --version', relaunch: true },
+    { id: `prettier.run ${source.file}, relaunch`, argv: [bundles.prettier, source.file], ref: `node prettier.cjs ${source.file}`, relaunch: true, ...inSource },
   ];
   const envOf = (c: Case) => (c.newServer ? linger.fresh() : c.relaunch ? linger.env : (c.env ?? env));
   // NODE_EXTRA_CA_CERTS makes every Node start parse the whole CA file (about 25 ms here): the
@@ -122,7 +147,7 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
   const runs: Record<string, number[]> = {};
   ctx.log(`launch: bundles built in ${took()}`);
   t = Date.now();
-  for (const c of cases) timeRun(c.argv, { env: envOf(c) }); // warm-up (and the first build of the caches)
+  for (const c of cases) timeRun(c.argv, { env: envOf(c), cwd: c.cwd }); // warm-up (and the first build of the caches)
   ctx.log(`launch: warm-up runs in ${took()}`);
   t = Date.now();
   for (let r = 0; r < reps; r++) {
@@ -131,9 +156,9 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
     let wiped = false;
     for (const c of cases) {
       if (c.first) fs.rmSync(cache, { recursive: true, force: true });
-      else if (wiped || c.relaunch) timeRun(c.argv, { env: envOf(c) });
+      else if (wiped || c.relaunch) timeRun(c.argv, { env: envOf(c), cwd: c.cwd });
       wiped ||= c.first === true;
-      (runs[c.id] ??= []).push(timeRun(c.argv, { env: envOf(c) }));
+      (runs[c.id] ??= []).push(timeRun(c.argv, { env: envOf(c), cwd: c.cwd }));
     }
   }
   linger.stop();

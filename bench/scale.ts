@@ -18,7 +18,8 @@ import { alignUp, encodeFooter, IMAGE_VERSION, readImage, type ImageAddon, type 
 import { encodeTree } from '../runtime/image/tree-encode.js';
 import { CODEC_IDS } from '../runtime/image/codec.js';
 import { blake3 } from '../runtime/hash/blake3.js';
-import { buildBundle, helloApps, median, mib, ms, processMemory, scratchEnv, serveBundle, type BenchContext, type Section, type Table } from './common.js';
+import { buildBundle, median, mib, ms, processMemory, scratchEnv, serveBundle, type BenchContext, type Section, type Table } from './common.js';
+import { helloApps } from './apps.js';
 
 export interface ProbeResult {
   files: number;

@@ -14,7 +14,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildEnv, eslintApp, formatTable, have, median, ms, sh, type BenchContext, type Section, type Table } from './common.js';
+import { buildEnv, formatTable, have, median, ms, sh, type BenchContext, type Section, type Table } from './common.js';
+import { eslintApp } from './apps.js';
 
 interface Server {
   port: number;
