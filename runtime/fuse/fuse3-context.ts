@@ -24,7 +24,15 @@ export class Fuse3Context {
   readonly attrT: number;
   readonly negT: number;
 
+  /**
+   * READs and WRITEs of upper files answered by the addon (fuse3_direct.c) once the engine
+   * named their descriptor; `OVERPACK_FUSE_DIRECT=0` sends every one through JS.
+   */
+  readonly direct: boolean;
+
   constructor(readonly fuse: OverpackAddon, readonly ops: FsOps, options: MountOptions) {
+    this.direct = process.env.OVERPACK_FUSE_DIRECT !== '0' && ops.directDescriptor !== undefined && ops.watchDescriptors !== undefined;
+    if (this.direct) ops.watchDescriptors!((fd) => this.session && fuse.forgetDirect(this.session, fd));
     this.entryT = options.entryTimeout;
     this.attrT = options.attrTimeout;
     this.negT = options.negativeTimeout;
@@ -79,6 +87,17 @@ export class Fuse3Context {
   /** Drops the kernel's cached attributes of node `id`. */
   invalInode(id: number): void {
     if (this.session) this.fuse.invalInode(this.session, id);
+  }
+
+  /**
+   * After a READ or WRITE of node `n` through kernel handle `fh` was answered here: let the
+   * addon answer the next ones itself when the engine names the descriptor they go to. Not
+   * for a handle the node kept when it lost its name (`used` differs from `fh`).
+   */
+  offerDirect(n: FsNode, path: string, fh: number, used: number): void {
+    if (!this.direct || !this.session || fh !== used) return;
+    const d = this.ops.directDescriptor!(path, fh);
+    if (d) this.fuse.directFd(this.session, n.id, fh, d.fd, d.writable);
   }
 
   /** Node `id` has no security.capability: the addon answers the kernel's next asks itself. */

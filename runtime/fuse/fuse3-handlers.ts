@@ -151,6 +151,7 @@ export async function handle(c: Fuse3Context, op: number, req: Req, a: Wire): Pr
         const count = span.size === null ? size : Math.max(0, Math.min(size, span.size - offset));
         if (count === 0) f.replyBuf(req, EMPTY, 0);
         else f.replyFd(req, span.fd, count, span.base + offset);
+        if (span.size === null && span.base === 0) c.offerDirect(n, path, num(a, 3), fh);
         return;
       }
       const buf = c.takeReadBuffer(size);
@@ -165,7 +166,9 @@ export async function handle(c: Fuse3Context, op: number, req: Req, a: Wire): Pr
     case OP.WRITE: {
       const data = bytes(a, 1);
       const n = node(c, num(a, 0));
-      f.replyWrite(req, await following(c, n, (p) => ops.write(p, fhFor(n, num(a, 3)), data, data.length, num(a, 2))));
+      const fh = fhFor(n, num(a, 3));
+      f.replyWrite(req, await following(c, n, (p) => ops.write(p, fh, data, data.length, num(a, 2))));
+      c.offerDirect(n, n.path(c.nodes.generation), num(a, 3), fh);
       return;
     }
     case OP.RELEASE:

@@ -47,9 +47,10 @@ export class Fuse3Server {
     }
     const s = this.c.session;
     this.c.session = null;
+    const direct = this.stats ? this.fuse.directCounts(s) : null;
     this.fuse.close(s);
     if (this.keepAlive) clearInterval(this.keepAlive);
-    this.stats?.print();
+    this.stats?.print(direct);
     this.endedResolve();
   }
 

@@ -42,6 +42,12 @@ export interface OverpackAddon {
   invalInode(s: Session, ino: number): number;
   /** Remembers that node `ino` has no security.capability: the addon answers the kernel's next asks itself. */
   noCapability(s: Session, ino: number): void;
+  /** READs (and WRITEs, if `writable`) of node `ino` through handle `fh` (0: handle-less) are answered from `fd` by the addon itself (fuse3_direct.c). */
+  directFd(s: Session, ino: number, fh: number, fd: number, writable: boolean): void;
+  /** No request may use `fd` any more: called before it is closed. */
+  forgetDirect(s: Session, fd: number): void;
+  /** READs and WRITEs the addon answered itself: [reads, writes]. */
+  directCounts(s: Session): [number, number];
   libfuseVersion(): number;
   /** Copies by the kernel on a worker thread; `done` gets 0 or an errno, and the bytes copied (fewer: the source ended). */
   copyRange(inFd: number, inOffset: number, outFd: number, outOffset: number, length: number, done: (errno: number, copied: number) => void): void;

@@ -60,12 +60,15 @@ export class OverlayOps implements FsOps {
   private readonly byPath = new Map<string, Handle & { writable: boolean }>();
   /** Openings in progress for `byPath`, one per path. */
   private readonly opening = new Map<string, Promise<Handle>>();
+  /** Told of every upper descriptor before it is closed or leaves `byPath` (see directDescriptor). */
+  private retired: ((fd: number) => void) | null = null;
 
   constructor(readonly stack: LayerStack, readonly inodes: InodeStore) {}
 
   /** At unmount: closes every open handle and waits for background work on the upper. */
   async closeAll(): Promise<void> {
     const all = [...this.handles.values(), ...this.byPath.values()];
+    for (const h of all) this.announceRetired(h);
     this.handles.clear();
     this.byPath.clear();
     await Promise.all(all.map(closeHandle));
@@ -137,7 +140,31 @@ export class OverlayOps implements FsOps {
    * I/O error" under the writeback cache), or through its number reused by another file.
    */
   private retire(h: Handle): void {
+    this.announceRetired(h);
     setImmediate(() => void closeHandle(h));
+  }
+
+  private announceRetired(h: Handle): void {
+    if (h.kind === 'upper') this.retired?.(h.fd);
+  }
+
+  watchDescriptors(retired: (fd: number) => void): void {
+    this.retired = retired;
+  }
+
+  /**
+   * The upper descriptor reads and writes of `path` through `fh` go to, for a binding that
+   * answers them itself: a handle's own, or the cached one of handle-less I/O. Lower files
+   * never (an image's bytes are compressed and checked here).
+   */
+  directDescriptor(path: string, fh: number): { fd: number; writable: boolean } | null {
+    if (fh !== 0) {
+      const h = this.handles.get(fh);
+      // A handle's writes go to its own descriptor whatever its mode (as write() does here).
+      return h?.kind === 'upper' ? { fd: h.fd, writable: true } : null;
+    }
+    const h = this.byPath.get(path);
+    return h?.kind === 'upper' ? { fd: h.fd, writable: h.writable } : null;
   }
 
   /**
@@ -372,6 +399,7 @@ export class OverlayOps implements FsOps {
     if (!h) return;
     this.handles.delete(fh);
     void path;
+    this.announceRetired(h);
     if (h.kind === 'upper') await fdClose(h.fd);
     else await h.file.close();
   }

@@ -70,6 +70,15 @@ export interface FsOps {
    */
   readFd?(path: string, fh: number, position: number, length: number): Promise<FileSpan | null>;
   write(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number>;
+  /**
+   * Optional, for a binding that reads and writes files itself: the descriptor whose bytes
+   * are exactly the file's at `path` through handle `fh` (an upper file), and whether writes
+   * may go to it; null when reads and writes must come here. A binding may keep using it, by
+   * node or handle, until `watchDescriptors`' callback retires it.
+   */
+  directDescriptor?(path: string, fh: number): { fd: number; writable: boolean } | null;
+  /** Optional: `retired(fd)` is called, synchronously, before a descriptor directDescriptor gave is closed or stops being that file's. */
+  watchDescriptors?(retired: (fd: number) => void): void;
   flush(path: string, fh: number): Promise<void>;
   fsync(path: string, fh: number, datasync: boolean): Promise<void>;
   release(path: string, fh: number): Promise<void>;

@@ -16,6 +16,17 @@
 #define NO_CAPS_SLOTS 4096
 #define CAPS_XATTR "security.capability"
 
+/* Descriptors JS lets C read and write directly (fuse3_direct.c): a READ or WRITE of a file
+ * whose bytes are those of an upper file is then answered here, without a trip to JS. Keyed by
+ * the kernel's file handle, or by node id for handle-less I/O (fh 0); direct-mapped, a slot
+ * taken by another key only means asking JS. */
+#define DIRECT_SLOTS 1024
+typedef struct direct_slot {
+  uint64_t key; /* 0: empty (no node id or handle is 0) */
+  int fd;
+  int writable;
+} direct_slot;
+
 typedef struct session {
   napi_env env;
   struct fuse_session *se;
@@ -34,6 +45,10 @@ typedef struct session {
   int writeback;
   /* Nodes known to carry no security.capability (see ll_getxattr), direct-mapped by id. */
   fuse_ino_t no_caps[NO_CAPS_SLOTS];
+  direct_slot by_fh[DIRECT_SLOTS];
+  direct_slot by_ino[DIRECT_SLOTS];
+  /* Requests answered directly, for OVERPACK_FUSE_STATS. */
+  double direct_reads, direct_writes;
 } session;
 
 /* The libfuse callbacks: each hands its request to the JS dispatcher (fuse3_requests.c). */
@@ -47,6 +62,13 @@ session *get_session(napi_env env, napi_value v);
 
 /* Frees the session once it is closed and nothing is outstanding. */
 void finish_session(session *s);
+
+/* The descriptor for a READ or WRITE of node `ino` through handle `fh` (0: handle-less), or
+ * NULL when JS must answer. */
+direct_slot *direct_find(session *s, fuse_ino_t ino, uint64_t fh);
+
+/* Registers directFd, forgetDirect and directCounts (fuse3_direct.c) on the exports. */
+void register_direct(napi_env env, napi_value exports);
 
 /* Registers the reply functions (fuse3_replies.c) on the addon's exports. */
 void register_replies(napi_env env, napi_value exports);

@@ -227,6 +227,7 @@ static napi_value init(napi_env env, napi_value exports) {
     napi_set_named_property(env, exports, fns[i].name, f);
   }
   register_replies(env, exports);
+  register_direct(env, exports);
   register_syscalls(env, exports);
   register_codec(env, exports);
   register_copy_range(env, exports);
