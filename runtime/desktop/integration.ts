@@ -10,7 +10,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { childProcess } from '../builtins.js';
 import type { Manifest } from '../manifest/schema.js';
 import { dataHome } from '../paths/xdg.js';
 import { iconKind } from './icon.js';
@@ -109,8 +109,8 @@ function writeAtomic(file: string, write: (tmp: string) => Promise<void> | void)
 
 /** Lets the desktop's caches see the change, where their tools are installed (never required). */
 function refreshCaches(): void {
-  spawnSync('update-desktop-database', [appsDir()], { stdio: 'ignore', timeout: 10000 });
-  if (fs.existsSync(hicolorDir())) spawnSync('gtk-update-icon-cache', ['-f', '-t', '-q', hicolorDir()], { stdio: 'ignore', timeout: 10000 });
+  childProcess().spawnSync('update-desktop-database', [appsDir()], { stdio: 'ignore', timeout: 10000 });
+  if (fs.existsSync(hicolorDir())) childProcess().spawnSync('gtk-update-icon-cache', ['-f', '-t', '-q', hicolorDir()], { stdio: 'ignore', timeout: 10000 });
 }
 
 function readRecord(name: string): IntegrationRecord | null {

@@ -9,7 +9,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn, spawnSync } from 'node:child_process';
+import { childProcess } from '../builtins.js';
 import { stateHome } from '../paths/xdg.js';
 
 const TOOL_TIMEOUT_MS = 3000;
@@ -32,7 +32,7 @@ function log(app: string, message: string): string | null {
 
 /** Whether `tool` answered within its time and succeeded. */
 function ran(tool: string, args: string[]): boolean {
-  const r = spawnSync(tool, args, { stdio: 'ignore', timeout: TOOL_TIMEOUT_MS });
+  const r = childProcess().spawnSync(tool, args, { stdio: 'ignore', timeout: TOOL_TIMEOUT_MS });
   return !r.error && r.status === 0;
 }
 
@@ -48,7 +48,7 @@ function show(title: string, body: string): void {
   for (const [tool, args] of [['zenity', ['--error', '--no-markup', '--title', title, '--text', body]], ['kdialog', ['--title', title, '--error', body]]] as const) {
     try {
       // A dialog waits for its user: never for us.
-      const p = spawn(tool, args, { stdio: 'ignore', detached: true });
+      const p = childProcess().spawn(tool, args, { stdio: 'ignore', detached: true });
       p.on('error', () => undefined);
       p.unref();
       if (p.pid !== undefined) return;

@@ -4,12 +4,12 @@
  * (root only). fuse-native's own unmount shells out to `fusermount -uz`, which a machine with
  * only fuse3 does not have.
  */
-import { execFile, spawnSync } from 'node:child_process';
+import { childProcess } from '../builtins.js';
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 
 function run(cmd: string, args: string[]): Promise<{ ok: boolean; missing: boolean; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(cmd, args, (err, _stdout, stderr) => {
+    childProcess().execFile(cmd, args, (err, _stdout, stderr) => {
       const missing = (err as NodeJS.ErrnoException | null)?.code === 'ENOENT';
       resolve({ ok: !err, missing, stderr: String(stderr).trim() });
     });
@@ -46,7 +46,7 @@ export function isMounted(path: string): boolean {
 export function isStaleMount(mp: string): Promise<boolean> {
   return new Promise((resolve) => {
     // A listing, not a stat: the kernel may answer a stat of the root from its attribute cache.
-    execFile('ls', ['-A', mp], { timeout: 3000, killSignal: 'SIGKILL' }, (err, _stdout, stderr) => {
+    childProcess().execFile('ls', ['-A', mp], { timeout: 3000, killSignal: 'SIGKILL' }, (err, _stdout, stderr) => {
       resolve(err !== null && /not connected/i.test(String(stderr)));
     });
   });
@@ -56,7 +56,7 @@ export function isStaleMount(mp: string): Promise<boolean> {
 export function detachMount(mp: string): void {
   const attempts: Array<[string, string[]]> = [['fusermount3', ['-uz', mp]], ['fusermount', ['-uz', mp]], ['umount', ['-l', mp]]];
   for (const [cmd, args] of attempts) {
-    if (spawnSync(cmd, args, { stdio: 'ignore' }).status === 0 || !isMounted(mp)) break;
+    if (childProcess().spawnSync(cmd, args, { stdio: 'ignore' }).status === 0 || !isMounted(mp)) break;
   }
 }
 

@@ -3,7 +3,7 @@
  * the `blake3` npm package's wasm (bench/README, figures behind the code). Swap the
  * implementation here only.
  */
-import { open } from 'node:fs/promises';
+import { fsPromises } from '../builtins.js';
 import blakeHash from '@napi-rs/blake-hash';
 
 interface Blake3HasherLike {
@@ -36,7 +36,7 @@ export class Blake3 {
 
 /** Hash a file's contents, streaming in 1 MiB chunks. */
 export async function blake3File(path: string): Promise<Buffer> {
-  const fh = await open(path, 'r');
+  const fh = await fsPromises().open(path, 'r');
   try {
     const h = new Blake3();
     const buf = Buffer.allocUnsafe(1 << 20);

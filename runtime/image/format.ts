@@ -32,7 +32,7 @@
  * location and root here; every tree page's hash and every record as it is read (tree.ts).
  */
 import fs from 'node:fs';
-import { createHash } from 'node:crypto';
+import { crypto } from '../builtins.js';
 import { ImageTree, type TreeSource } from './tree.js';
 import { TreeError, type TreeEntry, type TreeLocation } from './tree-layout.js';
 import { decodeTrailer, isTrailer, SignatureError, TRAILER_SIZE, type SignatureTrailer } from './signature.js';
@@ -137,7 +137,7 @@ export class ImageError extends OverpackError {
 }
 
 export function sha256(data: Uint8Array): Buffer {
-  return createHash('sha256').update(data).digest();
+  return crypto().createHash('sha256').update(data).digest();
 }
 
 export function encodeFooter(f: Footer): Buffer {

@@ -23,7 +23,8 @@
  * a genuine bundle from a re-signed or unsigned one.
  */
 import fs from 'node:fs';
-import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
+import { crypto } from '../builtins.js';
+import type { KeyObject } from 'node:crypto';
 import { OverpackError } from '../errors/overpack-error.js';
 
 export const SIG_MAGIC = Buffer.from('OVPKSIG\0', 'latin1');
@@ -84,7 +85,7 @@ export function decodeTrailer(b: Buffer, fileSize: number, bundle: string): Sign
 
 /** SHA-256 of bytes [0, length) of an open file, read in 4 MiB chunks. */
 export function digestPrefix(fd: number, length: number, bundle: string): Buffer {
-  const h = createHash('sha256');
+  const h = crypto().createHash('sha256');
   const buf = Buffer.allocUnsafe(4 << 20);
   for (let pos = 0; pos < length; ) {
     const n = fs.readSync(fd, buf, 0, Math.min(buf.length, length - pos), pos);
@@ -107,12 +108,12 @@ export function rawPublicKey(key: KeyObject): Buffer {
 }
 
 export function publicKeyFromRaw(raw: Buffer): KeyObject {
-  return createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+  return crypto().createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
 }
 
 /** A short, stable name for a key: SHA-256 of its raw bytes, first 16 bytes in hex. */
 export function fingerprint(raw: Buffer): string {
-  return createHash('sha256').update(raw).digest('hex').slice(0, 32).replace(/(.{4})(?!$)/g, '$1:');
+  return crypto().createHash('sha256').update(raw).digest('hex').slice(0, 32).replace(/(.{4})(?!$)/g, '$1:');
 }
 
 /**
@@ -125,7 +126,7 @@ export function parsePublicKeyText(text: string): { raw: Buffer } | { problem: s
   try {
     if (t.startsWith('-----BEGIN')) {
       if (/PRIVATE KEY/.test(t)) return { problem: 'this is a private key; give the public key (the .pub file written by `overpack keygen`)' };
-      const key = createPublicKey(t);
+      const key = crypto().createPublicKey(t);
       if (key.asymmetricKeyType !== 'ed25519') return { problem: `a ${key.asymmetricKeyType ?? 'unknown'} key, not Ed25519` };
       return { raw: rawPublicKey(key) };
     }
@@ -162,7 +163,7 @@ export function readPrivateKeyFile(file: string): KeyObject {
   }
   let key: KeyObject;
   try {
-    key = createPrivateKey(text);
+    key = crypto().createPrivateKey(text);
   } catch (err) {
     throw new SignatureError(file, 'read-key', `${file}: cannot load the private key (${(err as Error).message}); encrypted keys are not supported`);
   }
@@ -176,8 +177,8 @@ export function signBundleFile(file: string, privateKey: KeyObject): Buffer {
   try {
     const size = fs.fstatSync(fd).size;
     const digest = digestPrefix(fd, size, file);
-    const publicKey = rawPublicKey(createPublicKey(privateKey));
-    const signature = sign(null, signedMessage(size, digest), privateKey);
+    const publicKey = rawPublicKey(crypto().createPublicKey(privateKey));
+    const signature = crypto().sign(null, signedMessage(size, digest), privateKey);
     const trailer = encodeTrailer({ version: TRAILER_VERSION, algorithm: ALGO_ED25519_SHA256, signedLength: size, publicKey, signature });
     fs.writeSync(fd, trailer, 0, trailer.length, size);
     return publicKey;
@@ -189,7 +190,7 @@ export function signBundleFile(file: string, privateKey: KeyObject): Buffer {
 /** Whether `signature` is the trailer's signer's signature of a bundle whose prefix hashes to `digest`. */
 export function signatureMatches(t: SignatureTrailer, digest: Buffer): boolean {
   try {
-    return verify(null, signedMessage(t.signedLength, digest), publicKeyFromRaw(t.publicKey), t.signature);
+    return crypto().verify(null, signedMessage(t.signedLength, digest), publicKeyFromRaw(t.publicKey), t.signature);
   } catch {
     return false;
   }

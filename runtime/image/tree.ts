@@ -2,8 +2,7 @@
  * Reads an image's tree (layout in tree-layout.ts) from an open bundle, in pages, on demand.
  */
 import fs from 'node:fs';
-import { createHash } from 'node:crypto';
-import { inflateRawSync } from 'node:zlib';
+import { crypto, zlib } from '../builtins.js';
 import { codecName } from './codec.js';
 import {
   byteOrder, HASH_SIZE, PAGE_ENTRY, PAGE_SIZE, PIECE_MAP_ENTRY, PIECE_REF_SIZE, PIECE_SIZE, pieceCount, pieceLength, PREFIX_AT, PREFIX_LEN, prefixOf, RECORD_SIZE,
@@ -102,13 +101,13 @@ export class ImageTree {
     const raw = Buffer.allocUnsafeSlow(stored);
     const at = this.loc.offset + this.starts[p]!;
     if ((typeof this.fd === 'number' ? fs.readSync(this.fd, raw, 0, stored, at) : this.fd(raw, at)) !== stored) throw new TreeError(`page ${p} is truncated`);
-    if (!createHash('sha256').update(raw).digest().equals(this.table.subarray(p * PAGE_ENTRY + 4, (p + 1) * PAGE_ENTRY))) {
+    if (!crypto().createHash('sha256').update(raw).digest().equals(this.table.subarray(p * PAGE_ENTRY + 4, (p + 1) * PAGE_ENTRY))) {
       throw new TreeError(`page ${p} does not match its hash: the bundle is corrupt or was modified`);
     }
     let buf = raw;
     if (stored !== len) {
       try {
-        buf = inflateRawSync(raw, { maxOutputLength: len });
+        buf = zlib().inflateRawSync(raw, { maxOutputLength: len });
       } catch {
         throw new TreeError(`page ${p} does not inflate`);
       }

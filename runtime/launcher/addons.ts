@@ -5,13 +5,13 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
+import { crypto } from '../builtins.js';
 import type { ImageAddon } from '../image/format.js';
 import { useBundledAddons } from '../native/bundled.js';
 import { execCacheRoot } from './exec-dir.js';
 
 export function extractAddons(bundleFd: number, addons: ImageAddon[]): string {
-  const key = createHash('sha256').update(addons.map((a) => `${a.name}:${a.hash}`).join('\n')).digest('hex').slice(0, 16);
+  const key = crypto().createHash('sha256').update(addons.map((a) => `${a.name}:${a.hash}`).join('\n')).digest('hex').slice(0, 16);
   const dir = path.join(execCacheRoot(), 'native', key);
   if (!fs.existsSync(path.join(dir, '.complete'))) {
     const tmp = `${dir}.tmp-${process.pid}`;
@@ -20,7 +20,7 @@ export function extractAddons(bundleFd: number, addons: ImageAddon[]): string {
     for (const a of addons) {
       const buf = Buffer.alloc(a.size);
       fs.readSync(bundleFd, buf, 0, a.size, a.offset);
-      if (createHash('sha256').update(buf).digest('hex') !== a.hash) {
+      if (crypto().createHash('sha256').update(buf).digest('hex') !== a.hash) {
         throw new Error(`the bundle's native addon ${a.name} is corrupt (hash mismatch); download or build the bundle again`);
       }
       fs.writeFileSync(path.join(tmp, a.name), buf, { mode: 0o755 });

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn, spawnSync } from 'node:child_process';
+import { childProcess } from '../builtins.js';
 import { EXEC_HELPER } from '../native/addon.js';
 import { fuseDeviceFds } from '../fuse/unmount.js';
 import { EXEC_SCRIPT } from './exec-script.js';
@@ -37,7 +37,7 @@ function execHelper(): string | null {
   const works = `${file}.runs-here`;
   if (fs.existsSync(works)) return file;
   if (!fs.existsSync(file)) return null;
-  const probe = spawnSync(file, [String(process.pid), '/bin/sh', '-c', 'exit 0'], { stdio: 'ignore', timeout: 5000 });
+  const probe = childProcess().spawnSync(file, [String(process.pid), '/bin/sh', '-c', 'exit 0'], { stdio: 'ignore', timeout: 5000 });
   if (probe.status !== 0) return null;
   fs.writeFileSync(works, '');
   return file;
@@ -128,7 +128,7 @@ export function startApp(appDir: string, manifest: Manifest, userArgs: string[],
       stdio.push('pipe');
     }
     const detached = appDetached();
-    const child = spawn(program, argv, { stdio, env, cwd: process.cwd(), detached });
+    const child = childProcess().spawn(program, argv, { stdio, env, cwd: process.cwd(), detached });
     mark(gated ? 'runtime: app spawned, held' : 'runtime: app spawned');
     for (const fd of fuseFds) (child.stdio[fd] as NodeJS.ReadableStream & { destroy(): void } | null)?.destroy();
     if (gated) {

@@ -8,8 +8,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { childProcess, crypto } from '../builtins.js';
 import { restoreDefaultSignal } from '../native/syscalls.js';
 import { makeRunDir, removeAbandonedRunDirs } from './run-dir.js';
 import { plainNode } from './plain-node.js';
@@ -78,7 +77,7 @@ function respawnWithoutNodeOptions(): Promise<never> | null {
   const env: NodeJS.ProcessEnv = { ...process.env, OVERPACK_APP_NODE_OPTIONS: value };
   delete env.NODE_OPTIONS;
   const detached = appDetached();
-  const child = spawn(runtimeExe(), process.argv.slice(2), { stdio: 'inherit', env: relaunchEnv(env), argv0: process.argv0, detached });
+  const child = childProcess().spawn(runtimeExe(), process.argv.slice(2), { stdio: 'inherit', env: relaunchEnv(env), argv0: process.argv0, detached });
   forwardSignals(child, detached);
   return new Promise<never>((_, reject) => {
     child.on('error', (err) => reject(new LaunchError(`cannot restart the runtime without NODE_OPTIONS: ${err.message}`, EXIT.software)));
@@ -280,7 +279,7 @@ async function main(): Promise<void> {
     // A preserved app's mountpoint (its APPDIR) is the same at every launch, so absolute paths
     // it keeps under it stay true: one per data directory, and only the server holding its lock
     // mounts there. A discarded run keeps nothing, and several may run at once: a name of its own.
-    const mountPoint = path.join(mntRoot, discard ? `${name}-${randomBytes(4).toString('hex')}` : preservedMountName(name, dataDir));
+    const mountPoint = path.join(mntRoot, discard ? `${name}-${crypto().randomBytes(4).toString('hex')}` : preservedMountName(name, dataDir));
     const mountRequest = (upper: string): MountRequest => ({ layer, upper, mountPoint, inodeMode: manifest.overlay?.inodeMode ?? 'virtual', writeback: manifest.overlay?.writeback === true, discard, runDir });
     const launch: Launch = { manifest, appArgs, bundle, binDir, mount: flags.mount, cleanup };
     let result: Outcome;

@@ -9,7 +9,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
+import { crypto } from '../builtins.js';
 import type { RuntimeRecord } from '../image/format.js';
 import { privateDir } from './paths.js';
 import { execCacheRoot } from './exec-dir.js';
@@ -55,7 +55,7 @@ export function plainNode(record: RuntimeRecord | undefined): string | null {
   const out = fs.openSync(tmp, 'w', 0o700);
   const self = fs.openSync('/proc/self/exe', 'r');
   try {
-    const hash = createHash('sha256');
+    const hash = crypto().createHash('sha256');
     const buf = Buffer.allocUnsafe(CHUNK);
     for (let pos = 0; pos < record.size; ) {
       const n = fs.readSync(self, buf, 0, Math.min(CHUNK, record.size - pos), pos);

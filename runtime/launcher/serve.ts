@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
+import { crypto } from '../builtins.js';
 import type { ImageLayer } from '../image/image-layer.js';
 import { runApp, startApp, type AppResult } from './app-process.js';
 import { becomeApp, runsInProcess } from './in-process.js';
@@ -40,7 +40,7 @@ type Joiner = Extract<Instance, { role: 'joiner' }>;
 
 /** A preserved app's mountpoint name: one per data directory, the same at every launch. */
 export function preservedMountName(name: string, dataDir: string): string {
-  return `${name}-${createHash('sha256').update(dataDir).digest('hex').slice(0, 8)}`;
+  return `${name}-${crypto().createHash('sha256').update(dataDir).digest('hex').slice(0, 8)}`;
 }
 
 /** The linger in ms: OVERPACK_LINGER (seconds), else the manifest's `overlay.linger`, else the default. */

@@ -14,14 +14,14 @@
  * `fg`/`bg` meanwhile), from /proc/self/stat.
  */
 import { procStatFields } from './proc-stat.js';
-import tty from 'node:tty';
+import { tty } from '../builtins.js';
 
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
 /** What a terminal sends to its whole foreground process group. */
 const FROM_TERMINAL = new Set<NodeJS.Signals>(['SIGINT', 'SIGQUIT', 'SIGWINCH']);
 
 function hasTerminal(): boolean {
-  return [0, 1, 2].some((fd) => tty.isatty(fd));
+  return [0, 1, 2].some((fd) => tty().isatty(fd));
 }
 
 /** Whether this process is in its terminal's foreground process group (fields 5 and 8 of stat). */

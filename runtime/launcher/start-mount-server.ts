@@ -5,7 +5,7 @@
  * done, not when the server exits) and a status pipe on descriptor 3.
  */
 import fs from 'node:fs';
-import { spawn } from 'node:child_process';
+import { childProcess } from '../builtins.js';
 import { LaunchError } from './launch-error.js';
 import { relaunchEnv, runtimeExe } from './self.js';
 import { EXIT } from '../errors/exit-codes.js';
@@ -25,7 +25,7 @@ export function startMountServer(lingerMs: number, build: string): Promise<void>
   const env: NodeJS.ProcessEnv = { ...process.env, [SERVE_LINGER_ENV]: String(lingerMs), [SERVE_BUILD_ENV]: build };
   // The server makes no TLS connection: the CA file would only slow its Node's start-up.
   delete env.NODE_EXTRA_CA_CERTS;
-  const child = spawn(runtimeExe(), [], { stdio: ['ignore', 'ignore', 'ignore', 'pipe'], env: relaunchEnv(env), argv0: process.argv0, cwd: '/', detached: true });
+  const child = childProcess().spawn(runtimeExe(), [], { stdio: ['ignore', 'ignore', 'ignore', 'pipe'], env: relaunchEnv(env), argv0: process.argv0, cwd: '/', detached: true });
   const pipe = child.stdio[STATUS_FD] as NodeJS.ReadableStream & { unref?(): void };
   return new Promise<void>((resolve, reject) => {
     let text = '';

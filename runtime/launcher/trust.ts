@@ -12,7 +12,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { createHash, randomBytes } from 'node:crypto';
+import { crypto } from '../builtins.js';
 import type { OpenedImage } from '../image/format.js';
 import { digestPrefix, fingerprint, parsePublicKeyText, readPublicKeyFile, signatureMatches, SignatureError } from '../image/signature.js';
 import type { Manifest } from '../manifest/validate.js';
@@ -53,7 +53,7 @@ interface CacheRecord {
 }
 
 function cacheFile(cacheRoot: string, st: fs.BigIntStats): string {
-  const key = createHash('sha256').update(`${st.dev}:${st.ino}`).digest('hex').slice(0, 32);
+  const key = crypto().createHash('sha256').update(`${st.dev}:${st.ino}`).digest('hex').slice(0, 32);
   return path.join(cacheRoot, 'overpack', 'verified', key);
 }
 
@@ -76,7 +76,7 @@ function readCache(file: string): CacheRecord | null {
 function writeCache(file: string, rec: CacheRecord): void {
   try {
     fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-    const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+    const tmp = `${file}.${crypto().randomBytes(6).toString('hex')}.tmp`;
     fs.writeFileSync(tmp, JSON.stringify(rec), { mode: 0o600, flag: 'wx' });
     fs.renameSync(tmp, file);
   } catch {
