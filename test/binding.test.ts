@@ -99,7 +99,9 @@ describe('fuse3 binding on its own', () => {
     };
     // Everything else answers ENOSYS, like a filesystem that implements nothing more.
     const ops = new Proxy(known, {
-      get: (target, name: string) => target[name as keyof FsOps] ?? (async () => { throw new FsError('ENOSYS', name, ''); }),
+      // The optional descriptor methods are left out, as such a filesystem would.
+      get: (target, name: string) =>
+        name === 'directDescriptor' || name === 'watchDescriptors' ? undefined : target[name as keyof FsOps] ?? (async () => { throw new FsError('ENOSYS', name, ''); }),
     }) as FsOps;
     const reported: string[] = [];
     const write = process.stderr.write.bind(process.stderr);
