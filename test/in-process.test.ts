@@ -95,7 +95,7 @@ describe('a Node app in a mount served by another process runs in the launch\'s 
     fs.mkdirSync(directAppDir);
   });
   after(async () => {
-    for (const name of ['inproc-app', 'inproc-esm', 'inproc-nodepath']) {
+    for (const name of ['inproc-app', 'inproc-esm', 'inproc-nodepath', 'inproc-bin', 'inproc-dotbin', 'inproc-flagged']) {
       const pid = serverPid(name);
       for (let i = 0; pid && alive(pid) && i < 150; i++) await sleep(100);
     }
@@ -178,6 +178,35 @@ describe('a Node app in a mount served by another process runs in the launch\'s 
       const r = run(esm, []);
       assert.equal(r.status, 0, r.stderr);
       assert.deepEqual(JSON.parse(r.stdout), { pid: r.pid, url: true, data: true });
+    }
+  });
+
+  it('an npm-style bin (no .js name, a node #! line), also through a node_modules/.bin link, runs in-process; a #! line with node options keeps its own process', () => {
+    const dir = path.join(base, 'bins');
+    const report = "console.log(JSON.stringify({ pid: process.pid, main: require.main === module, args: process.argv.slice(2), flag: process.execArgv.includes('--no-warnings') }));\n";
+    fs.mkdirSync(path.join(dir, 'node_modules', 'tool', 'bin'), { recursive: true });
+    fs.mkdirSync(path.join(dir, 'node_modules', '.bin'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'node_modules', 'tool', 'bin', 'tool'), `#!/usr/bin/env node\n${report}`, { mode: 0o755 });
+    fs.symlinkSync('../tool/bin/tool', path.join(dir, 'node_modules', '.bin', 'tool'));
+    fs.writeFileSync(path.join(dir, 'flagged'), `#!/usr/bin/env -S node --no-warnings\n${report}`, { mode: 0o755 });
+    const cases: Array<[string, string, boolean]> = [
+      ['inproc-bin', 'node_modules/tool/bin/tool', true],
+      ['inproc-dotbin', 'node_modules/.bin/tool', true],
+      ['inproc-flagged', 'flagged', false],
+    ];
+    for (const [name, entrypoint, inProcess] of cases) {
+      fs.writeFileSync(path.join(dir, 'overpack.json'), JSON.stringify({ name, version: '1', entrypoint, overlay: { linger: 2 } }));
+      const out = path.join(base, `${name}.run`);
+      build(dir, out);
+      for (const label of ['first launch', 'relaunch']) {
+        const r = run(out, ['x', 'y z']);
+        assert.equal(r.status, 0, `${name} ${label}: ${r.stderr}`);
+        const s = JSON.parse(r.stdout) as { pid: number; main: boolean; args: string[]; flag: boolean };
+        assert.deepEqual(s.args, ['x', 'y z'], `${name} ${label}`);
+        assert.equal(s.main, true, `${name} ${label}: the main module`);
+        assert.equal(s.pid === r.pid, inProcess, `${name} ${label}: ${inProcess ? 'in the launch\'s process' : 'a process of its own'}`);
+        assert.equal(s.flag, !inProcess, `${name} ${label}: the #! line's node options ${inProcess ? 'none' : 'honoured'}`);
+      }
     }
   });
 

@@ -9,6 +9,7 @@ import { childProcess } from '../builtins.js';
 import { EXEC_HELPER } from '../native/addon.js';
 import { fuseDeviceFds } from '../fuse/unmount.js';
 import { EXEC_SCRIPT } from './exec-script.js';
+import { isJsEntrypoint } from './entrypoint.js';
 import { LaunchError } from './launch-error.js';
 import { isReservedEnv, type Manifest } from '../manifest/validate.js';
 import { runtimeExe } from './self.js';
@@ -50,10 +51,6 @@ export function runApp(appDir: string, manifest: Manifest, userArgs: string[], b
   return app.result;
 }
 
-/** A JS entrypoint runs on the bundle's Node (node mode, entry.cts); anything else through a shell. */
-export function isJsEntrypoint(manifest: Manifest): boolean {
-  return /\.(c|m)?js$/.test(manifest.entrypoint);
-}
 
 /**
  * The app's environment: the user's, then the manifest's (never a name the runtime owns: the

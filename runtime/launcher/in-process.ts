@@ -13,7 +13,8 @@
  */
 import nodeModule from 'node:module';
 import path from 'node:path';
-import { appEnv, isJsEntrypoint } from './app-process.js';
+import { appEnv } from './app-process.js';
+import { isJsEntrypoint } from './entrypoint.js';
 import type { Manifest } from '../manifest/schema.js';
 import { mark } from './trace.js';
 

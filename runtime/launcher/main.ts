@@ -18,6 +18,7 @@ import { appDetached, forwardSignals } from './signals.js';
 import { readImage, ImageError } from '../image/format.js';
 import { SignatureError } from '../image/signature.js';
 import { ImageLayer } from '../image/image-layer.js';
+import { learnEntrypoint } from './entrypoint.js';
 import { extractAddons } from './addons.js';
 import { extractTree } from './extract.js';
 import { validateManifest } from '../manifest/validate.js';
@@ -165,6 +166,8 @@ async function main(): Promise<void> {
     return;
   }
   const layer = new ImageLayer(bundle, image.fd, image.tree, (p) => say(`error: ${p} in the bundle is corrupt (its content does not match the image index); the bundle is damaged, download or build it again`));
+  // A damaged entrypoint is reported when the app reads it; here it only counts as no Node script.
+  await learnEntrypoint(manifest, layer).catch(() => undefined);
   if (serveRequest) {
     // This process is the mount server a launch of this bundle started (mount-server.ts).
     if (serveRequest.build !== image.footer.indexHash.toString('hex')) throw new LaunchError(`${bundle} was replaced while it was starting; launch it again`, EXIT.tempFail);
