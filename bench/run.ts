@@ -9,6 +9,7 @@ import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_pr
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { formatTable, unmountUnder, type BenchContext, type Section, scratchEnv } from './common.js';
 import { launchSection } from './launch.js';
 import { buildSection } from './build-time.js';
@@ -18,12 +19,37 @@ import { updateSection } from './update.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = path.join(ROOT, 'dist', 'builder', 'cli.js');
-const args = process.argv.slice(2);
-const quick = args.includes('--quick');
-const repsArg = args.includes('--reps') ? Number(args[args.indexOf('--reps') + 1]) || null : null;
+const USAGE = `usage: npm run bench -- [--quick] [--reps N] [--only LIST] [--out FILE]
+
+  --quick       fewer repetitions and smaller workloads (ratios compare with full mode)
+  --reps N      repetitions of each timed variant (default 5, quick 3)
+  --only LIST   comma-separated sections: w1..w7, launch, build, scale, copyup, update
+  --out FILE    where the JSON results go (default bench/results/<time>.json)
+
+Needs root (kernel overlayfs, dropping caches); data in $OVERPACK_BENCH_DATA or /var/tmp/overpack-bench.
+`;
+function parseBenchArgs(): { quick: boolean; reps: string | undefined; only: string | undefined; out: string | undefined } {
+  try {
+    const { values } = parseArgs({
+      options: { quick: { type: 'boolean', default: false }, reps: { type: 'string' }, only: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h', default: false } },
+      strict: true,
+    });
+    if (values.help) {
+      process.stdout.write(USAGE);
+      process.exit(0);
+    }
+    return { quick: values.quick, reps: values.reps, only: values.only, out: values.out };
+  } catch (err) {
+    process.stderr.write(`bench: ${(err as Error).message}\n${USAGE}`);
+    process.exit(2);
+  }
+}
+const args = parseBenchArgs();
+const quick = args.quick;
+const repsArg = args.reps !== undefined ? Number(args.reps) || null : null;
 const reps = repsArg ?? (quick ? 3 : 5);
-const only = args.includes('--only') ? args[args.indexOf('--only') + 1]!.split(',') : null;
-const outFile = args.includes('--out') ? args[args.indexOf('--out') + 1]! : path.join(ROOT, 'bench', 'results', `${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+const only = args.only !== undefined ? args.only.split(',') : null;
+const outFile = args.out ?? path.join(ROOT, 'bench', 'results', `${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
 // OVERPACK_BENCH_DATA: somewhere else for the data (e.g. two checkouts benchmarking at once).
 const DATA = process.env.OVERPACK_BENCH_DATA || '/var/tmp/overpack-bench';
 const BIG_MIB = quick ? 256 : 1024;
