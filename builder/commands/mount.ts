@@ -3,7 +3,11 @@ import type { Argv, CommandModule } from 'yargs';
 import { OverlayFS, OverlayError, OVERLAY_ACTIONS, INODE_MODES, DEFAULT_CACHE_SECONDS, type OverlayAction, type InodeMode } from '../../runtime/index.js';
 import { isMounted, unmountPath } from '../../runtime/fuse/unmount.js';
 import { fail, say } from '../output.js';
+import fs from 'node:fs';
 import path from 'node:path';
+import { ImageError, readImage } from '../../runtime/image/format.js';
+import { ImageLayer } from '../../runtime/image/image-layer.js';
+import type { Layer } from '../../runtime/overlay/layer.js';
 
 interface MountArgs {
   lower: string;
@@ -20,10 +24,10 @@ interface MountArgs {
 
 export const mountCommand: CommandModule<object, MountArgs> = {
   command: 'mount <lower>',
-  describe: 'Mount a writable overlay over a directory and serve it until interrupted',
+  describe: 'Mount a writable overlay over a directory, or over the image of a bundle, and serve it until interrupted',
   builder: (y: Argv) =>
     y
-      .positional('lower', { type: 'string', demandOption: true, describe: 'Read-only base directory' })
+      .positional('lower', { type: 'string', demandOption: true, describe: 'Read-only base: a directory, or a bundle built by overpack build (its files as they are inside it)' })
       .option('upper', { type: 'string', describe: 'Writable layer directory [default: <lower>_upper]' })
       .option('mountpoint', { type: 'string', describe: 'Where to mount [default: $TMPDIR/mount_<dir>_<id>_<ts>]' })
       .option('home', { type: 'boolean', default: false, describe: 'Put the generated mountpoint under ~/.cache instead of $TMPDIR' })
@@ -34,14 +38,16 @@ export const mountCommand: CommandModule<object, MountArgs> = {
       .option('writeback', { type: 'boolean', describe: 'Let the kernel merge writes in its page cache (fuse3 binding; see the README for what it costs) [default: off, or OVERPACK_FUSE_WRITEBACK=1]' })
       .option('debug', { type: 'boolean', default: false, describe: 'Print every FUSE request (libfuse debug output)' }) as unknown as Argv<MountArgs>,
   handler: async (args) => {
-    const fs = new OverlayFS(args.lower).setInodeMode(args['inode-mode']).setTuning({ cacheTimeout: args['cache-timeout'], writeback: args.writeback, debug: args.debug });
-    if (args.upper) fs.setUpper(args.upper);
-    if (args.mountpoint) fs.setMountpoint(args.mountpoint);
-    if (args.home) fs.mountpointAsHome();
-    if (args['allow-other']) fs.allowOther();
-    await fs.mount();
-    const { mountPoint, upper, binding } = fs.handle();
-    await fs.overlayAction(args['on-exit']);
+    const lower = lowerOf(args.lower);
+    const overlay = new OverlayFS(lower).setInodeMode(args['inode-mode']).setTuning({ cacheTimeout: args['cache-timeout'], writeback: args.writeback, debug: args.debug });
+    if (args.upper) overlay.setUpper(args.upper);
+    else if (typeof lower !== 'string') overlay.setUpper(`${path.resolve(args.lower)}_upper`);
+    if (args.mountpoint) overlay.setMountpoint(args.mountpoint);
+    if (args.home) overlay.mountpointAsHome();
+    if (args['allow-other']) overlay.allowOther();
+    await overlay.mount();
+    const { mountPoint, upper, binding } = overlay.handle();
+    await overlay.overlayAction(args['on-exit']);
     // Signal handlers go in before the mountpoint is announced: a caller may stop us at once.
     const stopped = new Promise<void>((resolve) => {
       let stopping = false;
@@ -68,7 +74,7 @@ export const mountCommand: CommandModule<object, MountArgs> = {
     say(`mounted ${path.resolve(args.lower)} (upper ${upper}) at ${mountPoint} with ${binding}; Ctrl-C or \`overpack umount ${mountPoint}\` to stop`);
     await stopped;
     try {
-      const result = await fs.umount();
+      const result = await overlay.umount();
       if (result) say(result.summary);
     } catch (err) {
       if (err instanceof OverlayError && err.code === 'UNMOUNT_FAILED' && !isMounted(mountPoint)) return;
@@ -76,6 +82,28 @@ export const mountCommand: CommandModule<object, MountArgs> = {
     }
   },
 };
+
+/**
+ * A directory as it is, or a bundle's image (readImage checks its footer, index and tree root;
+ * every file is checked against the index as it is read, as when the bundle runs).
+ */
+function lowerOf(lower: string): string | Layer {
+  let isFile = false;
+  try {
+    isFile = fs.statSync(lower).isFile();
+  } catch {
+    return lower; // OverlayFS names a missing lower
+  }
+  if (!isFile) return lower;
+  let image;
+  try {
+    image = readImage(lower);
+  } catch (err) {
+    if (err instanceof ImageError) fail(`${err.message}; the lower must be a directory or a bundle made by overpack build`, 2);
+    throw err;
+  }
+  return new ImageLayer(lower, image.fd, image.tree, (p) => say(`error: ${p} in ${lower} is corrupt (its content does not match the image index)`));
+}
 
 export const umountCommand: CommandModule<object, { mountpoint: string; lazy: boolean }> = {
   command: 'umount <mountpoint>',

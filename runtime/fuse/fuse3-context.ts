@@ -9,6 +9,7 @@ import type { Attr, FsOps } from '../vfs/index.js';
 import { S_IFMT } from '../vfs/index.js';
 import type { OverpackAddon, Req, Session } from '../native/addon.js';
 import { NodeTable, type FsNode } from './node-table.js';
+import { Lending } from './fuse3-lending.js';
 import { ATTR_FIELDS, packAttr, READ_BUFFER_BYTES, READ_BUFFERS_KEPT } from './fuse3-wire.js';
 
 const { ERANGE } = osc.errno;
@@ -30,7 +31,11 @@ export class Fuse3Context {
    */
   readonly direct: boolean;
 
+  /** Directory listings lent to the addon, which then answers LOOKUPs in them (fuse3-lending.ts). */
+  readonly lending: Lending | null;
+
   constructor(readonly fuse: OverpackAddon, readonly ops: FsOps, options: MountOptions) {
+    this.lending = Lending.enabled(ops) ? new Lending(this) : null;
     this.direct = process.env.OVERPACK_FUSE_DIRECT !== '0' && ops.directDescriptor !== undefined && ops.watchDescriptors !== undefined;
     if (this.direct) ops.watchDescriptors!((fd) => this.session && fuse.forgetDirect(this.session, fd));
     this.entryT = options.entryTimeout;
@@ -66,7 +71,11 @@ export class Fuse3Context {
 
   /** The entry `name` under `parent`, with its attributes: the kernel counts one lookup. */
   replyNewEntry(req: Req, parent: FsNode, name: string, attr: Attr): void {
-    const n = this.nodes.lookUp(parent, name, attr.mode & S_IFMT);
+    this.replyEntryOf(req, this.nodes.lookUp(parent, name, attr.mode & S_IFMT), attr);
+  }
+
+  /** The entry of node `n`, whose lookup is already counted. */
+  replyEntryOf(req: Req, n: FsNode, attr: Attr): void {
     packAttr(attr, this.scratch);
     // An interrupted caller never received the entry: give the lookup back.
     if (this.fuse.replyEntry(req, n.id, this.scratch, this.entryT, this.attrTimeout(attr)) !== 0) this.nodes.forget(n.id, 1);

@@ -6,7 +6,7 @@
 import { constants as osc } from 'node:os';
 import type { Req } from '../native/addon.js';
 import type { Attr } from '../vfs/index.js';
-import { childOf, S_IFMT } from '../vfs/index.js';
+import { childOf, S_IFDIR, S_IFMT } from '../vfs/index.js';
 import type { Fuse3Context } from './fuse3-context.js';
 import { checkType, following, isUnlinked, node, pathOf, stable } from './fuse3-paths.js';
 import { readdir } from './fuse3-readdir.js';
@@ -35,7 +35,15 @@ export async function handle(c: Fuse3Context, op: number, req: Req, a: Wire): Pr
         f.replyEntry(req, 0, c.scratch, c.negT, 0);
         return;
       }
-      c.replyNewEntry(req, parent, name, attr);
+      if ((attr.mode & S_IFMT) !== S_IFDIR || c.lending === null) {
+        c.replyNewEntry(req, parent, name, attr);
+        return;
+      }
+      // A directory is lent to the addon before the caller hears of it: its next lookups are
+      // most likely in it (fuse3-lending.ts).
+      const n = c.nodes.lookUp(parent, name, S_IFDIR);
+      await c.lending.offer(n);
+      c.replyEntryOf(req, n, attr);
       return;
     }
     case OP.GETATTR: {

@@ -12,7 +12,7 @@ import { failureErrno } from './failure.js';
 import { Fuse3Context } from './fuse3-context.js';
 import { handle } from './fuse3-handlers.js';
 import { RequestStats } from './fuse3-stats.js';
-import { MAX_WRITE, MOUNT_WRITEBACK, num, OP, OP_NAMES, type Wire } from './fuse3-wire.js';
+import { MAX_WRITE, MOUNT_WRITEBACK, num, OP, OP_NAMES, UNCHANGING_OPS, type Wire } from './fuse3-wire.js';
 
 export class Fuse3Server {
   private readonly c: Fuse3Context;
@@ -48,9 +48,10 @@ export class Fuse3Server {
     const s = this.c.session;
     this.c.session = null;
     const direct = this.stats ? this.fuse.directCounts(s) : null;
+    const lent = this.stats ? this.fuse.lentCounts(s) : null;
     this.fuse.close(s);
     if (this.keepAlive) clearInterval(this.keepAlive);
-    this.stats?.print(direct);
+    this.stats?.print(direct, lent);
     this.endedResolve();
   }
 
@@ -73,6 +74,9 @@ export class Fuse3Server {
       this.endedResolve();
       return;
     }
+    const lending = this.c.lending;
+    const changes = lending !== null && !UNCHANGING_OPS.has(op);
+    if (changes) lending.beginChange();
     this.pending++;
     let work: Promise<void>;
     try {
@@ -83,11 +87,13 @@ export class Fuse3Server {
     work.then(
       () => {
         if (t0) this.stats!.record(op, t0);
+        if (changes) lending.endChange();
         this.settled();
       },
       (err: unknown) => {
         this.fuse.replyErr(req, failureErrno(OP_NAMES[op] ?? `op ${op}`, err));
         if (t0) this.stats!.record(op, t0);
+        if (changes) lending.endChange();
         this.settled();
       },
     );

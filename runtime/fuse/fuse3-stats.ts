@@ -17,12 +17,15 @@ export class RequestStats {
     this.byOp.set(op, e);
   }
 
-  /** `direct`: the READs and WRITEs the addon answered itself (not counted above, no time taken). */
-  print(direct: [number, number] | null): void {
+  /**
+   * `direct`: the READs and WRITEs the addon answered itself; `lent`: the LOOKUPs it answered
+   * from lent listings, with an entry and with "no such entry" (neither counted above).
+   */
+  print(direct: [number, number] | null, lent: [number, number] | null): void {
     const rows = [...this.byOp].sort((x, y) => y[1].n - x[1].n);
     const total = rows.reduce((sum, [, e]) => sum + e.n, 0);
     const lines = rows.map(([op, e]) => `  ${(OP_NAMES[op] ?? String(op)).padEnd(12)} ${String(e.n).padStart(9)}  ${(Number(e.ns / BigInt(e.n)) / 1000).toFixed(1).padStart(8)} µs`);
     process.stderr.write(`overpack: FUSE requests (fuse3): ${total}\n  op               count  mean time to answer\n${lines.join('\n')}\n`);
-    if (direct) process.stderr.write(`  answered by the addon itself: ${direct[0]} READ, ${direct[1]} WRITE\n`);
+    if (direct) process.stderr.write(`  answered by the addon itself: ${direct[0]} READ, ${direct[1]} WRITE, ${lent ? lent[0] + lent[1] : 0} LOOKUP (${lent ? lent[1] : 0} of them "no such entry")\n`);
   }
 }

@@ -14,6 +14,15 @@ export const OP = {
   CREATE: 25, FALLOCATE: 26, LSEEK: 27,
 } as const;
 
+/**
+ * Requests that change nothing a lookup could see: the others begin a change, and the listings
+ * lent to the addon are taken back before one is handled (fuse3-lending.ts).
+ */
+export const UNCHANGING_OPS: ReadonlySet<number> = new Set([
+  OP.LOOKUP, OP.GETATTR, OP.READLINK, OP.OPEN, OP.READ, OP.RELEASE, OP.FSYNC, OP.READDIR,
+  OP.READDIRPLUS, OP.STATFS, OP.GETXATTR, OP.LISTXATTR, OP.LSEEK,
+]);
+
 /** An operation's name by its code, for messages and request counts. */
 export const OP_NAMES: Record<number, string> = Object.fromEntries(Object.entries(OP).map(([k, v]) => [v, k.toLowerCase()]));
 

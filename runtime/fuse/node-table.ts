@@ -21,6 +21,8 @@ export class FsNode {
    * answered empty without listing the directory again (every listing ends with one).
    */
   listedWhole = -1;
+  /** In a listing lent to the addon (fuse3-lending.ts): kept, whatever the count, until taken back. */
+  lent = false;
   /** The attributes when the file lost its name while the kernel held it (for fstat). */
   openedAttr: Attr | null = null;
   /** A handle taken when the file lost its name while the kernel still knew it (fuse3-unlinked.ts). */
@@ -96,6 +98,21 @@ export class NodeTable {
     return n;
   }
 
+  /** The node for `name` under `parent`, as lookUp, counting no lookup: it is lent (kept until unlend). */
+  lend(parent: FsNode, name: string, type: number): FsNode {
+    const n = this.lookUp(parent, name, type);
+    n.nlookup--;
+    n.lent = true;
+    return n;
+  }
+
+  /** A lent node taken back, with the `lookups` the addon answered for it. */
+  unlend(n: FsNode, lookups: number): void {
+    n.lent = false;
+    n.nlookup += lookups;
+    this.maybeDrop(n);
+  }
+
   forget(id: number, count: number): void {
     const n = this.byId.get(id);
     if (!n || id === ROOT_ID) return;
@@ -104,7 +121,7 @@ export class NodeTable {
   }
 
   private maybeDrop(n: FsNode): void {
-    if (n.nlookup > 0 || n.id === ROOT_ID || (n.children !== null && n.children.size > 0)) return;
+    if (n.nlookup > 0 || n.lent || n.id === ROOT_ID || (n.children !== null && n.children.size > 0)) return;
     this.byId.delete(n.id);
     if (n.keptFh) this.dropped(n);
     const parent = n.parent;

@@ -11,7 +11,7 @@ import { kernelCopyRange } from '../native/copy-range.js';
 import { constants as osc } from 'node:os';
 import { FsError, type Errno } from '../vfs/index.js';
 import { type DirEntry, type Layer, type LayerFile } from '../overlay/layer.js';
-import { S_IFDIR, S_IFLNK, S_IFREG, type EntryStat } from '../vfs/index.js';
+import { childOf, S_IFDIR, S_IFLNK, S_IFREG, type EntryStat } from '../vfs/index.js';
 import { ContentError, ContentReader } from './content.js';
 import type { ImageTree } from './tree.js';
 import { PIECE_SIZE, pieceCount, pieceLength, TreeError, type TreeEntry, type TreeRecord } from './tree-layout.js';
@@ -27,6 +27,7 @@ const hasBit = (bits: Uint8Array, i: number) => (bits[i >> 3]! & (1 << (i & 7)))
 const setBit = (bits: Uint8Array, i: number) => void (bits[i >> 3]! |= 1 << (i & 7));
 
 export class ImageLayer implements Layer {
+  readonly immutable = true;
   readonly description: string;
   /** One bit per record: content checked against its hash. */
   private readonly verified: Uint8Array;
@@ -88,7 +89,15 @@ export class ImageLayer implements Layer {
 
   async lstat(path: string): Promise<EntryStat | null> {
     const r = this.read(path, 'lstat', () => this.tree.lookup(path));
-    if (!r) return null;
+    return r ? this.statOf(path, r) : null;
+  }
+
+  async statChildren(path: string): Promise<Array<{ name: string; stat: EntryStat }>> {
+    const dir = this.need(path, 'dir');
+    return this.read(path, 'readdir', () => this.tree.children(dir).map((c) => ({ name: c.name, stat: this.statOf(childOf(path, c.name), c.record) })));
+  }
+
+  private statOf(path: string, r: TreeRecord): EntryStat {
     return {
       mode: TYPE_BITS[r.type] | r.mode,
       uid: this.uid,

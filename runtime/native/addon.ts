@@ -48,6 +48,15 @@ export interface OverpackAddon {
   forgetDirect(s: Session, fd: number): void;
   /** READs and WRITEs the addon answered itself: [reads, writes]. */
   directCounts(s: Session): [number, number];
+  /**
+   * LOOKUPs under directory `dir` are answered by the addon from this listing (fuse3_entries.c):
+   * every entry's name, node id and attributes (packed as packAttr does). 0, or -1 (not lent).
+   */
+  lendDir(s: Session, dir: number, names: string[], nodeids: Float64Array, attrs: Float64Array, entryTimeout: number, attrTimeout: number, negativeTimeout: number): number;
+  /** Takes every lent listing back: [nodeid, lookups] pairs of the lookups the addon answered and the kernel still holds. */
+  reclaimEntries(s: Session): Float64Array;
+  /** LOOKUPs the addon answered from lent listings: [with an entry, with "no such entry"]. */
+  lentCounts(s: Session): [number, number];
   libfuseVersion(): number;
   /** Copies by the kernel on a worker thread; `done` gets 0 or an errno, and the bytes copied (fewer: the source ended). */
   copyRange(inFd: number, inOffset: number, outFd: number, outOffset: number, length: number, done: (errno: number, copied: number) => void): void;

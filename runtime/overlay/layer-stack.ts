@@ -115,6 +115,18 @@ export class LayerStack {
     for (const key of this.dirs.keys()) if (key.startsWith(prefix)) this.dirs.delete(key);
   }
 
+  /**
+   * The entries of directory `path` with their lstat, when they all come from an immutable
+   * lower (an image) and the upper has nothing there: then only a change made through this
+   * stack can alter them. Null otherwise.
+   */
+  async lowerOnlyChildren(path: string): Promise<Array<{ name: string; stat: EntryStat }> | null> {
+    if (this.lower.immutable !== true || this.lower.statChildren === undefined) return null;
+    const info = await this.dirInfo(path);
+    if (info === null || info.upper || !info.lower) return null;
+    return (await this.lower.statChildren(path)).filter((c) => !isReserved(c.name));
+  }
+
   /** The merged entry at `path`, or null. Reserved names never resolve. */
   async lookup(path: string): Promise<Node | null> {
     if (path === '/') {

@@ -38,10 +38,14 @@ export interface LayerFile {
 export interface Layer {
   /** What this layer is, for messages ("directory /srv/app", "image app.run"). */
   readonly description: string;
+  /** True when nothing changes the layer while it is served (an image); a directory may change under us. */
+  readonly immutable?: boolean;
   /** stat without following a final symlink; null when the path does not exist. */
   lstat(path: string): Promise<EntryStat | null>;
   /** Entries of a directory, without `.` and `..`. */
   readdir(path: string): Promise<DirEntry[]>;
+  /** Optional: entries of a directory with the lstat of each, in one pass (an image reads its records once). */
+  statChildren?(path: string): Promise<Array<{ name: string; stat: EntryStat }>>;
   readlink(path: string): Promise<string>;
   open(path: string): Promise<LayerFile>;
   listXattrs(path: string): Promise<string[]>;

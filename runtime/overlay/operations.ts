@@ -157,6 +157,15 @@ export class OverlayOps implements FsOps {
    * answers them itself: a handle's own, or the cached one of handle-less I/O. Lower files
    * never (an image's bytes are compressed and checked here).
    */
+  /** See FsOps.unchangingListing: the directories LayerStack.lowerOnlyChildren finds. */
+  async unchangingListing(path: string): Promise<{ names: string[]; attrs: Attr[] } | null> {
+    const children = await this.stack.lowerOnlyChildren(path);
+    if (children === null) return null;
+    const names = children.map((c) => c.name);
+    const attrs = children.map((c) => ({ ...c.stat, ino: this.inodes.get(childOf(path, c.name)) }));
+    return { names, attrs };
+  }
+
   directDescriptor(path: string, fh: number): { fd: number; writable: boolean } | null {
     if (fh !== 0) {
       const h = this.handles.get(fh);

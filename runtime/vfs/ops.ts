@@ -79,6 +79,14 @@ export interface FsOps {
   directDescriptor?(path: string, fh: number): { fd: number; writable: boolean } | null;
   /** Optional: `retired(fd)` is called, synchronously, before a descriptor directDescriptor gave is closed or stops being that file's. */
   watchDescriptors?(retired: (fd: number) => void): void;
+  /**
+   * Optional: the entries of directory `path` (without `.` and `..`) with the attributes
+   * getattr would give, when they can change only through a later call of this interface (an
+   * image directory no upper layer has touched); null when they may change otherwise. A
+   * binding may answer lookups in it from this listing until it begins any call that may
+   * change the tree.
+   */
+  unchangingListing?(path: string): Promise<{ names: string[]; attrs: Attr[] } | null>;
   flush(path: string, fh: number): Promise<void>;
   fsync(path: string, fh: number, datasync: boolean): Promise<void>;
   release(path: string, fh: number): Promise<void>;

@@ -45,7 +45,7 @@ static napi_value answered(napi_env env, session *s, int rc) {
   session *replying = fuse_req_userdata(req); \
   return answered(env, replying, (call))
 
-static void fill_stat(napi_env env, napi_value arr, size_t index, struct stat *st) {
+void fill_stat(napi_env env, napi_value arr, size_t index, struct stat *st) {
   void *data;
   size_t length;
   napi_get_typedarray_info(env, arr, NULL, &length, &data, NULL, NULL);

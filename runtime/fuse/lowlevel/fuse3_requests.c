@@ -1,8 +1,9 @@
 /*
  * Requests, kernel to JS: libfuse's low-level callbacks, each handing its request to the single
- * JS dispatcher (fuse3-server.ts) with its arguments as JS values. Two requests are answered
- * here without a trip to JS: OPENDIR (see ll_opendir) and a GETXATTR of security.capability on
- * a node known to have none (see NO_CAPS_SLOTS). ll_init chooses the protocol capabilities.
+ * JS dispatcher (fuse3-server.ts) with its arguments as JS values. Some requests are answered
+ * without a trip to JS: OPENDIR (see ll_opendir), a GETXATTR of security.capability on a node
+ * known to have none (see NO_CAPS_SLOTS), a LOOKUP under a lent directory (fuse3_entries.c),
+ * and READ/WRITE of registered descriptors (fuse3_direct.c). ll_init chooses the protocol capabilities.
  */
 #define FUSE_USE_VERSION 34
 #define _GNU_SOURCE
@@ -51,22 +52,29 @@ static void dispatch(session *s, fuse_req_t req, int op, size_t argc, napi_value
 #define S() ((session *)fuse_req_userdata(req))
 #define ENV (S()->env)
 
+/* Under a lent directory the answer is here (fuse3_entries.c). */
 static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
-  napi_value a[2] = {num(ENV, parent), str(ENV, name)};
-  dispatch(S(), req, OP_LOOKUP, 2, a);
+  session *s = S();
+  if (s->lent && lent_lookup(s, req, parent, name)) return;
+  napi_value a[2] = {num(s->env, parent), str(s->env, name)};
+  dispatch(s, req, OP_LOOKUP, 2, a);
+}
+
+static void forget_one(session *s, fuse_ino_t ino, uint64_t nlookup) {
+  uint64_t rest = take_forgotten(s, ino, nlookup);
+  if (rest == 0) return;
+  napi_value a[2] = {num(s->env, ino), num(s->env, (double)rest)};
+  dispatch(s, NULL, OP_FORGET, 2, a);
 }
 
 static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
-  napi_value a[2] = {num(ENV, ino), num(ENV, (double)nlookup)};
-  dispatch(S(), NULL, OP_FORGET, 2, a);
+  forget_one(S(), ino, nlookup);
   fuse_reply_none(req);
 }
 
 static void ll_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
-  for (size_t i = 0; i < count; i++) {
-    napi_value a[2] = {num(ENV, forgets[i].ino), num(ENV, (double)forgets[i].nlookup)};
-    dispatch(S(), NULL, OP_FORGET, 2, a);
-  }
+  session *s = S();
+  for (size_t i = 0; i < count; i++) forget_one(s, forgets[i].ino, forgets[i].nlookup);
   fuse_reply_none(req);
 }
 

@@ -27,6 +27,9 @@ typedef struct direct_slot {
   int writable;
 } direct_slot;
 
+/* Directory listings JS lent the addon, to answer LOOKUPs under them (fuse3_entries.c). */
+typedef struct lent_table lent_table;
+
 typedef struct session {
   napi_env env;
   struct fuse_session *se;
@@ -47,6 +50,7 @@ typedef struct session {
   fuse_ino_t no_caps[NO_CAPS_SLOTS];
   direct_slot by_fh[DIRECT_SLOTS];
   direct_slot by_ino[DIRECT_SLOTS];
+  lent_table *lent;
   /* Requests answered directly, for OVERPACK_FUSE_STATS. */
   double direct_reads, direct_writes;
 } session;
@@ -69,6 +73,21 @@ direct_slot *direct_find(session *s, fuse_ino_t ino, uint64_t fh);
 
 /* Registers directFd, forgetDirect and directCounts (fuse3_direct.c) on the exports. */
 void register_direct(napi_env env, napi_value exports);
+
+/* Answers a LOOKUP under a lent directory and returns 1, or returns 0: JS must answer. */
+int lent_lookup(session *s, fuse_req_t req, fuse_ino_t parent, const char *name);
+
+/* A FORGET of `nlookup` lookups of `ino`: takes those answered by lent_lookup, returns the rest (JS's). */
+uint64_t take_forgotten(session *s, fuse_ino_t ino, uint64_t nlookup);
+
+/* Frees the lent listings (the session is going). */
+void free_lent(session *s);
+
+/* Registers lendDir, reclaimEntries and lentCounts (fuse3_entries.c) on the exports. */
+void register_entries(napi_env env, napi_value exports);
+
+/* Attributes `index` of a Float64Array packed as fuse3-wire.ts packAttr does, into *st. */
+void fill_stat(napi_env env, napi_value arr, size_t index, struct stat *st);
 
 /* Registers the reply functions (fuse3_replies.c) on the addon's exports. */
 void register_replies(napi_env env, napi_value exports);

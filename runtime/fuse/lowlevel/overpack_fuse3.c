@@ -157,6 +157,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
 
 static void free_session(uv_handle_t *h) {
   session *s = h->data;
+  free_lent(s);
   free(s->buf.mem);
   free(s);
 }
@@ -228,6 +229,7 @@ static napi_value init(napi_env env, napi_value exports) {
   }
   register_replies(env, exports);
   register_direct(env, exports);
+  register_entries(env, exports);
   register_syscalls(env, exports);
   register_codec(env, exports);
   register_copy_range(env, exports);
