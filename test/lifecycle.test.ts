@@ -206,7 +206,8 @@ describe('overpack mount / umount (CLI)', () => {
     assert.match(missing.stderr, /does not exist/);
     fs.writeFileSync(path.join(base, 'afile'), '');
     const notDir = cli(['mount', path.join(base, 'afile')]);
-    assert.match(notDir.stderr, /not a directory/);
+    assert.match(notDir.stderr, /not a directory, and not a bundle/);
+    assert.equal(notDir.code, 2);
     const inside = cli(['mount', lower, '--upper', path.join(lower, 'up')]);
     assert.match(inside.stderr, /must not contain each other/);
     assert.ok(!fs.existsSync(path.join(lower, 'up')));

@@ -99,7 +99,7 @@ function lowerOf(lower: string): string | Layer {
   try {
     image = readImage(lower);
   } catch (err) {
-    if (err instanceof ImageError) fail(`${err.message}; the lower must be a directory or a bundle made by overpack build`, 2);
+    if (err instanceof ImageError) fail(`${lower} is not a directory, and not a bundle overpack can mount (${err.message}); give a directory or a bundle made by overpack build`, 2);
     throw err;
   }
   return new ImageLayer(lower, image.fd, image.tree, (p) => say(`error: ${p} in ${lower} is corrupt (its content does not match the image index)`));
