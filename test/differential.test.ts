@@ -15,6 +15,18 @@ import { appendImage } from '../runtime/image/writer.js';
 
 const FIELDS = ['type', 'mode', 'size', 'hash', 'target', 'xattrs'] as const;
 
+/** `count` seeded random operations on the plain directory and through the mount: the same outcomes, then the same trees. */
+function replay(seed: number, count: number, plain: string, mnt: string): void {
+  const random = rng(seed);
+  for (let i = 0; i < count; i++) {
+    const { name, op } = makeOps(random, plain);
+    const expected = outcome(op, plain);
+    const actual = outcome(op, mnt);
+    assert.equal(actual, expected, `op #${i} (${name}), seed ${seed}`);
+  }
+  assert.deepEqual(comparable(snapshot(mnt), [...FIELDS]), comparable(snapshot(plain), [...FIELDS]));
+}
+
 describe('differential: overlay vs plain directory', () => {
   const seed = Number(process.env.OVERPACK_DIFF_SEED ?? 20261124);
   const count = Number(process.env.OVERPACK_DIFF_OPS ?? 3000);
@@ -36,14 +48,7 @@ describe('differential: overlay vs plain directory', () => {
     sh(`cp -a ${lower} ${plain}`); // cp -a keeps xattrs, which fs.cpSync drops
     const lowerBefore = comparable(snapshot(lower), [...FIELDS, 'mtimeMs', 'uid', 'gid']);
     m = await startMount(lower, ['--upper', upper, '--mountpoint', mnt]);
-    const random = rng(seed);
-    for (let i = 0; i < count; i++) {
-      const { name, op } = makeOps(random, plain);
-      const expected = outcome(op, plain);
-      const actual = outcome(op, mnt);
-      assert.equal(actual, expected, `op #${i} (${name}), seed ${seed}`);
-    }
-    assert.deepEqual(comparable(snapshot(mnt), [...FIELDS]), comparable(snapshot(plain), [...FIELDS]));
+    replay(seed, count, plain, mnt);
     // the lower is untouched, and a preserved upper mounts again with the same view
     assert.deepEqual(comparable(snapshot(lower), [...FIELDS, 'mtimeMs', 'uid', 'gid']), lowerBefore);
     await m.stop();
@@ -78,14 +83,7 @@ describe('differential: overlay over an image vs plain directory', () => {
     fs.writeFileSync(image, Buffer.alloc(100));
     await appendImage(image, { appDir: lower, manifest: {}, addons: [] });
     m = await startMount(image, ['--upper', path.join(base, 'upper'), '--mountpoint', mnt, '--cache-timeout', '0']);
-    const random = rng(seed);
-    for (let i = 0; i < count; i++) {
-      const { name, op } = makeOps(random, plain);
-      const expected = outcome(op, plain);
-      const actual = outcome(op, mnt);
-      assert.equal(actual, expected, `op #${i} (${name}), seed ${seed}`);
-    }
-    assert.deepEqual(comparable(snapshot(mnt), [...FIELDS]), comparable(snapshot(plain), [...FIELDS]));
+    replay(seed, count, plain, mnt);
   });
 });
 
