@@ -77,7 +77,7 @@ export class Lending {
         return n;
       });
       if (c.fuse.lendDir(session, dir.id, names, ids, packed, c.entryT, c.attrT, c.negT) !== 0) {
-        for (const n of nodes) if (!this.lentNodes.has(n)) c.nodes.unlend(n, 0);
+        for (const n of nodes) c.nodes.unlend(n, 0);
         return;
       }
       this.lentDirs.add(dir);

@@ -63,7 +63,9 @@ export class OverlayOps implements FsOps {
   /** Told of every upper descriptor before it is closed or leaves `byPath` (see directDescriptor). */
   private retired: ((fd: number) => void) | null = null;
 
-  constructor(readonly stack: LayerStack, readonly inodes: InodeStore) {}
+  constructor(readonly stack: LayerStack, readonly inodes: InodeStore) {
+    if (stack.lower.immutable === true) this.unchangingListing = (path) => this.listUnchanging(path);
+  }
 
   /** At unmount: closes every open handle and waits for background work on the upper. */
   async closeAll(): Promise<void> {
@@ -157,8 +159,14 @@ export class OverlayOps implements FsOps {
    * answers them itself: a handle's own, or the cached one of handle-less I/O. Lower files
    * never (an image's bytes are compressed and checked here).
    */
-  /** See FsOps.unchangingListing: the directories LayerStack.lowerOnlyChildren finds. */
-  async unchangingListing(path: string): Promise<{ names: string[]; attrs: Attr[] } | null> {
+  /**
+   * See FsOps.unchangingListing: the directories LayerStack.lowerOnlyChildren finds. Only
+   * offered over an immutable lower (an image): over a directory nothing is ever unchanging,
+   * and a binding that sees no such method asks nothing at each directory lookup.
+   */
+  readonly unchangingListing?: (path: string) => Promise<{ names: string[]; attrs: Attr[] } | null>;
+
+  private async listUnchanging(path: string): Promise<{ names: string[]; attrs: Attr[] } | null> {
     const children = await this.stack.lowerOnlyChildren(path);
     if (children === null) return null;
     const names = children.map((c) => c.name);
