@@ -20,6 +20,8 @@ interface Case {
   first?: boolean;
   /** the mount lingers: an untimed run of the same command just before joins it (linger.env) */
   relaunch?: boolean;
+  /** with relaunch: through the runtime (OVERPACK_EXPRESS=0), not the loader's express relaunch */
+  viaRuntime?: boolean;
   /** the mount lingers, but every run has a data directory of its own: it starts a mount server */
   newServer?: boolean;
   /** run in this directory (the file to lint or format is there) */
@@ -126,13 +128,16 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
     { id: 'hello-node.run, starting a mount server', argv: [bundles.node], ref: 'node hello.js', newServer: true },
     { id: 'hello-node.run, relaunch', argv: [bundles.node], ref: 'node hello.js', relaunch: true },
     { id: 'hello-shell.run, relaunch', argv: [bundles.shell], ref: 'sh hello.sh', relaunch: true },
+    { id: 'hello-node.run, relaunch through the runtime', argv: [bundles.node], ref: 'node hello.js', relaunch: true, viaRuntime: true },
+    { id: 'hello-shell.run, relaunch through the runtime', argv: [bundles.shell], ref: 'sh hello.sh', relaunch: true, viaRuntime: true },
     { id: 'eslint.run --version, starting a mount server', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version', newServer: true },
     { id: 'eslint.run --version, relaunch', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version', relaunch: true },
+    { id: 'eslint.run --version, relaunch through the runtime', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version', relaunch: true, viaRuntime: true },
     { id: `eslint.run ${source.file}, relaunch`, argv: [bundles.eslint, source.file], ref: `node eslint.js ${source.file}`, relaunch: true, ...inSource },
     { id: 'tsc.run --version, relaunch', argv: [bundles.tsc, '--version'], ref: 'node tsc --version', relaunch: true },
     { id: `prettier.run ${source.file}, relaunch`, argv: [bundles.prettier, source.file], ref: `node prettier.cjs ${source.file}`, relaunch: true, ...inSource },
   ];
-  const envOf = (c: Case) => (c.newServer ? linger.fresh() : c.relaunch ? linger.env : (c.env ?? env));
+  const envOf = (c: Case) => (c.newServer ? linger.fresh() : c.relaunch ? (c.viaRuntime ? { ...linger.env, OVERPACK_EXPRESS: '0' } : linger.env) : (c.env ?? env));
   // NODE_EXTRA_CA_CERTS makes every Node start parse the whole CA file (about 25 ms here): the
   // runtime pays it once more than `node hello.js` does. Shown both ways when it is set.
   if (process.env.NODE_EXTRA_CA_CERTS) {
@@ -166,7 +171,7 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
   t = Date.now();
   const med = (id: string) => median(runs[id] ?? []);
   const launch: Table = {
-    title: `Launch (median of ${reps}, interleaved; first launch: $XDG_CACHE_HOME/overpack removed before each run; the others with OVERPACK_LINGER=0 (a fresh mount each time) except: relaunch, run right after an untimed run of the same command, in its lingering mount; starting a mount server, the linger on with no server running yet)`,
+    title: `Launch (median of ${reps}, interleaved; first launch: $XDG_CACHE_HOME/overpack removed before each run; the others with OVERPACK_LINGER=0 (a fresh mount each time) except: relaunch, run right after an untimed run of the same command, in its lingering mount (by the loader's express relaunch, or through the runtime with OVERPACK_EXPRESS=0); starting a mount server, the linger on with no server running yet)`,
     header: ['command', 'ms', 'vs direct run', 'first / warm'],
     rows: cases.map((c) => {
       const m = med(c.id);

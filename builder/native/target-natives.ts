@@ -69,7 +69,7 @@ export function prepareTargetNatives(tc: Toolchain, dest: string, warn: (message
   compileAddon(tc, {
     name: 'overpack_loader',
     kind: 'static',
-    sources: [path.join(packageRoot(), 'runtime', 'loader', 'overpack_loader.c')],
+    sources: ['overpack_loader.c', 'express.c'].map((f) => path.join(packageRoot(), 'runtime', 'loader', f)),
     output: path.join(dest, LOADER),
     libs: ['-lzstd'],
     cflags: ['-Wall', '-Wextra'],

@@ -44,7 +44,8 @@ export class DesktopError extends OverpackError {
 
 const appsDir = () => path.join(dataHome(), 'applications');
 const hicolorDir = () => path.join(dataHome(), 'icons', 'hicolor');
-const recordFile = (name: string) => path.join(dataHome(), 'overpack', 'desktop', `${name}.json`);
+/** What `integrate` wrote for an app (its bundle, build and files); the express relaunch watches it too. */
+export const recordFile = (name: string) => path.join(dataHome(), 'overpack', 'desktop', `${name}.json`);
 const entryFile = (name: string) => path.join(appsDir(), `overpack-${name}.desktop`);
 const iconName = (name: string) => `overpack-${name}`;
 

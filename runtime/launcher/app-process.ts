@@ -52,29 +52,54 @@ export function runApp(appDir: string, manifest: Manifest, userArgs: string[], b
 }
 
 
+/** What the runtime changes in the user's environment for its app, in order (appEnv). */
+export interface EnvChanges {
+  unset: readonly string[];
+  set: Array<[string, string]>;
+}
+
 /**
- * The app's environment: the user's, then the manifest's (never a name the runtime owns: the
- * validator refuses those, and they are dropped here again), then what the runtime sets.
+ * The changes that do not depend on the launch: the runtime's private names taken out, the
+ * manifest's variables (never a name the runtime owns: the validator refuses those, and they
+ * are dropped here again), then what the runtime tells the app. `node`: the plain Node on the
+ * app's PATH; `dispatch`: the runtime file a spawned Node app runs as node (see below). The
+ * express relaunch applies the same changes (express-plan.ts).
  */
-export function appEnv(appDir: string, manifest: Manifest, bundle: string, binDir: string): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of RUNTIME_PRIVATE_ENV) delete env[k];
-  for (const [k, v] of Object.entries(manifest.env ?? {})) if (!isReservedEnv(k)) env[k] = v;
-  Object.assign(env, {
-    APPDIR: appDir,
-    OVERPACK_BUNDLE: bundle,
-    ARGV0: process.env.OVERPACK_ARGV0 ?? process.argv0,
-    OWD: process.cwd(),
-    PATH: `${binDir}:${USER_PATH ?? '/usr/bin:/bin'}`,
-  });
-  // NODE_OPTIONS the user set is for the app's Node; this runtime ran without it (see main()).
-  const appNodeOptions = process.env.OVERPACK_APP_NODE_OPTIONS;
-  if (appNodeOptions !== undefined) env.NODE_OPTIONS = appNodeOptions;
+export function appEnvChanges(appDir: string, manifest: Manifest, bundle: string, node: string | undefined, dispatch: string): EnvChanges {
+  const set: Array<[string, string]> = [];
+  for (const [k, v] of Object.entries(manifest.env ?? {})) if (!isReservedEnv(k)) set.push([k, v]);
+  set.push(['APPDIR', appDir], ['OVERPACK_BUNDLE', bundle]);
+  if (node !== undefined) set.push(['OVERPACK_NODE', node]);
   // Naming this runtime's file, not just "1": an app that launches another bundle must not turn
   // that one into node (one that shares this runtime through the loader is told apart by
   // OVERPACK_LOADED_FROM, see entry.cts).
-  if (isJsEntrypoint(manifest)) env.OVERPACK_NODE_DISPATCH = process.execPath;
+  if (isJsEntrypoint(manifest)) set.push(['OVERPACK_NODE_DISPATCH', dispatch]);
+  return { unset: RUNTIME_PRIVATE_ENV, set };
+}
+
+/**
+ * The app's environment: the user's, changed as appEnvChanges says, then what comes from the
+ * launch itself: ARGV0 (its argv[0]), OWD (its working directory) and PATH (the run's bin
+ * directory in front of the user's PATH), set the same way by the loader's express relaunch
+ * (runtime/loader/express.c).
+ */
+export function appEnv(appDir: string, manifest: Manifest, bundle: string, binDir: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  const changes = appEnvChanges(appDir, manifest, bundle, process.env.OVERPACK_NODE, process.execPath);
+  for (const k of changes.unset) delete env[k];
+  for (const [k, v] of changes.set) env[k] = v;
+  env.ARGV0 = process.env.OVERPACK_ARGV0 ?? process.argv0;
+  env.OWD = process.cwd();
+  env.PATH = `${binDir}:${USER_PATH ?? '/usr/bin:/bin'}`;
+  // NODE_OPTIONS the user set is for the app's Node; this runtime ran without it (see main()).
+  const appNodeOptions = process.env.OVERPACK_APP_NODE_OPTIONS;
+  if (appNodeOptions !== undefined) env.NODE_OPTIONS = appNodeOptions;
   return env;
+}
+
+/** How a non-JS entrypoint is started: through a shell outside the mount (see exec-script.ts). */
+export function shellCommand(entry: string, args: string[]): [string, string[]] {
+  return ['/bin/sh', ['-c', EXEC_SCRIPT, entry, ...args]];
 }
 
 export interface AppRun {
@@ -102,7 +127,7 @@ export function startApp(appDir: string, manifest: Manifest, userArgs: string[],
   const env = appEnv(appDir, manifest, bundle, binDir);
   // A JS entrypoint runs on this bundle as node, which lives outside the mount: spawned
   // directly. Anything else goes through a shell outside the mount (see exec-script.ts).
-  const [direct, directArgv] = isJs ? [runtimeExe(), [entry, ...args]] : ['/bin/sh', ['-c', EXEC_SCRIPT, entry, ...args]];
+  const [direct, directArgv] = isJs ? [runtimeExe(), [entry, ...args]] : shellCommand(entry, args);
   // Through overpack-exec (see overpack_exec.c), the app dies with this process even when it
   // is killed with SIGKILL; bundles from before it shipped start the app directly.
   const helper = execHelper();

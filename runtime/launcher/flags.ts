@@ -47,6 +47,7 @@ export type Flags = { [S in Spec as S['name']]: S extends { value: 'optional' } 
 /** Settings that exist only in the environment. */
 export const ENV_SETTINGS = [
   { env: 'OVERPACK_LINGER', arg: 'SECONDS', help: "how long the app's mount stays served after it exits, so a relaunch starts warm (default: the manifest's overlay.linger, else 5; 0: unmount at once)" },
+  { env: 'OVERPACK_EXPRESS', arg: '0', help: "a relaunch that joins the app's lingering mount starts the runtime (by default the bundle's loader runs the app there itself, see README: the express relaunch)" },
   { env: 'OVERPACK_SEPARATE_APP_PROCESS', arg: '1', help: "a Node app gets a process of its own even in a mount another process serves (by default it then runs in the launch's own process: one Node start-up fewer)" },
 ] as const;
 

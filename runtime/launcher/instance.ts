@@ -36,8 +36,11 @@ interface LockState {
 export type Instance =
   | {
       role: 'server';
-      /** The mount is ready at `mountPoint`; `detached`: by a mount server that runs no app of its own. */
-      announce(mountPoint: string, detached?: boolean): void;
+      /**
+       * The mount is ready at `mountPoint`; `detached`: by a mount server that runs no app of its
+       * own. Returns the lock's text as written: it stays the same while the mount may be joined.
+       */
+      announce(mountPoint: string, detached?: boolean): string;
       /**
        * Waits until no client is left and none came for `lingerMs`, then marks the lock closing.
        * `firstWaitMs`: how long to wait for a first client (a mount server's launch registers
@@ -86,17 +89,36 @@ function readLock(file: string): LockState | null {
   }
 }
 
-function writeLock(file: string, state: LockState): void {
+function writeLock(file: string, state: LockState): string {
   const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(state));
+  const text = JSON.stringify(state);
+  fs.writeFileSync(tmp, text);
   fs.renameSync(tmp, file);
+  return text;
+}
+
+/**
+ * `clients/<pid>` holds the client's start time (empty in files of older runtimes): a client
+ * that is gone without leaving (killed, or an app the loader ran in its own process, see
+ * runtime/loader/express.c) is told from a later process with its pid.
+ */
+function clientAlive(dir: string, name: string): boolean {
+  const pid = Number(name);
+  if (!alive(pid)) return false;
+  let started = '';
+  try {
+    started = fs.readFileSync(path.join(dir, name), 'utf8').trim();
+  } catch {
+    return false; // left just now
+  }
+  return started === '' || sameProcess(pid, started);
 }
 
 function liveClients(dir: string): number {
   let n = 0;
   for (const name of fs.readdirSync(dir)) {
-    if (alive(Number(name))) n++;
-    else fs.rmSync(path.join(dir, name), { force: true }); // a client that crashed
+    if (clientAlive(dir, name)) n++;
+    else fs.rmSync(path.join(dir, name), { force: true }); // a client that crashed, or an app that exited
   }
   return n;
 }
@@ -151,7 +173,7 @@ export async function acquireOrJoin(dataDir: string, opts: JoinOptions): Promise
       if (opts.stopIdle) throw new InstanceError(dataDir, `this app is running (pid ${state.pid})`);
       throw new InstanceError(dataDir, `another build of this app is running (pid ${state.pid}, serving ${state.mountPoint}); a bundle runs only in a mount of its own image: close the running app and launch again`);
     }
-    fs.writeFileSync(me, '');
+    fs.writeFileSync(me, startTime('self') ?? '');
     const again = readLock(lock);
     if (again && again.pid === state.pid && !again.closing && again.mountPoint === state.mountPoint) {
       return { role: 'joiner', mountPoint: state.mountPoint, leave: () => fs.rmSync(me, { force: true }) };
@@ -182,7 +204,7 @@ function takeLock(lock: string, clients: string, build: string): Instance | null
     announce: (mp, isDetached = false) => {
       mountPoint = mp;
       detached = isDetached;
-      writeLock(lock, { ...base, mountPoint, closing: false, detached });
+      return writeLock(lock, { ...base, mountPoint, closing: false, detached });
     },
     drain: async (lingerMs = 0, firstWaitMs = lingerMs) => {
       let idleSince: number | null = null;

@@ -25,7 +25,9 @@ import { validateManifest } from '../manifest/validate.js';
 import { enforceSignature, signatureRequirement, type SignatureState } from './trust.js';
 import { cacheHome, dataHome, privateDir, safeName } from './paths.js';
 import { mark } from './trace.js';
-import { DesktopError, integrate, refreshIntegration, unintegrate } from '../desktop/integration.js';
+import { DesktopError, integrate, recordFile, refreshIntegration, unintegrate } from '../desktop/integration.js';
+import type { ExpressInputs } from './express-plan.js';
+import type { RuntimeRecord } from '../image/format.js';
 import { reportError } from '../desktop/notify.js';
 import { sandboxHelperCandidates, sandboxProblem } from '../desktop/chromium.js';
 import { runApp } from './app-process.js';
@@ -47,6 +49,23 @@ function appDataDir(bundle: string, name: string): string {
   return path.join(dataHome(), 'overpack', safeName(name));
 }
 
+/**
+ * What a mount server offers the loader for relaunches (express-plan.ts): the plain Node and a
+ * bin directory of its own, in its run directory; null where the plain Node cannot be made.
+ */
+function expressInputs(fd: number, runtime: RuntimeRecord | undefined, runDir: string, rest: Omit<ExpressInputs, 'fd' | 'node' | 'binDir'>): ExpressInputs | null {
+  let node: string | null;
+  try {
+    node = plainNode(runtime);
+  } catch {
+    return null;
+  }
+  if (!node) return null;
+  const binDir = path.join(runDir, 'bin');
+  fs.mkdirSync(binDir, { recursive: true });
+  fs.symlinkSync(node, path.join(binDir, 'node'));
+  return { ...rest, fd, node, binDir };
+}
 
 function exitLike(result: { code: number | null; signal: NodeJS.Signals | null }): never {
   mark('runtime: exit');
@@ -177,7 +196,8 @@ async function main(): Promise<void> {
     const req = { layer, upper: upperPreserved, mountPoint, inodeMode: manifest.overlay?.inodeMode ?? 'virtual', writeback: manifest.overlay?.writeback === true, discard: false, runDir } satisfies MountRequest;
     makeDataDir();
     try {
-      const code = await serveDetached({ ...req, dataDir, build: serveRequest.build, lingerMs: serveRequest.lingerMs });
+      const express = expressInputs(image.fd, image.index.executable, runDir, { bundle, manifest, dataDir, portable: dataDir === `${bundle}.data`, dataHome: dataHome(), mountPoint, watched: [recordFile(manifest.name)] });
+      const code = await serveDetached({ ...req, dataDir, build: serveRequest.build, lingerMs: serveRequest.lingerMs, express });
       fs.rmSync(runDir, { recursive: true, force: true });
       process.exit(code);
     } catch (err) {

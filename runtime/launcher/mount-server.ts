@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import { acquireOrJoin, InstanceError } from './instance.js';
 import { LaunchError } from './launch-error.js';
 import { mountOverlay, type MountRequest } from './mount.js';
+import { removeExpressPlan, writeExpressPlan, type ExpressInputs } from './express-plan.js';
 import { privateDir } from './paths.js';
 import { FIRST_CLIENT_MS, STATUS_FD, type ServerStatus } from './start-mount-server.js';
 import { mark } from './trace.js';
@@ -23,6 +24,18 @@ export interface ServeRequest extends MountRequest {
   dataDir: string;
   build: string;
   lingerMs: number;
+  /** What the loader needs to relaunch the app in this mount without the runtime (express-plan.ts); null: it cannot. */
+  express: ExpressInputs | null;
+}
+
+/** The express plan for this mount, or null: it is only ever a faster way in, so failing to write one fails nothing. */
+function offerExpress(req: ServeRequest, lockText: string): string | null {
+  if (!req.express) return null;
+  try {
+    return writeExpressPlan(req.express, lockText);
+  } catch {
+    return null;
+  }
 }
 
 function report(status: ServerStatus): void {
@@ -49,11 +62,13 @@ export async function serveDetached(req: ServeRequest): Promise<number> {
     for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => instance.stopLingering());
     privateDir(req.upper);
     const overlay = await mountOverlay(req);
-    instance.announce(req.mountPoint, true);
+    const plan = offerExpress(req, instance.announce(req.mountPoint, true));
+    release = () => (removeExpressPlan(plan), instance.release());
     report({ ready: true });
     announced = true;
     mark('mount server: ready');
     await instance.drain(req.lingerMs, Math.max(req.lingerMs, FIRST_CLIENT_MS));
+    removeExpressPlan(plan); // the lock says closing now: no loader would join, the plan is done
     await overlay.umount();
     release();
     return 0;

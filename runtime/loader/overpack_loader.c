@@ -15,6 +15,8 @@
  * 3. The cache cannot be written, or exec from it is refused (noexec): decompress into a
  *    sealed memfd and exec that (fexecve). 4. memfd exec refused too: a clear error, exit 3.
  * The frame carries zstd's checksum: damaged bytes never run (exit 65, as any damaged bundle).
+ * Before all this, a relaunch that finds this bundle's mount server serving may run the app
+ * itself, in that mount, without the runtime (express.c).
  *
  * Linked statically (libc and libzstd), so it runs on any Linux of its architecture.
  */
@@ -31,6 +33,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <zstd.h>
+
+#include "express.h"
 
 #define EXIT_DAMAGED 65
 #define EXIT_CANNOT_RUN 3
@@ -117,13 +121,19 @@ static int make_dirs(char *path) {
   return mkdir(path, 0700) == 0 || errno == EEXIST ? 0 : -1;
 }
 
-/* The cached runtime's path into `out`; 0, or -1 when there is no cache directory. */
-static int cache_path(char *out, size_t size, char *dir, size_t dir_size) {
+/* $XDG_CACHE_HOME, else ~/.cache (as runtime/paths/xdg.ts); 0, or -1 when neither is an absolute path. */
+static int cache_root(char *out, size_t size) {
   const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
   int n;
-  if (xdg && xdg[0] == '/') n = snprintf(dir, dir_size, "%s/overpack/runtime/%.32s", xdg, (const char *)info.key);
-  else if (home && home[0] == '/') n = snprintf(dir, dir_size, "%s/.cache/overpack/runtime/%.32s", home, (const char *)info.key);
+  if (xdg && xdg[0] == '/') n = snprintf(out, size, "%s", xdg);
+  else if (home && home[0] == '/') n = snprintf(out, size, "%s/.cache", home);
   else return -1;
+  return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
+/* The cached runtime's path into `out`; 0, or -1 when there is no cache directory. */
+static int cache_path(const char *root, char *out, size_t size, char *dir, size_t dir_size) {
+  int n = snprintf(dir, dir_size, "%s/overpack/runtime/%.32s", root, (const char *)info.key);
   if (n < 0 || (size_t)n >= dir_size) return -1;
   n = snprintf(out, size, "%s/overpack-runtime", dir);
   return n < 0 || (size_t)n >= size ? -1 : 0;
@@ -137,11 +147,15 @@ int main(int argc, char **argv, char **envp) {
   self[len] = 0;
   self_path = self;
   if (info.frame_length == 0 || info.key[0] == 0) fail(EXIT_DAMAGED, "%s: this bundle's loader was not filled in by overpack build (damaged)%s", self, "");
+  char root[PATH_MAX];
+  int have_root = cache_root(root, sizeof root) == 0;
+  /* A relaunch that joins a lingering mount server: the app at once, no runtime (express.c). */
+  if (have_root) express_relaunch(self, root, argv, envp);
   char **env = env_with_bundle(envp);
 
   char dir[PATH_MAX] = "(none)", file[PATH_MAX];
   const char *why_no_cache = "no XDG_CACHE_HOME or HOME";
-  if (cache_path(file, sizeof file, dir, sizeof dir) == 0) {
+  if (have_root && cache_path(root, file, sizeof file, dir, sizeof dir) == 0) {
     struct stat st;
     if (stat(file, &st) == 0 && (uint64_t)st.st_size == info.runtime_size) {
       execve(file, argv, env);
