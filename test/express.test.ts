@@ -223,6 +223,27 @@ describe('the express relaunch', () => {
     assert.deepEqual(mountsUnder(home).filter((m) => m.includes('express-sh')), [], 'the dead server\'s mount was cleaned up');
   });
 
+  it('one bundle file, two data homes: each relaunch joins the server of its own data, express', async () => {
+    const other = { XDG_DATA_HOME: path.join(base, 'other-data') };
+    const mine = shellSeen(run(shellBundle));
+    const theirs = shellSeen(run(shellBundle, [], other));
+    assert.notEqual(mine.appdir, theirs.appdir, 'two servers, two mounts');
+    for (let i = 1; i <= 2; i++) {
+      for (const [extra, before] of [[{}, mine], [other, theirs]] as const) {
+        const r = run(shellBundle, [], extra);
+        const s = shellSeen(r);
+        assert.equal(s.pid, r.pid, 'express');
+        assert.equal(s.appdir, before.appdir, 'in the mount of its own data');
+        assert.equal(s.run, before.run + i);
+      }
+    }
+    const pid = lockPid(path.join(base, 'other-data', 'overpack', 'express-sh'));
+    assert.ok(pid && pidAlive(pid));
+    process.kill(pid, 'SIGTERM'); // the server our launch started
+    for (let i = 0; pidAlive(pid) && i < 100; i++) await sleep(100);
+    assert.equal(pidAlive(pid), false);
+  });
+
   it('leaves nothing: the app\'s registration goes with its process, the plan with the server', async () => {
     const one = run(shellBundle);
     const two = run(shellBundle);

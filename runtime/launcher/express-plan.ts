@@ -15,7 +15,8 @@
  * or any runtime option in the launch (`--overpack-*`, an `OVERPACK_*` variable other than
  * those listed), and it starts the runtime as before: the express path is only ever faster.
  *
- * One file per bundle file, `<cache>/overpack/express/<dev>-<ino>`, private to the user;
+ * One file per bundle file and data directory, `<cache>/overpack/express/<dev>-<ino>-<data>`
+ * (planFile), private to the user;
  * removed when the server stops serving (one a killed server leaves is refused by the pid and
  * start time check, and replaced by the next server). The format, NUL-terminated fields in
  * this order, a list as its count then its items:
@@ -76,8 +77,22 @@ function mountinfoEscape(p: string): string {
   return p.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
 }
 
-function planFile(st: Stats): string {
-  return path.join(overpackCache(), 'express', `${st.dev}-${st.ino}`);
+/** FNV-1a, 64 bits, in hex: short names for strings the loader can hash the same way. */
+function fnv1a64(text: string): string {
+  let h = 0xcbf29ce484222325n;
+  for (const byte of Buffer.from(text)) h = BigInt.asUintN(64, (h ^ BigInt(byte)) * 0x100000001b3n);
+  return h.toString(16).padStart(16, '0');
+}
+
+/**
+ * One plan per bundle file and data directory: launches of one file with another data home (or
+ * a portable data directory) are served by another server, and find their own plan. The
+ * loader knows both without the manifest: the data directory is `<bundle>.data` when that is a
+ * directory, else the app's directory under the data home.
+ */
+function planFile(st: Stats, input: ExpressInputs): string {
+  const data = input.portable ? `${input.bundle}.data` : input.dataHome;
+  return path.join(overpackCache(), 'express', `${st.dev}-${st.ino}-${fnv1a64(data)}`);
 }
 
 /** Writes the plan for a server whose lock reads `lockText`; returns its path (to remove), or null when this bundle cannot be relaunched express. */
@@ -114,7 +129,7 @@ export function writeExpressPlan(input: ExpressInputs, lockText: string): string
   ];
   // A NUL inside a field would shift every field after it; no path or variable can hold one.
   if (fields.some((f) => f.includes('\0'))) return null;
-  const file = planFile(st);
+  const file = planFile(st, input);
   privateDir(path.dirname(file));
   const tmp = `${file}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, fields.map((f) => `${f}\0`).join(''), { mode: 0o600 });

@@ -206,12 +206,22 @@ static char *joined(const char *a, const char *b, const char *c) {
   return s;
 }
 
-/* The plan's file, private to this user; NULL when there is none (no server offers one). */
-static char *read_plan(const char *cache_root, const struct stat *self, size_t *length) {
-  char dir[PATH_MAX], path[PATH_MAX];
+/* FNV-1a, 64 bits, as express-plan.ts names plans. */
+static unsigned long long fnv1a64(const char *s) {
+  unsigned long long h = 0xcbf29ce484222325ULL;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+  return h;
+}
+
+/* The plan's file for this bundle and its data directory (see planFile in express-plan.ts),
+ * private to this user; NULL when there is none (no server offers one). */
+static char *read_plan(const char *cache_root, const char *self, const struct stat *self_st, size_t *length) {
+  char dir[PATH_MAX], path[PATH_MAX], data[PATH_MAX];
   struct stat st;
+  if (snprintf(data, sizeof data, "%s.data", self) >= (int)sizeof data) return NULL;
+  if (!(stat(data, &st) == 0 && S_ISDIR(st.st_mode)) && !data_home(data, sizeof data)) return NULL;
   if (snprintf(dir, sizeof dir, "%s/overpack/express", cache_root) >= (int)sizeof dir) return NULL;
-  if (snprintf(path, sizeof path, "%s/%llu-%llu", dir, (unsigned long long)self->st_dev, (unsigned long long)self->st_ino) >= (int)sizeof path) return NULL;
+  if (snprintf(path, sizeof path, "%s/%llu-%llu-%016llx", dir, (unsigned long long)self_st->st_dev, (unsigned long long)self_st->st_ino, fnv1a64(data)) >= (int)sizeof path) return NULL;
   /* What is exec'd comes from here: it must be this user's and nobody else's to write. */
   if (stat(dir, &st) != 0 || st.st_uid != geteuid() || (st.st_mode & 022)) return NULL;
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -239,7 +249,7 @@ void express_relaunch(const char *self, const char *cache_root, char **argv, cha
   struct stat self_st;
   if (stat(self, &self_st) != 0) return;
   size_t length;
-  char *buf = read_plan(cache_root, &self_st, &length);
+  char *buf = read_plan(cache_root, self, &self_st, &length);
   if (!buf) return;
 
   struct plan p = {buf, length, 0, 0};
