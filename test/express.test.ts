@@ -275,6 +275,64 @@ describe('the express relaunch', () => {
     assert.deepEqual(mountsUnder(home).filter((m) => m.includes('express-racer')), []);
   });
 
+  it('a bundle run as `node` (a link of that name) stays node, with its server serving', () => {
+    const first = run(nodeBundle, ['start']);
+    assert.equal(first.status, 0, first.stderr);
+    const link = path.join(base, 'bin', 'node');
+    fs.mkdirSync(path.dirname(link), { recursive: true });
+    fs.rmSync(link, { force: true });
+    fs.symlinkSync(nodeBundle, link);
+    const script = path.join(base, 'answer.js');
+    fs.writeFileSync(script, 'console.log(6 * 7);\n');
+    const r = spawnSync(link, [script], { encoding: 'utf8', env, cwd: base, timeout: 60000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), '42', 'node mode, not the app');
+  });
+
+  it('an app that exited but is not reaped yet no longer keeps the server', () => {
+    const racer = path.join(base, 'racer.run');
+    assert.equal(run(racer).status, 0); // the server (linger 0.3 s)
+    // Starts the bundle (an express relaunch), waits for its exit without reaping it, then
+    // watches the lock: the server must go while the zombie is still there.
+    const script = `import json, os, subprocess, sys, time
+p = subprocess.Popen([sys.argv[1]], stdout=subprocess.DEVNULL)
+os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)
+state = open(f'/proc/{p.pid}/stat').read().rsplit(')', 1)[1].split()[0]
+t = time.time()
+while os.path.exists(sys.argv[2]) and time.time() - t < 10: time.sleep(0.05)
+print(json.dumps({'state': state, 'lock': os.path.exists(sys.argv[2]), 'clients': os.listdir(sys.argv[3])}))
+p.wait()`;
+    const r = spawnSync('python3', ['-c', script, racer, path.join(dataDir('express-racer'), 'lock'), path.join(dataDir('express-racer'), 'clients')], { encoding: 'utf8', env, cwd: base, timeout: 60000 });
+    assert.equal(r.status, 0, r.stderr);
+    const seen = JSON.parse(r.stdout) as { state: string; lock: boolean; clients: string[] };
+    assert.equal(seen.state, 'Z', 'the app had exited, unreaped');
+    assert.equal(seen.lock, false, 'the server stopped after its linger');
+    assert.deepEqual(seen.clients, []);
+    assert.deepEqual(mountsUnder(home).filter((m) => m.includes('express-racer')), []);
+  });
+
+  it('a home reached through a symlink: the mount is found under its real path, the relaunch is express', async () => {
+    const real = path.join(base, 'real-home');
+    const link = path.join(base, 'home-link');
+    fs.mkdirSync(real, { recursive: true });
+    fs.symlinkSync(real, link);
+    const linked = { ...isolatedEnv(link), OVERPACK_LINGER: undefined };
+    const go = (extra: NodeJS.ProcessEnv = {}) => spawnSync(shellBundle, [], { encoding: 'utf8', env: { ...linked, ...extra }, cwd: base, timeout: 60000 });
+    try {
+      const one = shellSeen(go());
+      assert.ok(one.appdir.startsWith(fs.realpathSync(real)), `APPDIR under the real path: ${one.appdir}`);
+      const two = go();
+      assert.equal(shellSeen(two).pid, two.pid, 'express');
+      assert.equal(shellSeen(two).run, one.run + 1);
+      const three = go({ OVERPACK_EXPRESS: '0' });
+      assert.equal(three.status, 0, three.stderr);
+      assert.equal(shellSeen(three).run, one.run + 2, 'through the runtime too');
+    } finally {
+      await stopServer('express-sh', real);
+      for (const m of mountsUnder(real)) forceUnmount(m);
+    }
+  });
+
   it('for an unprivileged user, whose plan is theirs alone', async () => {
     const user = 'overpack-test';
     spawnSync('useradd', ['--system', '--no-create-home', user], { stdio: 'ignore' });

@@ -170,9 +170,14 @@ export function unintegrate(name: string): string[] {
  * At a launch: when the app was integrated from another path or another build of it, the entry
  * is rewritten for this one. Returns whether it was. Costs one failed read when never integrated.
  */
-export async function refreshIntegration(app: DesktopApp, copyIcon: CopyIcon): Promise<boolean> {
+/** Whether a launch has nothing to refresh: the app is not in the menu, or its entry points at this bundle and build. */
+export function integrationCurrent(app: DesktopApp): boolean {
   const record = readRecord(app.manifest.name);
-  if (!record || (record.bundle === app.bundle && record.indexHash === app.indexHash)) return false;
+  return !record || (record.bundle === app.bundle && record.indexHash === app.indexHash);
+}
+
+export async function refreshIntegration(app: DesktopApp, copyIcon: CopyIcon): Promise<boolean> {
+  if (integrationCurrent(app)) return false;
   await integrate(app, copyIcon);
   return true;
 }

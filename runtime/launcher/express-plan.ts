@@ -21,8 +21,8 @@
  * start time check, and replaced by the next server). The format, NUL-terminated fields in
  * this order, a list as its count then its items:
  *
- *   magic, bundle, identity ("dev ino size mtime-ns ctime-ns"), data home ("" for a portable
- *   data directory), data directory, lock text, server pid, server start time, mountpoint (as
+ *   magic, bundle, identity ("dev ino size mtime-ns ctime-ns"), data home (the desktop entry's
+ *   record is there even when the data directory is portable), data directory, lock text, server pid, server start time, mountpoint (as
  *   /proc/self/mountinfo spells it), program, argv[0] ("" for the launch's own), [fixed
  *   arguments], [names to unset], [NAME=VALUE to set], bin directory (put in front of PATH),
  *   [OVERPACK_* names a launch may carry], OVERPACK_LINGER's maximum, [path, state] pairs
@@ -111,7 +111,7 @@ export function writeExpressPlan(input: ExpressInputs, lockText: string): string
     MAGIC,
     input.bundle,
     identity(st),
-    input.portable ? '' : input.dataHome,
+    input.dataHome,
     input.dataDir,
     lockText,
     String(process.pid),

@@ -18,7 +18,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { isMounted } from '../fuse/unmount.js';
-import { processStartTime as startTime, sameProcess } from './proc-stat.js';
+import { procStatFields, processStartTime as startTime, sameProcess } from './proc-stat.js';
 import { OverpackError } from '../errors/overpack-error.js';
 
 interface LockState {
@@ -105,6 +105,9 @@ function writeLock(file: string, state: LockState): string {
 function clientAlive(dir: string, name: string): boolean {
   const pid = Number(name);
   if (!alive(pid)) return false;
+  // Exited, not yet reaped by its parent: it holds nothing in the mount any more.
+  const state = procStatFields(pid)?.[0];
+  if (state === 'Z' || state === 'X') return false;
   let started = '';
   try {
     started = fs.readFileSync(path.join(dir, name), 'utf8').trim();

@@ -23,9 +23,9 @@ import { extractAddons } from './addons.js';
 import { extractTree } from './extract.js';
 import { validateManifest } from '../manifest/validate.js';
 import { enforceSignature, signatureRequirement, type SignatureState } from './trust.js';
-import { cacheHome, dataHome, privateDir, safeName } from './paths.js';
+import { cacheHome, dataHome, mountRoot, privateDir, safeName } from './paths.js';
 import { mark } from './trace.js';
-import { DesktopError, integrate, recordFile, refreshIntegration, unintegrate } from '../desktop/integration.js';
+import { DesktopError, integrate, integrationCurrent, recordFile, refreshIntegration, unintegrate } from '../desktop/integration.js';
 import type { ExpressInputs } from './express-plan.js';
 import type { RuntimeRecord } from '../image/format.js';
 import { reportError } from '../desktop/notify.js';
@@ -192,11 +192,14 @@ async function main(): Promise<void> {
     if (serveRequest.build !== image.footer.indexHash.toString('hex')) throw new LaunchError(`${bundle} was replaced while it was starting; launch it again`, EXIT.tempFail);
     const { serveDetached } = await import('./mount-server.js');
     const runDir = makeRunDir(name);
-    const mountPoint = path.join(cacheHome(), 'overpack', 'mnt', preservedMountName(name, dataDir));
+    const mountPoint = path.join(mountRoot(), preservedMountName(name, dataDir));
     const req = { layer, upper: upperPreserved, mountPoint, inodeMode: manifest.overlay?.inodeMode ?? 'virtual', writeback: manifest.overlay?.writeback === true, discard: false, runDir } satisfies MountRequest;
     makeDataDir();
     try {
-      const express = expressInputs(image.fd, image.index.executable, runDir, { bundle, manifest, dataDir, portable: dataDir === `${bundle}.data`, dataHome: dataHome(), mountPoint, watched: [recordFile(manifest.name)] });
+      // A desktop entry a launch would still refresh (another path or build): no express relaunch
+      // until one has (the record is watched: the plan holds only while it stays as it is now).
+      const current = integrationCurrent({ manifest, bundle: path.resolve(bundle), indexHash: serveRequest.build });
+      const express = current ? expressInputs(image.fd, image.index.executable, runDir, { bundle, manifest, dataDir, portable: dataDir === `${bundle}.data`, dataHome: dataHome(), mountPoint, watched: [recordFile(manifest.name)] }) : null;
       const code = await serveDetached({ ...req, dataDir, build: serveRequest.build, lingerMs: serveRequest.lingerMs, express });
       fs.rmSync(runDir, { recursive: true, force: true });
       process.exit(code);
@@ -298,7 +301,7 @@ async function main(): Promise<void> {
       exitLike(result);
     }
 
-    const mntRoot = path.join(cacheHome(), 'overpack', 'mnt');
+    const mntRoot = mountRoot();
     // A preserved app's mountpoint (its APPDIR) is the same at every launch, so absolute paths
     // it keeps under it stay true: one per data directory, and only the server holding its lock
     // mounts there. A discarded run keeps nothing, and several may run at once: a name of its own.

@@ -187,10 +187,26 @@ static int harmless_linger(const char *value, const char *max) {
 static int data_home(char *out, size_t size) {
   const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
   int n;
+  if (xdg && *xdg && *xdg != '/') return 0; /* relative: the runtime would read it against its cwd */
   if (xdg && *xdg) n = snprintf(out, size, "%s", xdg);
   else if (home && *home) n = snprintf(out, size, "%s/.local/share", home);
   else return 0;
   return n > 0 && (size_t)n < size;
+}
+
+static int ascii(const char *s) {
+  for (; *s; s++)
+    if ((unsigned char)*s >= 0x80) return 0;
+  return 1;
+}
+
+/* Whether an entry before `v` in `envp` has the same name: the runtime's environment keeps the first. */
+static int seen_before(char **envp, char **v) {
+  const char *eq = strchr(*v, '=');
+  size_t n = eq ? (size_t)(eq - *v) + 1 : strlen(*v);
+  for (char **u = envp; u < v; u++)
+    if (strncmp(*u, *v, n) == 0) return 1;
+  return 0;
 }
 
 static int only_spaces(const char *s) {
@@ -216,19 +232,25 @@ static unsigned long long fnv1a64(const char *s) {
 /* The plan's file for this bundle and its data directory (see planFile in express-plan.ts),
  * private to this user; NULL when there is none (no server offers one). */
 static char *read_plan(const char *cache_root, const char *self, const struct stat *self_st, size_t *length) {
-  char dir[PATH_MAX], path[PATH_MAX], data[PATH_MAX];
+  char dir[PATH_MAX], path[64], data[PATH_MAX];
   struct stat st;
   if (snprintf(data, sizeof data, "%s.data", self) >= (int)sizeof data) return NULL;
   if (!(stat(data, &st) == 0 && S_ISDIR(st.st_mode)) && !data_home(data, sizeof data)) return NULL;
   if (snprintf(dir, sizeof dir, "%s/overpack/express", cache_root) >= (int)sizeof dir) return NULL;
-  if (snprintf(path, sizeof path, "%s/%llu-%llu-%016llx", dir, (unsigned long long)self_st->st_dev, (unsigned long long)self_st->st_ino, fnv1a64(data)) >= (int)sizeof path) return NULL;
-  /* What is exec'd comes from here: it must be this user's and nobody else's to write. */
-  if (stat(dir, &st) != 0 || st.st_uid != geteuid() || (st.st_mode & 022)) return NULL;
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return NULL;
+  if (snprintf(path, sizeof path, "%llu-%llu-%016llx", (unsigned long long)self_st->st_dev, (unsigned long long)self_st->st_ino, fnv1a64(data)) >= (int)sizeof path) return NULL;
+  /* What is exec'd comes from here: it must be this user's and nobody else's to write. The
+   * directory is checked on the descriptor the plan is then opened from (no swap between). */
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd < 0) return NULL;
   char *plan = NULL;
-  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() && !(st.st_mode & 022)) plan = read_file(fd, PLAN_MAX, length);
-  close(fd);
+  if (fstat(dfd, &st) == 0 && st.st_uid == geteuid() && !(st.st_mode & 022)) {
+    int fd = openat(dfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd >= 0) {
+      if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() && !(st.st_mode & 022)) plan = read_file(fd, PLAN_MAX, length);
+      close(fd);
+    }
+  }
+  close(dfd);
   return plan;
 }
 
@@ -244,6 +266,10 @@ void express_relaunch(const char *self, const char *cache_root, char **argv, cha
   const char *off = getenv("OVERPACK_EXPRESS");
   if (off && strcmp(off, "0") == 0) return;
   if (!argv[0]) return;
+  const char *base = strrchr(argv[0], '/');
+  if (strcmp(base ? base + 1 : argv[0], "node") == 0) return; /* run as node: node mode is the runtime's (entry.cts) */
+  const char *cache = getenv("XDG_CACHE_HOME");
+  if (cache && *cache && *cache != '/') return; /* relative: the runtime would read it against its cwd */
   for (int i = 1; argv[i]; i++)
     if (strncmp(argv[i], "--overpack-", 11) == 0) return; /* a runtime option: the runtime's job */
   struct stat self_st;
@@ -262,7 +288,7 @@ void express_relaunch(const char *self, const char *cache_root, char **argv, cha
   const char **harmless = list(&p, &n_harmless);
   const char *linger_max = field(&p);
   const char **watched = list(&p, &n_watched);
-  if (p.broken || strcmp(magic, PLAN_MAGIC) != 0 || strcmp(bundle, self) != 0 || n_watched % 2) return;
+  if (p.broken || p.at != p.length || strcmp(magic, PLAN_MAGIC) != 0 || strcmp(bundle, self) != 0 || n_watched % 2) return;
 
   /* The same file the server read, unchanged. */
   char now[128];
@@ -270,13 +296,14 @@ void express_relaunch(const char *self, const char *cache_root, char **argv, cha
   if (strcmp(ident, now) != 0) return;
   /* Nothing in the environment the runtime would act on. */
   for (char **e = envp; *e; e++) {
+    if (has_name(*e, "NODE_OPTIONS") && !ascii(*e)) return; /* blank by the runtime's trim()? the runtime's to judge */
     if (strncmp(*e, "OVERPACK_", 9) != 0 || listed(*e, harmless, n_harmless) || has_name(*e, "OVERPACK_EXPRESS")) continue;
     if (has_name(*e, "OVERPACK_LINGER") && harmless_linger(*e + 16, linger_max)) continue;
     return;
   }
   /* The same data directory, and nothing changed that would change what the runtime does. */
   char dh[PATH_MAX];
-  if (*home && (!data_home(dh, sizeof dh) || strcmp(dh, home) != 0)) return;
+  if (!data_home(dh, sizeof dh) || strcmp(dh, home) != 0) return;
   for (long i = 0; i < n_watched; i += 2)
     if (!state_is(watched[i], watched[i + 1])) return;
   /* The server still serves, this mount, and takes clients. */
@@ -321,7 +348,7 @@ void express_relaunch(const char *self, const char *cache_root, char **argv, cha
   const char *user_path = getenv("PATH");
   size_t e = 0;
   for (char **v = envp; *v; v++) {
-    if (listed(*v, unset, n_unset) || has_name(*v, "ARGV0") || has_name(*v, "OWD") || has_name(*v, "PATH")) continue;
+    if (seen_before(envp, v) || listed(*v, unset, n_unset) || has_name(*v, "ARGV0") || has_name(*v, "OWD") || has_name(*v, "PATH")) continue;
     if (has_name(*v, "NODE_OPTIONS") && only_spaces(*v + 13)) continue; /* the runtime drops a blank one */
     int replaced = 0;
     for (long i = 0; i < n_set && !replaced; i++) {
