@@ -112,3 +112,41 @@ describe('lookups answered by the addon from lent listings', () => {
     assert.ok(Number(lent[2]) > 10, `lookups answered "no such entry": ${lent[0]}`);
   });
 });
+
+describe('listings lent ahead of the lookups (fuse3-lending.ts)', () => {
+  const base = tempDir('lent-ahead');
+  const lower = path.join(base, 'lower');
+  const image = path.join(base, 'app.img');
+  const mnt = path.join(base, 'mnt');
+  let m: MountProcess | undefined;
+  // Under a directory of the image (the root has an upper counterpart: never lent).
+  const deep = (s: number) => `app/s${s}/lib/deep/x.json`;
+
+  before(async () => {
+    for (let s = 0; s < SUBTREES; s++) {
+      fs.mkdirSync(path.join(lower, `app/s${s}/lib/deep`), { recursive: true });
+      fs.writeFileSync(path.join(lower, deep(s)), `{"s": ${s}}\n`);
+    }
+    fs.writeFileSync(image, Buffer.alloc(100));
+    await appendImage(image, { appDir: lower, manifest: {}, addons: [] });
+    m = await startMount(image, ['--upper', path.join(base, 'upper'), '--mountpoint', mnt], { ...process.env, OVERPACK_FUSE_STATS: '1', OVERPACK_FUSE_BINDING: 'fuse3' });
+  });
+  after(async () => {
+    await m?.stop();
+    fs.rmSync(base, { recursive: true, force: true });
+  });
+
+  it('directories nobody looked up yet are lent once their parent is: their first lookups reach the addon, not JS', async () => {
+    // One path first (app, s0, lib and deep lent as they are looked up, the rest ahead meanwhile), then every other subtree.
+    assert.equal(sh(`cat ${path.join(mnt, deep(0))}`), '{"s": 0}\n');
+    await new Promise((r) => setTimeout(r, 300));
+    const all = Array.from({ length: SUBTREES }, (_, s) => path.join(mnt, deep(s))).join(' ');
+    assert.equal(sh(`cat ${all}`), Array.from({ length: SUBTREES }, (_, s) => `{"s": ${s}}\n`).join(''), 'the files as stored');
+    await m!.stop();
+    const js = /^\s+lookup\s+(\d+)/m.exec(m!.stderr());
+    const lookups = js ? Number(js[1]) : 0;
+    // Without lending ahead JS answers the first lookup of each app/s<N>, s<N>/lib and s<N>/lib/deep.
+    assert.ok(lookups < SUBTREES, `JS answered ${lookups} LOOKUPs for ${SUBTREES} subtrees of 3 levels: ${m!.stderr()}`);
+    assert.match(m!.stderr(), /answered by the addon itself: .*LOOKUP/);
+  });
+});

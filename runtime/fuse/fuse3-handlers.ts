@@ -33,10 +33,14 @@ export async function handle(c: Fuse3Context, op: number, req: Req, a: Wire): Pr
         if ((err as { errno?: number }).errno !== ENOENT) throw err;
         // A cached miss: the kernel will not ask again for negative_timeout seconds.
         f.replyEntry(req, 0, c.scratch, c.negT, 0);
+        // Lookups in a directory that is not lent yet: its next ones may be answered by the
+        // addon (lent after the reply, not before: this one is answered already).
+        void c.lending?.offer(parent);
         return;
       }
       if ((attr.mode & S_IFMT) !== S_IFDIR || c.lending === null) {
         c.replyNewEntry(req, parent, name, attr);
+        void c.lending?.offer(parent);
         return;
       }
       // A directory is lent to the addon before the caller hears of it: its next lookups are
@@ -44,6 +48,7 @@ export async function handle(c: Fuse3Context, op: number, req: Req, a: Wire): Pr
       const n = c.nodes.lookUp(parent, name, S_IFDIR);
       await c.lending.offer(n);
       c.replyEntryOf(req, n, attr);
+      void c.lending.offer(parent);
       return;
     }
     case OP.GETATTR: {

@@ -21,6 +21,16 @@ import { ATTR_FIELDS, packAttr } from './fuse3-wire.js';
 /** A bigger directory is left to JS: lending it costs a stat of every entry, up front. */
 const MAX_LENT_ENTRIES = 10_000;
 
+/**
+ * Lending ahead: until the tree first changes, the subdirectories of a lent listing are lent
+ * too, one per turn of the event loop (requests are answered in between), breadth first,
+ * up to this many entries in all. A fresh mount's first lookups walk down a few levels of
+ * an unchanged image (node_modules/x/lib/...); each directory's first lookup then reaches
+ * the addon instead of JS. After a change, listings are lent only where looked up: every
+ * change takes them all back, and a tree being written would be lent over and over.
+ */
+const AHEAD_ENTRIES = 20_000;
+
 export class Lending {
   private readonly lentDirs = new Set<FsNode>();
   private readonly lentNodes = new Set<FsNode>();
@@ -30,6 +40,10 @@ export class Lending {
   /** Requests begun that may change the tree, and those of them not answered yet. */
   private changesBegun = 0;
   private changesRunning = 0;
+  /** Entries lent now, and the directories waiting to be lent ahead. */
+  private lentEntries = 0;
+  private ahead: FsNode[] = [];
+  private aheadScheduled = false;
 
   static enabled(ops: FsOps): boolean {
     return process.env.OVERPACK_FUSE_LEND !== '0' && ops.unchangingListing !== undefined;
@@ -82,11 +96,34 @@ export class Lending {
       }
       this.lentDirs.add(dir);
       for (const n of nodes) this.lentNodes.add(n);
+      this.lentEntries += nodes.length;
+      if (this.changesBegun === 0) for (const n of nodes) if (n.type === S_IFDIR) this.ahead.push(n);
+      this.scheduleAhead();
     } catch {
       // Not lent: its lookups keep coming to JS.
     } finally {
       this.offering.delete(dir);
     }
+  }
+
+  private scheduleAhead(): void {
+    if (this.aheadScheduled || this.ahead.length === 0) return;
+    this.aheadScheduled = true;
+    setImmediate(() => {
+      this.aheadScheduled = false;
+      void this.lendAhead();
+    });
+  }
+
+  private async lendAhead(): Promise<void> {
+    if (this.changesBegun > 0 || this.lentEntries >= AHEAD_ENTRIES) {
+      this.ahead = [];
+      return;
+    }
+    const dir = this.ahead.shift();
+    // Still in the table and lent (a listing taken back meanwhile took its nodes with it).
+    if (dir && this.c.nodes.get(dir.id) === dir && this.lentNodes.has(dir)) await this.offer(dir);
+    this.scheduleAhead();
   }
 
   /** Every listing taken back from the addon, with the lookups it answered added to the nodes. */
@@ -100,6 +137,8 @@ export class Lending {
     const nodes = [...this.lentNodes];
     this.lentNodes.clear();
     this.lentDirs.clear();
+    this.lentEntries = 0;
+    this.ahead = [];
     for (const n of nodes) c.nodes.unlend(n, held.get(n.id) ?? 0);
   }
 }
