@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CLI, mountsUnder, forceUnmount, tempDir, isolatedEnv, lockPid, pidAlive } from './helpers.js';
+import { CLI, mountsUnder, forceUnmount, tempDir, isolatedEnv, lockPid, pidAlive, unprivilegedUser } from './helpers.js';
 
 const base = tempDir('express');
 const home = path.join(base, 'home');
@@ -334,19 +334,10 @@ p.wait()`;
   });
 
   it('for an unprivileged user, whose plan is theirs alone', async () => {
-    const user = 'overpack-test';
-    spawnSync('useradd', ['--system', '--no-create-home', user], { stdio: 'ignore' });
-    const uhome = path.join(base, 'userhome');
-    fs.mkdirSync(uhome, { recursive: true });
-    fs.chmodSync(base, 0o755);
-    spawnSync('chown', [user, uhome]);
+    const { uid, gid, home: uhome, restore } = unprivilegedUser(base);
     const ubundle = path.join(base, 'user.run');
     fs.copyFileSync(shellBundle, ubundle);
     fs.chmodSync(ubundle, 0o755);
-    const mode = fs.statSync('/dev/fuse').mode & 0o777;
-    fs.chmodSync('/dev/fuse', 0o666); // as distributions ship it; restored below
-    const uid = spawnSync('id', ['-u', user], { encoding: 'utf8' }).stdout.trim();
-    const gid = spawnSync('id', ['-g', user], { encoding: 'utf8' }).stdout.trim();
     const as = () => {
       const child = spawn('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', ubundle], { env: { PATH: '/usr/bin:/bin', HOME: uhome }, cwd: uhome, stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
@@ -374,7 +365,7 @@ p.wait()`;
         process.kill(pid, 'SIGTERM');
         for (let i = 0; pidAlive(pid) && i < 100; i++) await sleep(100);
       }
-      fs.chmodSync('/dev/fuse', mode);
+      restore();
       for (const m of mountsUnder(uhome)) forceUnmount(m);
     }
   });

@@ -214,3 +214,22 @@ export function lockPid(dataDir: string): number | null {
     return null;
   }
 }
+
+/**
+ * The unprivileged user the tests run bundles as (created if missing), with a home of its own
+ * under `base` and /dev/fuse opened to others as distributions ship it (0666; this machine's
+ * is 0600) until `restore()`.
+ */
+export function unprivilegedUser(base: string): { uid: string; gid: string; home: string; restore(): void } {
+  const user = 'overpack-test';
+  spawnSync('useradd', ['--system', '--no-create-home', user], { stdio: 'ignore' });
+  const home = path.join(base, 'userhome');
+  fs.mkdirSync(home, { recursive: true });
+  fs.chmodSync(base, 0o755);
+  spawnSync('chown', [user, home]);
+  const mode = fs.statSync('/dev/fuse').mode & 0o777;
+  fs.chmodSync('/dev/fuse', 0o666);
+  const uid = spawnSync('id', ['-u', user], { encoding: 'utf8' }).stdout.trim();
+  const gid = spawnSync('id', ['-g', user], { encoding: 'utf8' }).stdout.trim();
+  return { uid, gid, home, restore: () => fs.chmodSync('/dev/fuse', mode) };
+}

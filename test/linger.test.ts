@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CLI, mountsUnder, forceUnmount, tempDir, isolatedEnv, lockPid, pidAlive } from './helpers.js';
+import { CLI, mountsUnder, forceUnmount, tempDir, isolatedEnv, lockPid, pidAlive, unprivilegedUser } from './helpers.js';
 
 const base = tempDir('linger');
 const home = path.join(base, 'home');
@@ -168,19 +168,10 @@ describe('a lingering mount', () => {
   });
 
   it('for an unprivileged user: the server runs as that user, a relaunch joins it, it exits on its own', async () => {
-    const user = 'overpack-test';
-    spawnSync('useradd', ['--system', '--no-create-home', user], { stdio: 'ignore' });
-    const uhome = path.join(base, 'userhome');
-    fs.mkdirSync(uhome, { recursive: true });
-    fs.chmodSync(base, 0o755);
-    spawnSync('chown', [user, uhome]);
+    const { uid, gid, home: uhome, restore } = unprivilegedUser(base);
     const ubundle = path.join(base, 'user.run');
     fs.copyFileSync(bundle, ubundle);
     fs.chmodSync(ubundle, 0o755);
-    const mode = fs.statSync('/dev/fuse').mode & 0o777;
-    fs.chmodSync('/dev/fuse', 0o666); // as distributions ship it; restored below
-    const uid = spawnSync('id', ['-u', user], { encoding: 'utf8' }).stdout.trim();
-    const gid = spawnSync('id', ['-g', user], { encoding: 'utf8' }).stdout.trim();
     const as = () =>
       spawnSync('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', ubundle], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin', HOME: uhome }, cwd: uhome, timeout: 60000 });
     const udata = path.join(uhome, '.local/share/overpack/linger-app');
@@ -194,7 +185,7 @@ describe('a lingering mount', () => {
       await waitGone(pid, 10000);
       assert.deepEqual(mountsUnder(uhome), []);
     } finally {
-      fs.chmodSync('/dev/fuse', mode);
+      restore();
       for (const m of mountsUnder(uhome)) forceUnmount(m);
     }
   });
