@@ -22,6 +22,8 @@ interface Case {
   relaunch?: boolean;
   /** with relaunch: through the runtime (OVERPACK_EXPRESS=0), not the loader's express relaunch */
   viaRuntime?: boolean;
+  /** the mount lingers 0.3 s: every run waits until the previous server has exited (its loader may start the next one; viaRuntime: not) */
+  afterLinger?: boolean;
   /** the mount lingers, but every run has a data directory of its own: it starts a mount server */
   newServer?: boolean;
   /** run in this directory (the file to lint or format is there) */
@@ -32,13 +34,21 @@ interface Case {
  * Lingering mounts get a home of their own: a first launch's wipe of the cache must never
  * meet a mount that is still served under it. Its servers are stopped when the section ends.
  */
-function lingerHome(ctx: BenchContext): { env: NodeJS.ProcessEnv; fresh(): NodeJS.ProcessEnv; stop(): void } {
+function lingerHome(ctx: BenchContext): { env: NodeJS.ProcessEnv; fresh(): NodeJS.ProcessEnv; after: NodeJS.ProcessEnv; waitGone(): void; stop(): void } {
   const home = path.join(ctx.work, 'launch-linger-home');
   const env = scratchEnv(home, { OVERPACK_LINGER: '30' });
+  const afterData = path.join(home, 'data-after');
   let n = 0;
   return {
     env,
     fresh: () => ({ ...env, OVERPACK_LINGER: '5', XDG_DATA_HOME: path.join(home, `data-${n++}`) }),
+    after: { ...env, OVERPACK_LINGER: '0.3', XDG_DATA_HOME: afterData },
+    waitGone: () => {
+      const apps = path.join(afterData, 'overpack');
+      const t0 = Date.now();
+      const serving = () => fs.existsSync(apps) && fs.readdirSync(apps).some((a) => fs.existsSync(path.join(apps, a, 'lock')));
+      while (serving() && Date.now() - t0 < 10000) spawnSync('sleep', ['0.02']);
+    },
     stop: () => {
       const locks = fs.readdirSync(home).filter((d) => d.startsWith('data')).flatMap((d) => {
         const apps = path.join(home, d, 'overpack');
@@ -136,8 +146,14 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
     { id: `eslint.run ${source.file}, relaunch`, argv: [bundles.eslint, source.file], ref: `node eslint.js ${source.file}`, relaunch: true, ...inSource },
     { id: 'tsc.run --version, relaunch', argv: [bundles.tsc, '--version'], ref: 'node tsc --version', relaunch: true },
     { id: `prettier.run ${source.file}, relaunch`, argv: [bundles.prettier, source.file], ref: `node prettier.cjs ${source.file}`, relaunch: true, ...inSource },
+    // After the linger ran out: the loader starts the mount server while the runtime starts up.
+    { id: 'hello-node.run, after the linger', argv: [bundles.node], ref: 'node hello.js', afterLinger: true },
+    { id: 'hello-node.run, after the linger, server started by the runtime', argv: [bundles.node], ref: 'node hello.js', afterLinger: true, viaRuntime: true },
+    { id: 'eslint.run --version, after the linger', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version', afterLinger: true },
+    { id: 'eslint.run --version, after the linger, server started by the runtime', argv: [bundles.eslint, '--version'], ref: 'node eslint.js --version', afterLinger: true, viaRuntime: true },
   ];
-  const envOf = (c: Case) => (c.newServer ? linger.fresh() : c.relaunch ? (c.viaRuntime ? { ...linger.env, OVERPACK_EXPRESS: '0' } : linger.env) : (c.env ?? env));
+  const lingerEnv = (c: Case) => (c.afterLinger ? linger.after : linger.env);
+  const envOf = (c: Case) => (c.newServer ? linger.fresh() : c.relaunch || c.afterLinger ? (c.viaRuntime ? { ...lingerEnv(c), OVERPACK_EXPRESS: '0' } : lingerEnv(c)) : (c.env ?? env));
   // NODE_EXTRA_CA_CERTS makes every Node start parse the whole CA file (about 25 ms here): the
   // runtime pays it once more than `node hello.js` does. Shown both ways when it is set.
   if (process.env.NODE_EXTRA_CA_CERTS) {
@@ -162,6 +178,7 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
     for (const c of cases) {
       if (c.first) fs.rmSync(cache, { recursive: true, force: true });
       else if (wiped || c.relaunch) timeRun(c.argv, { env: envOf(c), cwd: c.cwd });
+      if (c.afterLinger) linger.waitGone();
       wiped ||= c.first === true;
       (runs[c.id] ??= []).push(timeRun(c.argv, { env: envOf(c), cwd: c.cwd }));
     }
@@ -171,7 +188,7 @@ export async function launchSection(ctx: BenchContext): Promise<Section> {
   t = Date.now();
   const med = (id: string) => median(runs[id] ?? []);
   const launch: Table = {
-    title: `Launch (median of ${reps}, interleaved; first launch: $XDG_CACHE_HOME/overpack removed before each run; the others with OVERPACK_LINGER=0 (a fresh mount each time) except: relaunch, run right after an untimed run of the same command, in its lingering mount (by the loader's express relaunch, or through the runtime with OVERPACK_EXPRESS=0); starting a mount server, the linger on with no server running yet)`,
+    title: `Launch (median of ${reps}, interleaved; first launch: $XDG_CACHE_HOME/overpack removed before each run; the others with OVERPACK_LINGER=0 (a fresh mount each time) except: relaunch, run right after an untimed run of the same command, in its lingering mount (by the loader's express relaunch, or through the runtime with OVERPACK_EXPRESS=0); starting a mount server, the linger on with no server running yet; after the linger, the linger 0.3 s and the previous server gone, so the loader starts one while the runtime starts up, or the runtime starts it with OVERPACK_EXPRESS=0)`,
     header: ['command', 'ms', 'vs direct run', 'first / warm'],
     rows: cases.map((c) => {
       const m = med(c.id);

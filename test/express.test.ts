@@ -244,7 +244,7 @@ describe('the express relaunch', () => {
     assert.equal(pidAlive(pid), false);
   });
 
-  it('leaves nothing: the app\'s registration goes with its process, the plan with the server', async () => {
+  it('leaves nothing running: the app\'s registration goes with its process, the server with its linger; the plan it leaves starts the next server from the loader', async () => {
     const one = run(shellBundle);
     const two = run(shellBundle);
     assert.equal(shellSeen(two).pid, two.pid);
@@ -252,8 +252,24 @@ describe('the express relaunch', () => {
     for (let i = 0; fs.readdirSync(clients).length > 0 && i < 50; i++) await sleep(100);
     assert.deepEqual(fs.readdirSync(clients), [], 'the exited app\'s registration is gone (the server looks at its clients\' pids)');
     assert.ok(shellSeen(one).run < shellSeen(two).run);
+    const old = lockPid(dataDir('express-sh'))!;
     await stopServer('express-sh');
-    assert.deepEqual(fs.readdirSync(planDir()).filter((f) => fs.readFileSync(path.join(planDir(), f), 'latin1').includes(shellBundle)), [], 'no plan left');
+    assert.deepEqual(mountsUnder(home).filter((m) => m.includes('express-sh')), []);
+    const plans = fs.readdirSync(planDir()).filter((f) => fs.readFileSync(path.join(planDir(), f), 'latin1').includes(`\0${shellBundle}\0`) && fs.readFileSync(path.join(planDir(), f), 'latin1').includes(`\0${dataDir('express-sh')}\0`));
+    assert.equal(plans.length, 1, 'the plan stays, as a record that a server lingered for this launch');
+    // The next launch: its loader starts the server (the build and linger "auto") while the runtime starts up.
+    const three = shellSeen(run(shellBundle));
+    assert.equal(three.run, shellSeen(two).run + 1, 'in the preserved layer');
+    const server = lockPid(dataDir('express-sh'))!;
+    assert.ok(server !== old && pidAlive(server), 'a new server');
+    assert.match(fs.readFileSync(`/proc/${server}/environ`, 'latin1'), /\0OVERPACK_SERVE_BUILD=auto\0/, 'started by the loader');
+    const four = run(shellBundle);
+    assert.equal(shellSeen(four).pid, four.pid, 'and relaunched express in it');
+    await stopServer('express-sh');
+    // With the linger off for a launch, the loader starts nothing, and nothing is left serving.
+    const off = shellSeen(run(shellBundle, [], { OVERPACK_LINGER: '0' }));
+    assert.equal(off.run, shellSeen(four).run + 1);
+    assert.equal(fs.existsSync(path.join(dataDir('express-sh'), 'lock')), false, 'no server');
     assert.deepEqual(mountsUnder(home).filter((m) => m.includes('express-sh')), []);
   });
 

@@ -14,14 +14,14 @@ import { LaunchError } from './launch-error.js';
 import { isReservedEnv, type Manifest } from '../manifest/validate.js';
 import { runtimeExe } from './self.js';
 import { appDetached, forwardSignals } from './signals.js';
-import { SERVE_BUILD_ENV, SERVE_LINGER_ENV } from './start-mount-server.js';
+import { SERVE_BUILD_ENV, SERVE_LINGER_ENV, STARTED_SERVER_ENV } from './start-mount-server.js';
 import { mark } from './trace.js';
 import { EXIT } from '../errors/exit-codes.js';
 
 /** The user's PATH as it was when we started (the FUSE preflight may put a private dir in front). */
 export const USER_PATH = process.env.PATH;
 /** Set by the runtime for its own children; never taken from the user's environment for the app. */
-export const RUNTIME_PRIVATE_ENV = ['OVERPACK_NATIVE_DIR', 'OVERPACK_NODE_DISPATCH', 'OVERPACK_NODE_GATE', 'OVERPACK_APP_NODE_OPTIONS', SERVE_LINGER_ENV, SERVE_BUILD_ENV];
+export const RUNTIME_PRIVATE_ENV = ['OVERPACK_NATIVE_DIR', 'OVERPACK_NODE_DISPATCH', 'OVERPACK_NODE_GATE', 'OVERPACK_APP_NODE_OPTIONS', SERVE_LINGER_ENV, SERVE_BUILD_ENV, STARTED_SERVER_ENV];
 
 export type AppResult = { code: number | null; signal: NodeJS.Signals | null };
 

@@ -16,9 +16,10 @@
  * those listed), and it starts the runtime as before: the express path is only ever faster.
  *
  * One file per bundle file and data directory, `<cache>/overpack/express/<dev>-<ino>-<data>`
- * (planFile), private to the user;
- * removed when the server stops serving (one a killed server leaves is refused by the pid and
- * start time check, and replaced by the next server). The format, NUL-terminated fields in
+ * (planFile), private to the user, replaced by each server. It stays when its server stops: the
+ * lock then no longer reads as it says (no loader joins a server that is gone, or one that was
+ * killed), and it tells the loader that a server lingered for such a launch before, so the
+ * loader starts the next one while the runtime starts up (overpack_loader.c). The format, NUL-terminated fields in
  * this order, a list as its count then its items:
  *
  *   magic, bundle, identity ("dev ino size mtime-ns ctime-ns"), data home (the desktop entry's
@@ -135,8 +136,4 @@ export function writeExpressPlan(input: ExpressInputs, lockText: string): string
   fs.writeFileSync(tmp, fields.map((f) => `${f}\0`).join(''), { mode: 0o600 });
   fs.renameSync(tmp, file);
   return file;
-}
-
-export function removeExpressPlan(file: string | null): void {
-  if (file) fs.rmSync(file, { force: true });
 }

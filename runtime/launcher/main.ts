@@ -35,7 +35,8 @@ import { flagsHelp, parseFlags, type Flags } from './flags.js';
 import { LaunchError } from './launch-error.js';
 import { say } from './say.js';
 import { beginLingeringRun, HANDED_OVER, join, lingerMs, preservedMountName, runInMountServer, runJoined, serveHere, type Launch, type Outcome } from './serve.js';
-import { takeServeRequest } from './start-mount-server.js';
+import { declineServing } from './mount-server.js';
+import { dropStartedServer, takeServeRequest, takeStartedServer } from './start-mount-server.js';
 import type { MountRequest } from './mount.js';
 import { EXIT } from '../errors/exit-codes.js';
 
@@ -108,6 +109,8 @@ function respawnWithoutNodeOptions(): Promise<never> | null {
 async function main(): Promise<void> {
   // Set when this process was started as a mount server (start-mount-server.ts).
   const serveRequest = takeServeRequest();
+  // Set when the loader started this launch's mount server already (overpack_loader.c).
+  const startedServer = takeStartedServer();
   // NODE_OPTIONS (e.g. --require) was meant for the app's Node, not this runtime; keep it for the app only.
   const respawned = respawnWithoutNodeOptions();
   if (respawned) return respawned;
@@ -189,7 +192,11 @@ async function main(): Promise<void> {
   await learnEntrypoint(manifest, layer).catch(() => undefined);
   if (serveRequest) {
     // This process is the mount server a launch of this bundle started (mount-server.ts).
-    if (serveRequest.build !== image.footer.indexHash.toString('hex')) throw new LaunchError(`${bundle} was replaced while it was starting; launch it again`, EXIT.tempFail);
+    const build = image.footer.indexHash.toString('hex');
+    if (serveRequest.build !== null && serveRequest.build !== build) throw new LaunchError(`${bundle} was replaced while it was starting; launch it again`, EXIT.tempFail);
+    // Started by the loader ahead of the launch: it serves only where the launch would want it.
+    const lingerFor = serveRequest.lingerMs ?? (manifest.overlay?.onExit === 'discard' ? 0 : lingerMs(manifest));
+    if (lingerFor === 0) return declineServing('this app does not linger: no mount server needed');
     const { serveDetached } = await import('./mount-server.js');
     const runDir = makeRunDir(name);
     const mountPoint = path.join(mountRoot(), preservedMountName(name, dataDir));
@@ -198,9 +205,9 @@ async function main(): Promise<void> {
     try {
       // A desktop entry a launch would still refresh (another path or build): no express relaunch
       // until one has (the record is watched: the plan holds only while it stays as it is now).
-      const current = integrationCurrent({ manifest, bundle: path.resolve(bundle), indexHash: serveRequest.build });
+      const current = integrationCurrent({ manifest, bundle: path.resolve(bundle), indexHash: build });
       const express = current ? expressInputs(image.fd, image.index.executable, runDir, { bundle, manifest, dataDir, portable: dataDir === `${bundle}.data`, dataHome: dataHome(), mountPoint, watched: [recordFile(manifest.name)] }) : null;
-      const code = await serveDetached({ ...req, dataDir, build: serveRequest.build, lingerMs: serveRequest.lingerMs, express });
+      const code = await serveDetached({ ...req, dataDir, build, lingerMs: lingerFor, express });
       fs.rmSync(runDir, { recursive: true, force: true });
       process.exit(code);
     } catch (err) {
@@ -237,7 +244,8 @@ async function main(): Promise<void> {
   // A run in a lingering mount (serve.ts) joins its server, or starts one now: the server's
   // start-up overlaps the rest of ours.
   const linger = runsApp && !discard ? lingerMs(manifest) : 0;
-  const lingering = linger > 0 ? await beginLingeringRun(dataDir, build, linger, makeDataDir) : null;
+  const lingering = linger > 0 ? await beginLingeringRun(dataDir, build, linger, makeDataDir, startedServer) : null;
+  if (!lingering) dropStartedServer(startedServer);
   await refreshIntegration(desktopApp, copyIcon).catch((err: unknown) => say(`warning: the desktop menu entry of ${manifest.name} could not be updated: ${(err as Error).message}`));
   if (flags.extract !== undefined) {
     const dest = path.resolve(flags.extract ?? `${name}-${manifest.version}`);

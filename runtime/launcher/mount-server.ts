@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import { acquireOrJoin, InstanceError } from './instance.js';
 import { LaunchError } from './launch-error.js';
 import { mountOverlay, type MountRequest } from './mount.js';
-import { removeExpressPlan, writeExpressPlan, type ExpressInputs } from './express-plan.js';
+import { writeExpressPlan, type ExpressInputs } from './express-plan.js';
 import { privateDir } from './paths.js';
 import { FIRST_CLIENT_MS, STATUS_FD, type ServerStatus } from './start-mount-server.js';
 import { mark } from './trace.js';
@@ -47,6 +47,12 @@ function report(status: ServerStatus): void {
   }
 }
 
+/** A server the loader started for a launch that will not want one: says so and exits 0. */
+export function declineServing(message: string): never {
+  report({ ready: false, code: EXIT.ok, message });
+  process.exit(0);
+}
+
 /** The mount server's whole life: take the lock, mount, announce, serve, linger, unmount. */
 export async function serveDetached(req: ServeRequest): Promise<number> {
   let release = () => undefined as void;
@@ -62,13 +68,13 @@ export async function serveDetached(req: ServeRequest): Promise<number> {
     for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => instance.stopLingering());
     privateDir(req.upper);
     const overlay = await mountOverlay(req);
-    const plan = offerExpress(req, instance.announce(req.mountPoint, true));
-    release = () => (removeExpressPlan(plan), instance.release());
+    // Kept when this server stops: its lock then reads otherwise, and the plan tells the
+    // loader of the next launch that a server lingered for it, so it starts one at once.
+    offerExpress(req, instance.announce(req.mountPoint, true));
     report({ ready: true });
     announced = true;
     mark('mount server: ready');
     await instance.drain(req.lingerMs, Math.max(req.lingerMs, FIRST_CLIENT_MS));
-    removeExpressPlan(plan); // the lock says closing now: no loader would join, the plan is done
     await overlay.umount();
     release();
     return 0;

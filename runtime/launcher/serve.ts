@@ -15,7 +15,7 @@ import { LaunchError } from './launch-error.js';
 import { LINGER_SECONDS, type Manifest } from '../manifest/schema.js';
 import type { MountRequest } from './mount.js';
 import { say } from './say.js';
-import { startMountServer } from './start-mount-server.js';
+import { awaitStartedServer, dropStartedServer, startMountServer } from './start-mount-server.js';
 import { mark } from './trace.js';
 import { EXIT } from '../errors/exit-codes.js';
 
@@ -150,13 +150,20 @@ export interface LingeringRun {
   starting: Promise<void> | null;
 }
 
-/** Joins this build's mount server, or starts one (not waited for: see runInMountServer). */
-export async function beginLingeringRun(dataDir: string, build: string, lingerMs: number, makeDataDir: () => void): Promise<LingeringRun> {
+/**
+ * Joins this build's mount server, or starts one (not waited for: see runInMountServer).
+ * `started`: the status pipe of a server the loader started already; waited for instead, and
+ * where it says nothing good (another server was there, it failed), one is started as before.
+ */
+export async function beginLingeringRun(dataDir: string, build: string, lingerMs: number, makeDataDir: () => void, started: number | null): Promise<LingeringRun> {
   makeDataDir();
   const found = await join(dataDir, { build, serve: false });
-  if (found?.role === 'joiner') return { joined: found, starting: null };
-  mark('runtime: starting a mount server');
-  const starting = startMountServer(lingerMs, build);
+  if (found?.role === 'joiner') {
+    dropStartedServer(started);
+    return { joined: found, starting: null };
+  }
+  mark(started === null ? 'runtime: starting a mount server' : 'runtime: waiting for the mount server the loader started');
+  const starting = started === null ? startMountServer(lingerMs, build) : awaitStartedServer(started).catch(() => startMountServer(lingerMs, build));
   starting.catch(() => undefined); // awaited (and reported) by runInMountServer
   return { joined: null, starting };
 }

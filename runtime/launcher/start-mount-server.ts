@@ -20,6 +20,11 @@ export const FIRST_CLIENT_MS = 5000;
 /** One JSON line on the status pipe. */
 export type ServerStatus = { ready: true } | { ready: false; code: number; message: string };
 
+/** Set by the loader: the status pipe of a mount server it started for this launch (overpack_loader.c). */
+export const STARTED_SERVER_ENV = 'OVERPACK_SERVER_STARTING';
+/** In SERVE_BUILD_ENV and SERVE_LINGER_ENV: the server reads them from its own image and manifest. */
+const AUTO = 'auto';
+
 /** Starts a mount server for this bundle and waits until its mount is ready (or it failed). */
 export function startMountServer(lingerMs: number, build: string): Promise<void> {
   const env: NodeJS.ProcessEnv = { ...process.env, [SERVE_LINGER_ENV]: String(lingerMs), [SERVE_BUILD_ENV]: build };
@@ -49,11 +54,53 @@ export function startMountServer(lingerMs: number, build: string): Promise<void>
 }
 
 /**
+ * The status pipe of the mount server the loader started for this launch, taken out of the
+ * environment (the app must not inherit it); null when there is none. Only a pipe counts.
+ */
+export function takeStartedServer(): number | null {
+  const value = process.env[STARTED_SERVER_ENV];
+  delete process.env[STARTED_SERVER_ENV];
+  const fd = Number(value);
+  if (value === undefined || !Number.isInteger(fd) || fd < 3) return null;
+  try {
+    if (!fs.fstatSync(fd).isFIFO()) return null;
+  } catch {
+    return null;
+  }
+  return fd;
+}
+
+/** Waits for the status of the server the loader started: resolves once its mount is ready, rejects otherwise. */
+export function awaitStartedServer(fd: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const buf = Buffer.alloc(4096);
+    let text = '';
+    const next = () =>
+      fs.read(fd, buf, 0, buf.length, null, (err, n) => {
+        if (!err && n > 0) {
+          text += buf.toString('utf8', 0, n);
+          if (!text.includes('\n')) return next();
+        }
+        fs.close(fd, () => undefined);
+        const status = text.includes('\n') ? (JSON.parse(text.slice(0, text.indexOf('\n'))) as ServerStatus) : null;
+        if (status?.ready) resolve();
+        else reject(new LaunchError(status && !status.ready ? status.message : 'the mount server the loader started stopped before its mount was ready', status && !status.ready ? status.code : EXIT.software));
+      });
+    next();
+  });
+}
+
+/** A started server's pipe this launch has no use for: closed (the server serves or exits on its own). */
+export function dropStartedServer(fd: number | null): void {
+  if (fd !== null) fs.close(fd, () => undefined);
+}
+
+/**
  * This process's mount-server request, taken out of the environment, or null. The variables
  * come with the status pipe (a socket, as Node makes pipes); without it they were not set by a
  * launch, and this process refuses to start rather than act on them (or start a server itself).
  */
-export function takeServeRequest(): { lingerMs: number; build: string } | null {
+export function takeServeRequest(): { lingerMs: number | null; build: string | null } | null {
   const linger = process.env[SERVE_LINGER_ENV];
   const build = process.env[SERVE_BUILD_ENV];
   delete process.env[SERVE_LINGER_ENV];
@@ -66,8 +113,9 @@ export function takeServeRequest(): { lingerMs: number; build: string } | null {
   } catch {
     /* no descriptor 3 */
   }
-  if (!piped || build === undefined || !(Number(linger) >= 0)) {
+  if (!piped || build === undefined || !(Number(linger) >= 0 || linger === AUTO)) {
     throw new LaunchError(`${SERVE_LINGER_ENV} and ${SERVE_BUILD_ENV} are set only by the runtime for its mount server; unset them`, EXIT.usage);
   }
-  return { lingerMs: Number(linger), build };
+  // "auto" (the loader started it, overpack_loader.c): this image's build, the manifest's linger.
+  return { lingerMs: linger === AUTO ? null : Number(linger), build: build === AUTO ? null : build };
 }

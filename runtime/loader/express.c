@@ -262,21 +262,21 @@ static int lock_reads(const char *lock, const char *text) {
   return same;
 }
 
-void express_relaunch(const char *self, const char *cache_root, char **argv, char **envp) {
+int express_relaunch(const char *self, const char *cache_root, char **argv, char **envp) {
   const char *off = getenv("OVERPACK_EXPRESS");
-  if (off && strcmp(off, "0") == 0) return;
-  if (!argv[0]) return;
+  if (off && strcmp(off, "0") == 0) return 0;
+  if (!argv[0]) return 0;
   const char *base = strrchr(argv[0], '/');
-  if (strcmp(base ? base + 1 : argv[0], "node") == 0) return; /* run as node: node mode is the runtime's (entry.cts) */
+  if (strcmp(base ? base + 1 : argv[0], "node") == 0) return 0; /* run as node: node mode is the runtime's (entry.cts) */
   const char *cache = getenv("XDG_CACHE_HOME");
-  if (cache && *cache && *cache != '/') return; /* relative: the runtime would read it against its cwd */
+  if (cache && *cache && *cache != '/') return 0; /* relative: the runtime would read it against its cwd */
   for (int i = 1; argv[i]; i++)
-    if (strncmp(argv[i], "--overpack-", 11) == 0) return; /* a runtime option: the runtime's job */
+    if (strncmp(argv[i], "--overpack-", 11) == 0) return 0; /* a runtime option: the runtime's job */
   struct stat self_st;
-  if (stat(self, &self_st) != 0) return;
+  if (stat(self, &self_st) != 0) return 0;
   size_t length;
   char *buf = read_plan(cache_root, self, &self_st, &length);
-  if (!buf) return;
+  if (!buf) return 0;
 
   struct plan p = {buf, length, 0, 0};
   const char *magic = field(&p), *bundle = field(&p), *ident = field(&p), *home = field(&p), *data_dir = field(&p);
@@ -288,27 +288,36 @@ void express_relaunch(const char *self, const char *cache_root, char **argv, cha
   const char **harmless = list(&p, &n_harmless);
   const char *linger_max = field(&p);
   const char **watched = list(&p, &n_watched);
-  if (p.broken || p.at != p.length || strcmp(magic, PLAN_MAGIC) != 0 || strcmp(bundle, self) != 0 || n_watched % 2) return;
+  if (p.broken || p.at != p.length || strcmp(magic, PLAN_MAGIC) != 0 || strcmp(bundle, self) != 0 || n_watched % 2) return 0;
 
   /* The same file the server read, unchanged. */
   char now[128];
   identity(&self_st, now, sizeof now);
-  if (strcmp(ident, now) != 0) return;
+  if (strcmp(ident, now) != 0) return 0;
   /* Nothing in the environment the runtime would act on. */
+  int no_linger = 0;
   for (char **e = envp; *e; e++) {
-    if (has_name(*e, "NODE_OPTIONS") && !ascii(*e)) return; /* blank by the runtime's trim()? the runtime's to judge */
+    if (has_name(*e, "NODE_OPTIONS") && !ascii(*e)) return 0; /* blank by the runtime's trim()? the runtime's to judge */
     if (strncmp(*e, "OVERPACK_", 9) != 0 || listed(*e, harmless, n_harmless) || has_name(*e, "OVERPACK_EXPRESS")) continue;
-    if (has_name(*e, "OVERPACK_LINGER") && harmless_linger(*e + 16, linger_max)) continue;
-    return;
+    if (has_name(*e, "OVERPACK_LINGER") && harmless_linger(*e + 16, linger_max)) {
+      no_linger = (*e)[16] != 0 && strtod(*e + 16, NULL) == 0;
+      continue;
+    }
+    return 0;
   }
   /* The same data directory, and nothing changed that would change what the runtime does. */
   char dh[PATH_MAX];
-  if (!data_home(dh, sizeof dh) || strcmp(dh, home) != 0) return;
+  if (!data_home(dh, sizeof dh) || strcmp(dh, home) != 0) return 0;
   for (long i = 0; i < n_watched; i += 2)
-    if (!state_is(watched[i], watched[i + 1])) return;
+    if (!state_is(watched[i], watched[i + 1])) return 0;
   /* The server still serves, this mount, and takes clients. */
   char *lock = joined(data_dir, "/lock", "");
-  if (!lock || !same_process(server, server_started) || !mounted(mountpoint) || !lock_reads(lock, lock_text)) return;
+  if (!lock) return 0;
+  if (!same_process(server, server_started) || !mounted(mountpoint) || !lock_reads(lock, lock_text)) {
+    /* Not serving now, but this launch is one a server lingered for before (same file, data,
+     * and nothing in the launch the runtime would act on): it will start one again. */
+    return !no_linger && !getenv("NODE_OPTIONS");
+  }
 
   /* Registered as the runtime registers (instance.ts), then the lock read again: a server that
    * began closing meanwhile will not serve this client, one that reads the same lock will. */
@@ -317,15 +326,15 @@ void express_relaunch(const char *self, const char *cache_root, char **argv, cha
   snprintf(me, sizeof me, "%d", (int)getpid());
   snprintf(started, sizeof started, "%lld", my_start);
   char *client = joined(data_dir, "/clients/", me);
-  if (!client || my_start < 0) return;
+  if (!client || my_start < 0) return 0;
   int fd = open(client, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return;
+  if (fd < 0) return 0;
   int wrote = write(fd, started, strlen(started)) == (ssize_t)strlen(started);
   close(fd);
   char cwd[PATH_MAX];
   if (!wrote || !lock_reads(lock, lock_text) || !same_process(server, server_started) || !getcwd(cwd, sizeof cwd)) {
     unlink(client);
-    return;
+    return 0;
   }
 
   /* argv: the program's argv[0], the plan's fixed arguments, then the launch's. */
@@ -337,7 +346,7 @@ void express_relaunch(const char *self, const char *cache_root, char **argv, cha
   char **env = calloc(env_count + (size_t)n_set + 4, sizeof *env);
   if (!args || !env) {
     unlink(client);
-    return;
+    return 0;
   }
   int k = 0;
   args[k++] = (char *)(*argv0 ? argv0 : argv[0]);
@@ -363,4 +372,5 @@ void express_relaunch(const char *self, const char *cache_root, char **argv, cha
   env[e++] = joined("PATH=", bin_dir, user_path ? joined(":", user_path, "") : ":/usr/bin:/bin");
   execve(program, args, env);
   unlink(client); /* the runtime will say what is wrong */
+  return 0;
 }

@@ -31,6 +31,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/types.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -102,11 +103,58 @@ static char **env_with_bundle(char **envp) {
   char **env = calloc(n + 2, sizeof *env);
   size_t k = 0;
   for (size_t i = 0; i < n; i++)
-    if (strncmp(envp[i], "OVERPACK_LOADED_FROM=", 21) != 0) env[k++] = envp[i];
+    if (strncmp(envp[i], "OVERPACK_LOADED_FROM=", 21) != 0 && strncmp(envp[i], "OVERPACK_SERVER_STARTING=", 25) != 0) env[k++] = envp[i];
   size_t len = strlen(self_path) + 22;
   env[k] = malloc(len);
   snprintf(env[k], len, "OVERPACK_LOADED_FROM=%s", self_path);
   return env;
+}
+
+/*
+ * The mount server this launch's runtime would start (runtime/launcher/start-mount-server.ts),
+ * started now, while the runtime starts up: the same runtime with OVERPACK_SERVE_BUILD and
+ * OVERPACK_SERVE_LINGER_MS "auto" (it reads both from its image and manifest, and exits when
+ * the app does not linger), in a session of its own with no stdio of ours, cwd /, and its status
+ * pipe on descriptor 3. The launch is told the pipe's other end in OVERPACK_SERVER_STARTING and
+ * waits on it instead of starting a server (or, if it says nothing good, starts one as before).
+ * Returns the launch's environment, with that variable when the server could be started.
+ */
+static char **with_started_server(char **env, const char *runtime, const char *argv0) {
+  int pipefd[2];
+  if (pipe(pipefd) != 0) return env;
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(pipefd[0]);
+    close(pipefd[1]);
+    return env;
+  }
+  if (pid == 0) {
+    setsid();
+    int null = open("/dev/null", O_RDWR);
+    if (null < 0 || dup2(pipefd[1], 3) < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 || chdir("/") != 0) _exit(127);
+    size_t n = 0;
+    while (env[n]) n++;
+    char **senv = calloc(n + 3, sizeof *senv);
+    size_t k = 0;
+    if (!senv) _exit(127);
+    /* The server makes no TLS connection: the CA file would only slow its Node's start-up. */
+    for (size_t i = 0; i < n; i++)
+      if (strncmp(env[i], "NODE_EXTRA_CA_CERTS=", 20) != 0) senv[k++] = env[i];
+    senv[k++] = "OVERPACK_SERVE_BUILD=auto";
+    senv[k++] = "OVERPACK_SERVE_LINGER_MS=auto";
+    char *sargv[] = {(char *)argv0, NULL};
+    execve(runtime, sargv, senv);
+    _exit(127);
+  }
+  close(pipefd[1]);
+  size_t n = 0;
+  while (env[n]) n++;
+  char **lenv = calloc(n + 2, sizeof *lenv);
+  if (!lenv) return env;
+  memcpy(lenv, env, n * sizeof *lenv);
+  lenv[n] = malloc(48);
+  snprintf(lenv[n], 48, "OVERPACK_SERVER_STARTING=%d", pipefd[0]);
+  return lenv;
 }
 
 /* mkdir -p with private (0700) directories; 0 or -1. */
@@ -150,7 +198,7 @@ int main(int argc, char **argv, char **envp) {
   char root[PATH_MAX];
   int have_root = cache_root(root, sizeof root) == 0;
   /* A relaunch that joins a lingering mount server: the app at once, no runtime (express.c). */
-  if (have_root) express_relaunch(self, root, argv, envp);
+  int wants_server = have_root && express_relaunch(self, root, argv, envp);
   char **env = env_with_bundle(envp);
 
   char dir[PATH_MAX] = "(none)", file[PATH_MAX];
@@ -158,6 +206,7 @@ int main(int argc, char **argv, char **envp) {
   if (have_root && cache_path(root, file, sizeof file, dir, sizeof dir) == 0) {
     struct stat st;
     if (stat(file, &st) == 0 && (uint64_t)st.st_size == info.runtime_size) {
+      if (wants_server) env = with_started_server(env, file, argv[0]);
       execve(file, argv, env);
       why_no_cache = strerror(errno); /* noexec, most likely: memfd below */
     } else if (make_dirs(dir) == 0) {
