@@ -131,7 +131,10 @@ static char **with_started_server(char **env, const char *runtime, const char *a
   if (pid == 0) {
     setsid();
     int null = open("/dev/null", O_RDWR);
+    if (pipefd[0] != 3) close(pipefd[0]); /* the launch's end (dup2 replaces it if it is 3) */
     if (null < 0 || dup2(pipefd[1], 3) < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 || chdir("/") != 0) _exit(127);
+    if (pipefd[1] != 3) close(pipefd[1]);
+    if (null > 3) close(null);
     size_t n = 0;
     while (env[n]) n++;
     char **senv = calloc(n + 3, sizeof *senv);
