@@ -266,9 +266,24 @@ describe('the express relaunch', () => {
     const four = run(shellBundle);
     assert.equal(shellSeen(four).pid, four.pid, 'and relaunched express in it');
     await stopServer('express-sh');
+    // A deleted bundle's plan goes when another server writes its own.
+    const gone = path.join(base, 'gone.run');
+    fs.copyFileSync(shellBundle, gone);
+    fs.chmodSync(gone, 0o755);
+    const goneData = { XDG_DATA_HOME: path.join(base, 'gone-data') };
+    assert.equal(spawnSync(gone, [], { env: { ...env, ...goneData, OVERPACK_LINGER: '0.2' }, cwd: base, timeout: 60000 }).status, 0);
+    const planOf = (bundle: string) => fs.readdirSync(planDir()).filter((f) => fs.readFileSync(path.join(planDir(), f), 'latin1').includes(`\0${bundle}\0`));
+    for (let i = 0; fs.existsSync(path.join(base, 'gone-data/overpack/express-sh/lock')) && i < 100; i++) await sleep(100);
+    assert.equal(planOf(gone).length, 1);
+    fs.rmSync(gone);
+    await stopServer('express-sh');
+    const five = shellSeen(run(shellBundle)); // a server of another bundle writes its plan
+    assert.deepEqual(planOf(gone), [], 'the deleted bundle\'s plan is gone');
+    assert.equal(planOf(shellBundle).length > 0, true);
+    await stopServer('express-sh');
     // With the linger off for a launch, the loader starts nothing, and nothing is left serving.
     const off = shellSeen(run(shellBundle, [], { OVERPACK_LINGER: '0' }));
-    assert.equal(off.run, shellSeen(four).run + 1);
+    assert.equal(off.run, five.run + 1);
     assert.equal(fs.existsSync(path.join(dataDir('express-sh'), 'lock')), false, 'no server');
     assert.deepEqual(mountsUnder(home).filter((m) => m.includes('express-sh')), []);
   });

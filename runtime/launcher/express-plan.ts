@@ -135,5 +135,21 @@ export function writeExpressPlan(input: ExpressInputs, lockText: string): string
   const tmp = `${file}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, fields.map((f) => `${f}\0`).join(''), { mode: 0o600 });
   fs.renameSync(tmp, file);
+  removePlansOfDeletedBundles(path.dirname(file));
   return file;
+}
+
+/** Plans stay when their server stops; those whose bundle file is gone (deleted, or replaced by another) are removed here. */
+function removePlansOfDeletedBundles(dir: string): void {
+  for (const name of fs.readdirSync(dir)) {
+    const plan = path.join(dir, name);
+    try {
+      const fields = fs.readFileSync(plan, 'utf8').split('\0');
+      if (fields[0] !== MAGIC || name.endsWith('.tmp')) continue;
+      const st = fs.statSync(fields[1]!, { bigint: true, throwIfNoEntry: false });
+      if (!st || !name.startsWith(`${st.dev}-${st.ino}-`)) fs.rmSync(plan, { force: true });
+    } catch {
+      /* being replaced, or not ours to judge */
+    }
+  }
 }
