@@ -93,3 +93,6 @@ await esbuild.build({
     },
   ],
 });
+// The package's `bin`: npm makes it executable only when it exists at link time, which in a
+// fresh clone is before `prepare` has built it.
+fs.chmodSync(cli, 0o755);
