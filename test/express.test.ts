@@ -143,6 +143,25 @@ describe('the express relaunch', () => {
     }
   });
 
+  it('a shell app relaunched express gives its caller what running the script directly gives: output, stdin, exit status, fatal signal', () => {
+    shellSeen(run(shellBundle)); // the server, lingering
+    const direct = (args: string[], input?: string) =>
+      spawnSync('/bin/sh', [path.join(base, 'sh', 'show.sh'), ...args], { encoding: 'utf8', env: { ...env, APPDIR: path.join(base, 'direct-appdir') }, cwd: base, timeout: 60000, input });
+    fs.mkdirSync(path.join(base, 'direct-appdir'), { recursive: true });
+    // The report line differs by design (pid, run counter, APPDIR); what follows it must not.
+    const rest = (out: string) => out.split('\n').slice(1).join('\n');
+    for (const [args, input] of [[['read'], 'a line\n'], [['exit', '42']], [['kill']], [['x', 'y z']]] as Array<[string[], string?]>) {
+      const want = direct(args, input);
+      const got = run(shellBundle, args, {}, input);
+      assert.equal(shellSeen(got).pid, got.pid, `${args[0]}: express`);
+      assert.equal(got.status, want.status, `${args[0]}: exit status`);
+      assert.equal(got.signal, want.signal, `${args[0]}: signal`);
+      assert.equal(shellSeen(got).args, shellSeen(want).args);
+      assert.equal(rest(got.stdout), rest(want.stdout), `${args[0]}: stdout`);
+      assert.equal(got.stderr, want.stderr, `${args[0]}: stderr`);
+    }
+  });
+
   it('a Node app: the relaunch execs the bundle\'s plain node, with the argv, environment and NODE_OPTIONS the runtime gives it', () => {
     const first = run(nodeBundle, ['start']);
     assert.equal(first.status, 0, first.stderr);

@@ -166,16 +166,16 @@ export function unintegrate(name: string): string[] {
   return removed;
 }
 
-/**
- * At a launch: when the app was integrated from another path or another build of it, the entry
- * is rewritten for this one. Returns whether it was. Costs one failed read when never integrated.
- */
 /** Whether a launch has nothing to refresh: the app is not in the menu, or its entry points at this bundle and build. */
 export function integrationCurrent(app: DesktopApp): boolean {
   const record = readRecord(app.manifest.name);
   return !record || (record.bundle === app.bundle && record.indexHash === app.indexHash);
 }
 
+/**
+ * At a launch: when the app was integrated from another path or another build of it, the entry
+ * is rewritten for this one. Returns whether it was. Costs one failed read when never integrated.
+ */
 export async function refreshIntegration(app: DesktopApp, copyIcon: CopyIcon): Promise<boolean> {
   if (integrationCurrent(app)) return false;
   await integrate(app, copyIcon);

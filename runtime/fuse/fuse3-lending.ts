@@ -37,6 +37,11 @@ export class Lending {
   private readonly offering = new Set<FsNode>();
   /** Directories found too big to lend: not listed again at every lookup. */
   private readonly tooBig = new Set<FsNode>();
+  /**
+   * Directories the engine would not lend (the upper has them): not asked again at every lookup
+   * in them until the tree changes (a lookup in a directory offers it, see fuse3-handlers.ts).
+   */
+  private notLendable = new WeakSet<FsNode>();
   /** Requests begun that may change the tree, and those of them not answered yet. */
   private changesBegun = 0;
   private changesRunning = 0;
@@ -65,13 +70,16 @@ export class Lending {
   /** Lends `dir`'s listing if the engine says it cannot change behind our back; never throws. */
   async offer(dir: FsNode): Promise<void> {
     const { c } = this;
-    if (this.changesRunning > 0 || this.lentDirs.has(dir) || this.offering.has(dir) || this.tooBig.has(dir) || dir.type !== S_IFDIR) return;
+    if (this.changesRunning > 0 || this.lentDirs.has(dir) || this.offering.has(dir) || this.tooBig.has(dir) || this.notLendable.has(dir) || dir.type !== S_IFDIR) return;
     const since = this.changesBegun;
     this.offering.add(dir);
     try {
       const path = dir.path(c.nodes.generation);
       const listing = await c.ops.unchangingListing!(path);
-      if (listing === null) return;
+      if (listing === null) {
+        if (this.changesBegun === since) this.notLendable.add(dir);
+        return;
+      }
       const { names, attrs } = listing;
       if (names.length > MAX_LENT_ENTRIES) {
         this.tooBig.add(dir);
@@ -139,6 +147,7 @@ export class Lending {
     this.lentDirs.clear();
     this.lentEntries = 0;
     this.ahead = [];
+    this.notLendable = new WeakSet();
     for (const n of nodes) c.nodes.unlend(n, held.get(n.id) ?? 0);
   }
 }

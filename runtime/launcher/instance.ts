@@ -18,7 +18,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { isMounted } from '../fuse/unmount.js';
-import { procStatFields, processStartTime as startTime, sameProcess } from './proc-stat.js';
+import { procStatFields, processStartTime as startTime, sameProcess, startedAs } from './proc-stat.js';
 import { OverpackError } from '../errors/overpack-error.js';
 
 interface LockState {
@@ -105,16 +105,16 @@ function writeLock(file: string, state: LockState): string {
 function clientAlive(dir: string, name: string): boolean {
   const pid = Number(name);
   if (!alive(pid)) return false;
+  const stat = procStatFields(pid);
   // Exited, not yet reaped by its parent: it holds nothing in the mount any more.
-  const state = procStatFields(pid)?.[0];
-  if (state === 'Z' || state === 'X') return false;
+  if (stat?.[0] === 'Z' || stat?.[0] === 'X') return false;
   let started = '';
   try {
     started = fs.readFileSync(path.join(dir, name), 'utf8').trim();
   } catch {
     return false; // left just now
   }
-  return started === '' || sameProcess(pid, started);
+  return started === '' || startedAs(stat?.[19] ?? null, started);
 }
 
 function liveClients(dir: string): number {

@@ -23,6 +23,10 @@ export function processStartTime(pid: number | 'self'): string | null {
  * process is not a concern.
  */
 export function sameProcess(pid: number, started: string): boolean {
-  const now = processStartTime(pid);
+  return startedAs(processStartTime(pid), started);
+}
+
+/** Whether a start time read now (`now`, field 22) is the one recorded (`started`), as sameProcess says. */
+export function startedAs(now: string | null, started: string): boolean {
   return now !== null && started !== '' && Math.abs(Number(now) - Number(started)) <= 2;
 }

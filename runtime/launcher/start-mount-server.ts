@@ -25,6 +25,19 @@ export const STARTED_SERVER_ENV = 'OVERPACK_SERVER_STARTING';
 /** In SERVE_BUILD_ENV and SERVE_LINGER_ENV: the server reads them from its own image and manifest. */
 const AUTO = 'auto';
 
+/** A server's status line, once `text` holds one: null while it does not. */
+function statusLine(text: string): ServerStatus | null {
+  const end = text.indexOf('\n');
+  return end < 0 ? null : (JSON.parse(text.slice(0, end)) as ServerStatus);
+}
+
+/** What a launch makes of a server's status: ready, its own error, or (no status) how it ended. */
+function outcome(status: ServerStatus | null, ended: string): LaunchError | null {
+  if (status?.ready) return null;
+  if (status) return new LaunchError(status.message, status.code);
+  return new LaunchError(`the mount server of this bundle stopped before its mount was ready (${ended})`, EXIT.software);
+}
+
 /** Starts a mount server for this bundle and waits until its mount is ready (or it failed). */
 export function startMountServer(lingerMs: number, build: string): Promise<void> {
   const env: NodeJS.ProcessEnv = { ...process.env, [SERVE_LINGER_ENV]: String(lingerMs), [SERVE_BUILD_ENV]: build };
@@ -40,13 +53,14 @@ export function startMountServer(lingerMs: number, build: string): Promise<void>
       settled = true;
       child.unref();
       pipe.unref?.();
-      if (status?.ready) resolve();
-      else if (status) reject(new LaunchError(status.message, status.code));
-      else reject(new LaunchError(`the mount server of this bundle stopped before its mount was ready (${exit ?? 'no status'})`, EXIT.software));
+      const err = outcome(status, exit ?? 'no status');
+      if (err) reject(err);
+      else resolve();
     };
     pipe.on('data', (d: Buffer) => {
       text += d.toString();
-      if (text.includes('\n')) settle(JSON.parse(text.slice(0, text.indexOf('\n'))) as ServerStatus);
+      const status = statusLine(text);
+      if (status) settle(status);
     });
     child.on('error', (err) => settle(null, err.message));
     child.on('exit', (code, signal) => settle(null, signal ? `killed by ${signal}` : `exit status ${code}`));
@@ -79,12 +93,12 @@ export function awaitStartedServer(fd: number): Promise<void> {
       fs.read(fd, buf, 0, buf.length, null, (err, n) => {
         if (!err && n > 0) {
           text += buf.toString('utf8', 0, n);
-          if (!text.includes('\n')) return next();
+          if (!statusLine(text)) return next();
         }
         fs.close(fd, () => undefined);
-        const status = text.includes('\n') ? (JSON.parse(text.slice(0, text.indexOf('\n'))) as ServerStatus) : null;
-        if (status?.ready) resolve();
-        else reject(new LaunchError(status && !status.ready ? status.message : 'the mount server the loader started stopped before its mount was ready', status && !status.ready ? status.code : EXIT.software));
+        const failed = outcome(statusLine(text), err ? err.message : 'the one the loader started');
+        if (failed) reject(failed);
+        else resolve();
       });
     next();
   });
