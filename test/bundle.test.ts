@@ -466,6 +466,9 @@ describe('more apps', () => {
     for (const m of mountsUnder(home)) forceUnmount(m);
   });
 
+  /** WRITEs the runtime answered in JS plus those its addon answered itself (fuse3_direct.c), from OVERPACK_FUSE_STATS. */
+  const writes = (stderr: string) => Number(/^\s+write\s+(\d+)/m.exec(stderr)?.[1] ?? 0) + Number(/answered by the addon itself: \d+ READ, (\d+) WRITE/.exec(stderr)?.[1] ?? 0);
+
   it('overlay.writeback in the manifest reaches the kernel: small writes are merged, SQLite state is kept across launches', () => {
     fs.mkdirSync(dir, { recursive: true });
     // 2,000 writes of 100 bytes and a few SQLite transactions; OVERPACK_FUSE_STATS=1 makes the
@@ -493,20 +496,28 @@ describe('more apps', () => {
       const app = path.join(dir, `wb-${writeback}`);
       fs.mkdirSync(app, { recursive: true });
       fs.writeFileSync(path.join(app, 'run.sh'), script, { mode: 0o755 });
-      fs.writeFileSync(path.join(app, 'overpack.json'), JSON.stringify({ name: `wb-${writeback}`, version: '1.0.0', entrypoint: 'run.sh', overlay: { writeback, linger: 0 } }));
+      // The bundle without writeback asks for passthrough (which this root server may have).
+      fs.writeFileSync(path.join(app, 'overpack.json'), JSON.stringify({ name: `wb-${writeback}`, version: '1.0.0', entrypoint: 'run.sh', overlay: { writeback, linger: 0, ...(writeback ? {} : { passthrough: true }) } }));
       const out = path.join(dir, `wb-${writeback}.run`);
       const b = build(app, out);
       assert.equal(b.status, 0, b.stderr);
-      const first = run(out, [], { OVERPACK_FUSE_STATS: '1' });
+      // Without writeback the first run is without passthrough too (the environment overrides
+      // the manifest), so that every write(2) reaches the server; the second has it.
+      const first = run(out, [], { OVERPACK_FUSE_STATS: '1', OVERPACK_FUSE_PASSTHROUGH: '0' });
       assert.equal(first.status, 0, first.stderr);
       assert.equal(first.stdout, 'ok 250 200000\n');
-      // WRITEs the runtime answered in JS plus those its addon answered itself (fuse3_direct.c).
-      counts[String(writeback)] = Number(/^\s+write\s+(\d+)/m.exec(first.stderr)?.[1] ?? 0) + Number(/answered by the addon itself: \d+ READ, (\d+) WRITE/.exec(first.stderr)?.[1] ?? 0);
-      const second = run(out);
+      counts[String(writeback)] = writes(first.stderr);
+      const second = run(out, [], { OVERPACK_FUSE_STATS: '1' });
       assert.equal(second.stdout, 'ok 500 200000\n', second.stderr);
+      if (!writeback) {
+        counts.passthrough = writes(second.stderr);
+        assert.match(first.stderr, /passthrough: off/);
+        assert.match(second.stderr, /passthrough: on/);
+      }
     }
     assert.ok(counts.false! >= 2000, `without writeback every write(2) is a request: ${counts.false}`);
     assert.ok(counts.true! < 200, `with overlay.writeback the kernel merges them: ${counts.true} WRITE requests`);
+    assert.equal(counts.passthrough, 0, 'with overlay.passthrough (and a root server) the kernel writes the upper file itself');
     assert.deepEqual(mountsUnder(home), []);
   });
 

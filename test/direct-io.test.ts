@@ -132,9 +132,12 @@ describe('reads and writes answered by the addon', () => {
     return lower;
   }
 
-  async function throughMount(name: string, code: string, direct: boolean): Promise<{ out: string; counts: [number, number] }> {
+  async function throughMount(name: string, code: string, direct: boolean, passthrough = false): Promise<{ out: string; counts: [number, number] }> {
     const lower = fresh(name);
-    const env = { ...process.env, OVERPACK_FUSE_STATS: '1', OVERPACK_FUSE_DIRECT: direct ? '1' : '0' };
+    // Passthrough (which a root server gets) would leave no READ or WRITE to answer: off here,
+    // as it is for every server without CAP_SYS_ADMIN, except in the run that checks the same
+    // cases with it (test/passthrough.test.ts covers it further).
+    const env = { ...process.env, OVERPACK_FUSE_STATS: '1', OVERPACK_FUSE_DIRECT: direct ? '1' : '0', OVERPACK_FUSE_PASSTHROUGH: passthrough ? '1' : '0' };
     let m: MountProcess | null = null;
     try {
       m = await startMount(lower, ['--upper', path.join(base, name, 'upper'), '--mountpoint', path.join(base, name, 'mnt'), '--on-exit', 'discard'], env);
@@ -156,7 +159,9 @@ describe('reads and writes answered by the addon', () => {
       const expected = py(DIGEST + code, plain);
       const on = await throughMount(`${id}-on`, code, true);
       const off = await throughMount(`${id}-off`, code, false);
+      const passed = await throughMount(`${id}-pt`, code, true, true);
       assert.equal(on.out, expected, 'direct I/O on: not what a plain directory shows');
+      assert.equal(passed.out, expected, 'with passthrough: not what a plain directory shows');
       assert.equal(off.out, expected, 'direct I/O off: not what a plain directory shows');
       assert.deepEqual(off.counts, [0, 0], 'OVERPACK_FUSE_DIRECT=0 must send every request through JS');
       assert.ok(on.counts[1] > 0, `the addon answered no WRITE (${on.counts})`);

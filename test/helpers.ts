@@ -58,10 +58,11 @@ export interface MountProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export async function startMount(lower: string, args: string[] = [], env: NodeJS.ProcessEnv = process.env, user?: string): Promise<MountProcess> {
+/** `user`: the server runs as that uid and gid (setpriv execs it: the server is the child itself). */
+export async function startMount(lower: string, args: string[] = [], env: NodeJS.ProcessEnv = process.env, user?: { uid: string; gid: string }): Promise<MountProcess> {
   const argv = [CLI, 'mount', lower, ...args];
   const proc = user
-    ? spawn('runuser', ['-u', user, '--', process.execPath, ...argv], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    ? spawn('setpriv', [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', process.execPath, ...argv], { env, stdio: ['ignore', 'pipe', 'pipe'] })
     : spawn(process.execPath, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';

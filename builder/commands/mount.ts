@@ -19,6 +19,7 @@ interface MountArgs {
   'cache-timeout': number;
   'allow-other': boolean;
   writeback?: boolean;
+  passthrough: boolean;
   debug: boolean;
 }
 
@@ -36,10 +37,11 @@ export const mountCommand: CommandModule<object, MountArgs> = {
       .option('cache-timeout', { type: 'number', default: DEFAULT_CACHE_SECONDS, describe: 'Seconds the kernel may cache attributes and lookups (0: off; hard-linked files written through one name show the change through the others after this delay)' })
       .option('allow-other', { type: 'boolean', default: false, describe: 'Let other users (root included) use the mount, with permissions checked by the kernel; a user other than root needs user_allow_other in /etc/fuse.conf' })
       .option('writeback', { type: 'boolean', describe: 'Let the kernel merge writes in its page cache (fuse3 binding; see the README for what it costs) [default: off, or OVERPACK_FUSE_WRITEBACK=1]' })
+      .option('passthrough', { type: 'boolean', default: true, describe: 'Let the kernel read and write upper files itself where it can (fuse3 binding, run as root, Linux >= 6.9; --no-passthrough: a request per read and write instead of per open and close; OVERPACK_FUSE_PASSTHROUGH=0/1 overrides)' })
       .option('debug', { type: 'boolean', default: false, describe: 'Print every FUSE request (libfuse debug output)' }) as unknown as Argv<MountArgs>,
   handler: async (args) => {
     const lower = lowerOf(args.lower);
-    const overlay = new OverlayFS(lower).setInodeMode(args['inode-mode']).setTuning({ cacheTimeout: args['cache-timeout'], writeback: args.writeback, debug: args.debug });
+    const overlay = new OverlayFS(lower).setInodeMode(args['inode-mode']).setTuning({ cacheTimeout: args['cache-timeout'], writeback: args.writeback, passthrough: args.passthrough, debug: args.debug });
     if (args.upper) overlay.setUpper(args.upper);
     else if (typeof lower !== 'string') overlay.setUpper(`${path.resolve(args.lower)}_upper`);
     if (args.mountpoint) overlay.setMountpoint(args.mountpoint);

@@ -37,7 +37,7 @@ export function prepareTargetNatives(tc: Toolchain, dest: string, warn: (message
   const lowlevel = path.join(packageRoot(), 'runtime', 'fuse', 'lowlevel');
   const linked = compileAddon(tc, {
     name: 'overpack_fuse3',
-    sources: ['overpack_fuse3.c', 'fuse3_requests.c', 'fuse3_replies.c', 'fuse3_direct.c', 'fuse3_entries.c', 'syscalls.c', 'codec.c', 'copy_range.c'].map((f) => path.join(lowlevel, f)),
+    sources: ['overpack_fuse3.c', 'fuse3_requests.c', 'fuse3_replies.c', 'fuse3_direct.c', 'fuse3_passthrough.c', 'fuse3_entries.c', 'syscalls.c', 'codec.c', 'copy_range.c'].map((f) => path.join(lowlevel, f)),
     output: path.join(dest, FUSE3_ADDON),
     includeDirs: ['=/usr/include/fuse3'],
     libs: ['-lfuse3', '-lzstd', '-lm'],

@@ -16,6 +16,8 @@ export interface MountOptions {
   allowOther?: boolean;
   /** The kernel's writeback cache (fuse3 only; README, FUSE bindings, says what it costs). */
   writeback?: boolean;
+  /** FUSE passthrough of upper files where the kernel and the server's privileges allow it (fuse3 only; README, FUSE bindings). */
+  passthrough?: boolean;
   debug?: boolean;
 }
 

@@ -31,6 +31,13 @@ export class Fuse3Context {
    */
   readonly direct: boolean;
 
+  /**
+   * FUSE passthrough asked for at INIT (fuse3_passthrough.c, MountOptions.passthrough): the
+   * kernel then reads and writes upper files itself. The addon asks only with CAP_SYS_ADMIN;
+   * the writeback cache excludes it.
+   */
+  readonly passthrough: boolean;
+
   /** Directory listings lent to the addon, which then answers LOOKUPs in them (fuse3-lending.ts). */
   readonly lending: Lending | null;
 
@@ -38,6 +45,7 @@ export class Fuse3Context {
     this.lending = Lending.enabled(ops) ? new Lending(this) : null;
     this.direct = process.env.OVERPACK_FUSE_DIRECT !== '0' && ops.directDescriptor !== undefined && ops.watchDescriptors !== undefined;
     if (this.direct) ops.watchDescriptors!((fd) => this.session && fuse.forgetDirect(this.session, fd));
+    this.passthrough = options.passthrough === true && !options.writeback && ops.passthroughDescriptor !== undefined && ops.directDescriptor !== undefined;
     this.entryT = options.entryTimeout;
     this.attrT = options.attrTimeout;
     this.negT = options.negativeTimeout;

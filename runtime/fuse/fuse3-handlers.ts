@@ -12,7 +12,7 @@ import { checkType, following, isUnlinked, node, pathOf, stable } from './fuse3-
 import { readdir } from './fuse3-readdir.js';
 import { setattr } from './fuse3-setattr.js';
 import { fhFor, keepIfKnown, unlinkedAttr } from './fuse3-unlinked.js';
-import { bytes, f64s, num, OP, packAttr, RENAME_EXCHANGE, RENAME_NOREPLACE, str, type Wire } from './fuse3-wire.js';
+import { bytes, f64s, num, OP, packAttr, PASSTHROUGH_ON, RENAME_EXCHANGE, RENAME_NOREPLACE, str, type Wire } from './fuse3-wire.js';
 
 const { ENOENT, EEXIST, EINVAL, ENODATA, ENOSYS } = osc.errno;
 const CAPS_XATTR = 'security.capability';
@@ -128,6 +128,13 @@ export async function handle(c: Fuse3Context, op: number, req: Req, a: Wire): Pr
       return;
     }
     case OP.OPEN:
+      if (num(a, 2) === PASSTHROUGH_ON) {
+        // Under passthrough the addon sends only an open for writing that may be passed
+        // through: the file is copied up here and the kernel reads and writes its upper copy.
+        const n = node(c, num(a, 0));
+        f.replyOpen(req, n.id, await ops.passthroughDescriptor!(n.path(c.nodes.generation)));
+        return;
+      }
       // ENOSYS once, and the kernel stops sending OPEN and RELEASE (zero-message open): every
       // file is then open with keep_cache, and reads and writes arrive with file handle 0,
       // which the engine serves by path from its own cache of descriptors. Upper hard links
@@ -140,14 +147,19 @@ export async function handle(c: Fuse3Context, op: number, req: Req, a: Wire): Pr
       const parent = node(c, num(a, 0));
       const name = str(a, 1);
       const p = childOf(parent.path(c.nodes.generation), name);
-      // The file is made (with the caller's mode and flags) and our handle closed at once:
-      // with zero-message opens the kernel never sends RELEASE, so the file is used by path
-      // with handle 0 like every other.
-      await ops.release(p, await ops.create(p, num(a, 2), num(a, 3)));
-      const attr = await ops.getattr(p);
-      const n = c.nodes.lookUp(parent, name, attr.mode & S_IFMT);
-      packAttr(attr, c.scratch);
-      if (f.replyCreate(req, n.id, c.scratch, c.entryT, c.attrTimeout(attr), 0, 0) !== 0) c.nodes.forget(n.id, 1);
+      // The file is made (with the caller's mode and flags) and our handle closed once the
+      // kernel has the reply: its own opens use the file by path with handle 0 like every
+      // other (under passthrough, the kernel reads and writes the new upper file itself).
+      const fh = await ops.create(p, num(a, 2), num(a, 3));
+      try {
+        const attr = await ops.getattr(p);
+        const n = c.nodes.lookUp(parent, name, attr.mode & S_IFMT);
+        packAttr(attr, c.scratch);
+        const backing = c.passthrough ? (ops.directDescriptor!(p, fh)?.fd ?? -1) : -1;
+        if (f.replyCreate(req, n.id, c.scratch, c.entryT, c.attrTimeout(attr), 0, 0, backing) !== 0) c.nodes.forget(n.id, 1);
+      } finally {
+        await ops.release(p, fh);
+      }
       return;
     }
     case OP.READ: {

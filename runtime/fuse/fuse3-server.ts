@@ -12,7 +12,7 @@ import { failureErrno } from './failure.js';
 import { Fuse3Context } from './fuse3-context.js';
 import { handle } from './fuse3-handlers.js';
 import { RequestStats } from './fuse3-stats.js';
-import { MAX_WRITE, MOUNT_WRITEBACK, num, OP, OP_NAMES, UNCHANGING_OPS, type Wire } from './fuse3-wire.js';
+import { MAX_WRITE, MOUNT_PASSTHROUGH, MOUNT_STACKED, MOUNT_WRITEBACK, num, OP, OP_NAMES, UNCHANGING_OPS, type Wire } from './fuse3-wire.js';
 
 export class Fuse3Server {
   private readonly c: Fuse3Context;
@@ -32,8 +32,14 @@ export class Fuse3Server {
   }
 
   start(mountPoint: string, args: string[]): void {
-    this.c.session = this.fuse.mount(mountPoint, args, (op: number, req: Req, ...a: unknown[]) => this.dispatch(op, req, a), MAX_WRITE, this.writeback ? MOUNT_WRITEBACK : 0);
+    this.c.session = this.fuse.mount(mountPoint, args, (op: number, req: Req, ...a: unknown[]) => this.dispatch(op, req, a), MAX_WRITE, this.mountFlags());
     this.keepAlive = setInterval(() => undefined, 1 << 30);
+  }
+
+  private mountFlags(): number {
+    if (this.writeback) return MOUNT_WRITEBACK;
+    if (!this.c.passthrough) return 0;
+    return MOUNT_PASSTHROUGH | ((this.c.ops.backingStackDepth?.() ?? 0) > 0 ? MOUNT_STACKED : 0);
   }
 
   /** Stops serving: waits (bounded) for unanswered requests, then closes the session. */
@@ -49,9 +55,10 @@ export class Fuse3Server {
     this.c.session = null;
     const direct = this.stats ? this.fuse.directCounts(s) : null;
     const lent = this.stats ? this.fuse.lentCounts(s) : null;
+    const passthrough = this.stats ? this.fuse.passthroughState(s) : null;
     this.fuse.close(s);
     if (this.keepAlive) clearInterval(this.keepAlive);
-    this.stats?.print(direct, lent);
+    this.stats?.print(direct, lent, passthrough);
     this.endedResolve();
   }
 

@@ -38,8 +38,12 @@ export const f64s = (a: Wire, i: number) => a[i] as Float64Array;
 export const ATTR_FIELDS = 16;
 /** The largest request the kernel sends: max_write, which libfuse also makes max_pages. */
 export const MAX_WRITE = 1 << 20;
-/** mount()'s flags, as in the addon. */
+/** mount()'s flags, as in the addon (overpack_fuse3.c says what each asks for). */
 export const MOUNT_WRITEBACK = 1;
+export const MOUNT_PASSTHROUGH = 2;
+export const MOUNT_STACKED = 4;
+/** The addon's passthrough mode meaning "on", as OPEN carries it and passthroughState reports it. */
+export const PASSTHROUGH_ON = 1;
 /** READ buffers kept for reuse (MAX_WRITE each): enough for the reads the kernel has in flight. */
 export const READ_BUFFER_BYTES = MAX_WRITE;
 export const READ_BUFFERS_KEPT = 16;

@@ -200,7 +200,7 @@ async function main(): Promise<void> {
     const { serveDetached } = await import('./mount-server.js');
     const runDir = makeRunDir(name);
     const mountPoint = path.join(mountRoot(), preservedMountName(name, dataDir));
-    const req = { layer, upper: upperPreserved, mountPoint, inodeMode: manifest.overlay?.inodeMode ?? 'virtual', writeback: manifest.overlay?.writeback === true, discard: false, runDir } satisfies MountRequest;
+    const req = { layer, upper: upperPreserved, mountPoint, inodeMode: manifest.overlay?.inodeMode ?? 'virtual', writeback: manifest.overlay?.writeback === true, passthrough: manifest.overlay?.passthrough === true, discard: false, runDir } satisfies MountRequest;
     makeDataDir();
     try {
       // A desktop entry a launch would still refresh (another path or build): no express relaunch
@@ -314,7 +314,7 @@ async function main(): Promise<void> {
     // it keeps under it stay true: one per data directory, and only the server holding its lock
     // mounts there. A discarded run keeps nothing, and several may run at once: a name of its own.
     const mountPoint = path.join(mntRoot, discard ? `${name}-${crypto().randomBytes(4).toString('hex')}` : preservedMountName(name, dataDir));
-    const mountRequest = (upper: string): MountRequest => ({ layer, upper, mountPoint, inodeMode: manifest.overlay?.inodeMode ?? 'virtual', writeback: manifest.overlay?.writeback === true, discard, runDir });
+    const mountRequest = (upper: string): MountRequest => ({ layer, upper, mountPoint, inodeMode: manifest.overlay?.inodeMode ?? 'virtual', writeback: manifest.overlay?.writeback === true, passthrough: manifest.overlay?.passthrough ?? flags.mount, discard, runDir });
     const launch: Launch = { manifest, appArgs, bundle, binDir, mount: flags.mount, cleanup };
     let result: Outcome;
     if (discard) {

@@ -23,6 +23,8 @@ export interface MountRequest {
   inodeMode: InodeMode;
   /** The manifest's overlay.writeback; false leaves it to OVERPACK_FUSE_WRITEBACK (the engine's default). */
   writeback: boolean;
+  /** FUSE passthrough (the manifest's overlay.passthrough; on for --overpack-mount): see MountTuning. */
+  passthrough: boolean;
   discard: boolean;
   /** This run's private directory (for a fusermount link, see provideFusermount). */
   runDir: string;
@@ -36,7 +38,7 @@ export async function mountOverlay(req: MountRequest): Promise<OverlayFS> {
   provideFusermount(path.join(req.runDir, 'fusermount'));
   mark('runtime: mounting');
   const overlay = new OverlayFS(req.layer).setUpper(req.upper).setMountpoint(req.mountPoint).setInodeMode(req.inodeMode);
-  if (req.writeback) overlay.setTuning({ writeback: true });
+  overlay.setTuning({ ...(req.writeback ? { writeback: true } : {}), passthrough: req.passthrough });
   overlay.setBinding(await bundledBinding());
   try {
     await overlay.mount();

@@ -62,6 +62,12 @@ export const MANIFEST_SCHEMA = {
           description: "The kernel's writeback cache for the app's writes: far fewer FUSE requests for many small writes (SQLite); costs: README, FUSE bindings",
           'x-hint': 'must be true or false',
         },
+        passthrough: {
+          type: 'boolean',
+          default: false,
+          description: "FUSE passthrough of the app's upper files where the mount server may have it (root, Linux >= 6.9): the kernel reads and writes them with no request each (SQLite, large writes); every open and close then costs a request; README, FUSE bindings",
+          'x-hint': 'must be true or false',
+        },
         linger: {
           type: 'number',
           minimum: 0,

@@ -52,10 +52,22 @@ export interface MountTuning {
    * `OVERPACK_FUSE_WRITEBACK=1` turns it on where this is not set.
    */
   writeback?: boolean;
+  /**
+   * FUSE passthrough (fuse3 binding, a server with CAP_SYS_ADMIN, Linux >= 6.9): the kernel
+   * reads and writes upper files itself, with no request per READ or WRITE; every open and
+   * close then costs a request (answered in C). On by default; `OVERPACK_FUSE_PASSTHROUGH=0`
+   * or `=1` overrides this setting.
+   */
+  passthrough?: boolean;
   debug?: boolean;
 }
 
 const FUSE_CONF = '/etc/fuse.conf';
+
+/** An environment variable that forces a setting: "0" off, "1" on, anything else leaves it. */
+function envSwitch(value: string | undefined): boolean | undefined {
+  return value === '0' ? false : value === '1' ? true : undefined;
+}
 
 /** Whether fusermount lets users ask for allow_other (a `user_allow_other` line in fuse.conf). */
 function userAllowOther(): boolean {
@@ -270,6 +282,7 @@ export class OverlayFS {
         negativeTimeout: cache,
         allowOther: this.allowOthers,
         writeback: this.tuning.writeback ?? process.env.OVERPACK_FUSE_WRITEBACK === '1',
+        passthrough: envSwitch(process.env.OVERPACK_FUSE_PASSTHROUGH) ?? this.tuning.passthrough ?? true,
         debug: this.tuning.debug ?? false,
       });
       this.ops = ops;

@@ -28,7 +28,12 @@ export interface OverpackAddon {
   close(s: Session): void;
   replyErr(req: Req, errno: number): number;
   replyEntry(req: Req, nodeid: number, attr: Float64Array, entryTimeout: number, attrTimeout: number): number;
-  replyCreate(req: Req, nodeid: number, attr: Float64Array, entryTimeout: number, attrTimeout: number, fh: number, openFlags: number): number;
+  /** Under passthrough the open is passed through to `passthroughFd` (-1: cached by the kernel), and fh and openFlags are unused. */
+  replyCreate(req: Req, nodeid: number, attr: Float64Array, entryTimeout: number, attrTimeout: number, fh: number, openFlags: number, passthroughFd: number): number;
+  /** An OPEN the addon sent under passthrough: passed through to the upper descriptor `fd`, or cached (-1). */
+  replyOpen(req: Req, ino: number, fd: number): number;
+  /** [mode, opens passed through]: mode 0 zero-message opens, 1 passthrough, 2 asked for but refused by the kernel. */
+  passthroughState(s: Session): [number, number];
   replyAttr(req: Req, attr: Float64Array, timeout: number): number;
   replyFd(req: Req, fd: number, size: number, offset: number): number;
   replyBuf(req: Req, buf: Buffer, length: number): number;

@@ -184,6 +184,16 @@ export class OverlayOps implements FsOps {
     return h?.kind === 'upper' ? { fd: h.fd, writable: h.writable } : null;
   }
 
+  async passthroughDescriptor(path: string): Promise<number> {
+    const h = await this.pathHandle(path, true);
+    if (h.kind !== 'upper') throw new Error(`overpack: ${path} has no upper descriptor after its copy-up`);
+    return h.fd;
+  }
+
+  backingStackDepth(): number {
+    return this.stack.upper.stackDepth();
+  }
+
   /**
    * An upper file opened for the kernel's handle-less I/O: always read-write where the mode
    * allows it (the kernel reads pages of a file it writes, to fill a partial page under the

@@ -15,6 +15,9 @@ import { LongPaths } from './long-paths.js';
 import { fallocate, mknod, utimens, type TimeSpec } from '../native/syscalls.js';
 import { isReserved, OPAQUE_MARKER, WORK_DIR, whiteoutName } from './whiteout.js';
 
+/** statfs(2)'s f_type of overlayfs. */
+const OVERLAYFS_MAGIC = 0x794c7630;
+
 /** What a copy-up gives its staged entry (see applyMetadata). */
 export interface StagedMetadata {
   uid: number;
@@ -109,6 +112,11 @@ export class UpperDir {
 
   getXattr(path: string, name: string): Promise<Buffer | null> {
     return getXattrAt(this.path(path), name);
+  }
+
+  /** 1 when the upper directory lies on overlayfs (a container's root, say), else 0. */
+  stackDepth(): number {
+    return fs.statfsSync(this.root).type === OVERLAYFS_MAGIC ? 1 : 0;
   }
 
   statfs(): Promise<fs.StatsFs> {

@@ -80,6 +80,14 @@ export interface FsOps {
   /** Optional: `retired(fd)` is called, synchronously, before a descriptor directDescriptor gave is closed or stops being that file's. */
   watchDescriptors?(retired: (fd: number) => void): void;
   /**
+   * Optional, for a binding that lets the kernel read and write a file itself (FUSE
+   * passthrough): the file at `path` made writable (copied up), and a descriptor of it, valid
+   * until the caller's next await. `backingStackDepth()`: how many stacked filesystems (such as
+   * overlayfs) lie under those descriptors' files, 0 on a plain one.
+   */
+  passthroughDescriptor?(path: string): Promise<number>;
+  backingStackDepth?(): number;
+  /**
    * Optional: the entries of directory `path` (without `.` and `..`) with the attributes
    * getattr would give, when they can change only through a later call of this interface (an
    * image directory no upper layer has touched); null when they may change otherwise. A

@@ -34,7 +34,7 @@ static fuse_req_t get_req(napi_env env, napi_value v) {
 }
 
 /* Every reply function ends with this: one request fewer outstanding. */
-static napi_value answered(napi_env env, session *s, int rc) {
+napi_value answered(napi_env env, session *s, int rc) {
   if (s->outstanding > 0) s->outstanding--;
   if (s->closed && s->outstanding == 0 && s->se) finish_session(s);
   return num(env, rc);
@@ -108,16 +108,19 @@ static void fill_open(napi_env env, napi_value fh, napi_value flags, struct fuse
   fi->cache_readdir = (f & OPEN_CACHE_DIR) != 0;
 }
 
-/* replyCreate(req, nodeid, attr, entryTimeout, attrTimeout, fh, openFlags) */
+/* replyCreate(req, nodeid, attr, entryTimeout, attrTimeout, fh, openFlags, passthroughFd):
+ * under passthrough the open is passed through to passthroughFd (-1: cached), fh and flags unused. */
 static napi_value js_reply_create(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
+  size_t argc = 8;
+  napi_value argv[8];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   struct fuse_entry_param e;
   struct fuse_file_info fi;
   fill_entry(env, argv + 1, &e);
   fill_open(env, argv[5], argv[6], &fi);
   fuse_req_t req = get_req(env, argv[0]);
+  session *s = fuse_req_userdata(req);
+  if (s->passthrough_mode) return answered(env, s, reply_create_passthrough(s, req, &e, argc >= 8 ? (int)get_double(env, argv[7]) : -1));
   REPLY(fuse_reply_create(req, &e, &fi));
 }
 

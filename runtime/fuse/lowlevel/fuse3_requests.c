@@ -78,10 +78,11 @@ static void ll_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
   fuse_reply_none(req);
 }
 
-static napi_value fh_of(napi_env env, struct fuse_file_info *fi) { return num(env, fi ? (double)fi->fh : -1); }
+/* The handle JS knows (see js_handle), -1 for none. */
+static napi_value fh_of(session *s, struct fuse_file_info *fi) { return num(s->env, fi ? (double)js_handle(s, fi) : -1); }
 
 static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  napi_value a[2] = {num(ENV, ino), fh_of(ENV, fi)};
+  napi_value a[2] = {num(ENV, ino), fh_of(S(), fi)};
   dispatch(S(), req, OP_GETATTR, 2, a);
 }
 
@@ -102,7 +103,7 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
   v[6] = (double)attr->st_mtim.tv_sec;
   v[7] = (double)attr->st_mtim.tv_nsec;
   napi_create_typedarray(env, napi_float64_array, 8, arr, 0, &values);
-  napi_value a[4] = {num(env, ino), num(env, to_set), values, fh_of(env, fi)};
+  napi_value a[4] = {num(env, ino), num(env, to_set), values, fh_of(S(), fi)};
   dispatch(S(), req, OP_SETATTR, 4, a);
 }
 
@@ -147,22 +148,26 @@ static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 }
 
 static void ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi) {
-  napi_value a[5] = {num(ENV, ino), num(ENV, mode), num(ENV, (double)offset), num(ENV, (double)length), fh_of(ENV, fi)};
+  napi_value a[5] = {num(ENV, ino), num(ENV, mode), num(ENV, (double)offset), num(ENV, (double)length), fh_of(S(), fi)};
   dispatch(S(), req, OP_FALLOCATE, 5, a);
 }
 
 static void ll_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
-  napi_value a[4] = {num(ENV, ino), num(ENV, (double)off), num(ENV, whence), fh_of(ENV, fi)};
+  napi_value a[4] = {num(ENV, ino), num(ENV, (double)off), num(ENV, whence), fh_of(S(), fi)};
   dispatch(S(), req, OP_LSEEK, 4, a);
 }
 
+/* Without passthrough JS answers ENOSYS (zero-message opens); with it, only an open that may
+ * be passed through reaches JS, which names the upper descriptor (fuse3_passthrough.c). */
 static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  napi_value a[2] = {num(ENV, ino), num(ENV, fi->flags)};
-  dispatch(S(), req, OP_OPEN, 2, a);
+  session *s = S();
+  if (s->passthrough_mode && passthrough_open(s, req, ino, fi)) return;
+  napi_value a[3] = {num(s->env, ino), num(s->env, fi->flags), num(s->env, s->passthrough_mode)};
+  dispatch(s, req, OP_OPEN, 3, a);
 }
 
 static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
-  direct_slot *d = direct_find(S(), ino, fi->fh);
+  direct_slot *d = direct_find(S(), ino, js_handle(S(), fi));
   if (d) {
     /* As replyFd: up to size bytes of the descriptor, spliced where the kernel allows it. */
     struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
@@ -173,12 +178,12 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
     fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_NONBLOCK);
     return;
   }
-  napi_value a[4] = {num(ENV, ino), num(ENV, (double)size), num(ENV, (double)off), fh_of(ENV, fi)};
+  napi_value a[4] = {num(ENV, ino), num(ENV, (double)size), num(ENV, (double)off), fh_of(S(), fi)};
   dispatch(S(), req, OP_READ, 4, a);
 }
 
 static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
-  direct_slot *d = direct_find(S(), ino, fi->fh);
+  direct_slot *d = direct_find(S(), ino, js_handle(S(), fi));
   if (d && d->writable) {
     /* One pwrite, its count or its errno: what the engine's write does with the same descriptor. */
     ssize_t n = pwrite(d->fd, buf, size, off);
@@ -194,17 +199,21 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     fuse_reply_err(req, ENOMEM);
     return;
   }
-  napi_value a[4] = {num(ENV, ino), data, num(ENV, (double)off), fh_of(ENV, fi)};
+  napi_value a[4] = {num(ENV, ino), data, num(ENV, (double)off), fh_of(S(), fi)};
   dispatch(S(), req, OP_WRITE, 4, a);
 }
 
 static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  napi_value a[2] = {num(ENV, ino), fh_of(ENV, fi)};
+  if (S()->passthrough_mode) {
+    passthrough_release(S(), req, ino, fi);
+    return;
+  }
+  napi_value a[2] = {num(ENV, ino), fh_of(S(), fi)};
   dispatch(S(), req, OP_RELEASE, 2, a);
 }
 
 static void ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
-  napi_value a[3] = {num(ENV, ino), num(ENV, datasync), fh_of(ENV, fi)};
+  napi_value a[3] = {num(ENV, ino), num(ENV, datasync), fh_of(S(), fi)};
   dispatch(S(), req, OP_FSYNC, 3, a);
 }
 
@@ -218,12 +227,12 @@ static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 }
 
 static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
-  napi_value a[4] = {num(ENV, ino), num(ENV, (double)size), num(ENV, (double)off), fh_of(ENV, fi)};
+  napi_value a[4] = {num(ENV, ino), num(ENV, (double)size), num(ENV, (double)off), fh_of(S(), fi)};
   dispatch(S(), req, OP_READDIR, 4, a);
 }
 
 static void ll_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
-  napi_value a[4] = {num(ENV, ino), num(ENV, (double)size), num(ENV, (double)off), fh_of(ENV, fi)};
+  napi_value a[4] = {num(ENV, ino), num(ENV, (double)size), num(ENV, (double)off), fh_of(S(), fi)};
   dispatch(S(), req, OP_READDIRPLUS, 4, a);
 }
 

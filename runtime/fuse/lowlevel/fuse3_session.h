@@ -30,6 +30,12 @@ typedef struct direct_slot {
 /* Directory listings JS lent the addon, to answer LOOKUPs under them (fuse3_entries.c). */
 typedef struct lent_table lent_table;
 
+/* Each inode's opens by kind, under passthrough (fuse3_passthrough.c). */
+typedef struct open_table open_table;
+
+/* The handle of an open passed through to a backing file (JS sees 0, see js_handle). */
+#define PT_FH ((uint64_t)1 << 62)
+
 typedef struct session {
   napi_env env;
   struct fuse_session *se;
@@ -53,6 +59,15 @@ typedef struct session {
   lent_table *lent;
   /* Requests answered directly, for OVERPACK_FUSE_STATS. */
   double direct_reads, direct_writes;
+  /* Passthrough (fuse3_passthrough.c): asked for at mount (MOUNT_PASSTHROUGH, and only with
+   * CAP_SYS_ADMIN), the stack depth to declare, whether INIT was seen, and the outcome: 0 off
+   * (zero-message opens), 1 on, 2 negotiated but refused by the kernel (opens answered, cached). */
+  int want_passthrough;
+  int stack_depth;
+  int init_seen;
+  int passthrough_mode;
+  open_table *opens;
+  double passed_opens;
 } session;
 
 /* The libfuse callbacks: each hands its request to the JS dispatcher (fuse3_requests.c). */
@@ -88,6 +103,34 @@ void register_entries(napi_env env, napi_value exports);
 
 /* Attributes `index` of a Float64Array packed as fuse3-wire.ts packAttr does, into *st. */
 void fill_stat(napi_env env, napi_value arr, size_t index, struct stat *st);
+
+/* One request fewer outstanding, after a reply function answered with `rc` (fuse3_replies.c). */
+napi_value answered(napi_env env, session *s, int rc);
+
+/* Passthrough (fuse3_passthrough.c). Whether this process may register backing files. */
+int passthrough_capable(void);
+
+/* Called with each request before libfuse sees it: answers the INIT itself, with passthrough
+ * asked for, and returns 1; otherwise 0. */
+int passthrough_init(session *s, const struct fuse_buf *buf);
+
+/* An OPEN under passthrough: answered here (1), or 0: JS must name the upper descriptor (replyOpen). */
+int passthrough_open(session *s, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+
+/* A CREATE's reply under passthrough: passed through to `fd` (-1: cached). */
+int reply_create_passthrough(session *s, fuse_req_t req, const struct fuse_entry_param *ep, int fd);
+
+/* A RELEASE under passthrough, answered. */
+void passthrough_release(session *s, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+
+/* The handle JS knows a request by (0 for passed-through opens). */
+uint64_t js_handle(const session *s, const struct fuse_file_info *fi);
+
+/* Frees the open counts (the session is going). */
+void free_opens(session *s);
+
+/* Registers replyOpen and passthroughState (fuse3_passthrough.c). */
+void register_passthrough(napi_env env, napi_value exports);
 
 /* Registers the reply functions (fuse3_replies.c) on the addon's exports. */
 void register_replies(napi_env env, napi_value exports);

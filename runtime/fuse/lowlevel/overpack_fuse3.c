@@ -68,6 +68,7 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
       ended = 1;
       break;
     }
+    if (!s->init_seen && passthrough_init(s, &s->buf)) continue;
     fuse_session_process_buf(s->se, &s->buf);
   }
   if (ended) {
@@ -88,8 +89,12 @@ session *get_session(napi_env env, napi_value v) {
   return s;
 }
 
-/* Bits of mount()'s flags. */
+/* Bits of mount()'s flags (fuse3-wire.ts). Passthrough is asked for only where it can work:
+ * the kernel refuses backing files to a server without CAP_SYS_ADMIN. STACKED: the upper
+ * directory is itself on a stacked filesystem (overlayfs), so the mount declares depth 2. */
 #define MOUNT_WRITEBACK 1
+#define MOUNT_PASSTHROUGH 2
+#define MOUNT_STACKED 4
 
 /* mount(mountPoint, args: string[], dispatcher, maxWrite, flags) -> session */
 static napi_value js_mount(napi_env env, napi_callback_info info) {
@@ -117,6 +122,8 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   s->env = env;
   s->max_write = max_write;
   s->writeback = (flags & MOUNT_WRITEBACK) != 0;
+  s->want_passthrough = !s->writeback && (flags & MOUNT_PASSTHROUGH) != 0 && passthrough_capable();
+  s->stack_depth = (flags & MOUNT_STACKED) ? 2 : 1;
   struct fuse_args args = FUSE_ARGS_INIT((int)nargs, cargv);
   s->se = fuse_session_new(&args, &overpack_ll_ops, sizeof overpack_ll_ops, s);
   fuse_opt_free_args(&args);
@@ -158,6 +165,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
 static void free_session(uv_handle_t *h) {
   session *s = h->data;
   free_lent(s);
+  free_opens(s);
   free(s->buf.mem);
   free(s);
 }
@@ -229,6 +237,7 @@ static napi_value init(napi_env env, napi_value exports) {
   }
   register_replies(env, exports);
   register_direct(env, exports);
+  register_passthrough(env, exports);
   register_entries(env, exports);
   register_syscalls(env, exports);
   register_codec(env, exports);
