@@ -101,6 +101,26 @@ os.write(fd, b'at the end')
 os.close(fd)
 show('mapped.bin')
 `,
+  'a setuid file with a capability, written by root: the bit kept, the capability dropped': `
+import struct
+p = d + '/capped'
+with open(p, 'wb') as f:
+    f.write(b'#!/bin/sh\\n')
+os.chmod(p, 0o4755)
+os.setxattr(p, 'security.capability', struct.pack('<IIIII', 0x02000001, 1 << 13, 0, 0, 0))
+print(oct(os.stat(p).st_mode), 'security.capability' in os.listxattr(p))
+with open(p, 'ab') as f:
+    f.write(b'echo hi\\n')
+print(oct(os.stat(p).st_mode), 'security.capability' in os.listxattr(p))
+for i in range(3):
+    with open(p, 'r+b') as f:
+        f.write(b'#')
+os.setxattr(p, 'security.capability', struct.pack('<IIIII', 0x02000001, 1 << 13, 0, 0, 0))
+with open(p, 'ab') as f:
+    f.write(b'# again\\n')
+print(oct(os.stat(p).st_mode), 'security.capability' in os.listxattr(p))
+show('capped')
+`,
   'SQLite changes in transactions, then an integrity check': `
 import sqlite3
 db = sqlite3.connect(d + '/state.db')

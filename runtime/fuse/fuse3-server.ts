@@ -12,7 +12,7 @@ import { failureErrno } from './failure.js';
 import { Fuse3Context } from './fuse3-context.js';
 import { handle } from './fuse3-handlers.js';
 import { RequestStats } from './fuse3-stats.js';
-import { MAX_WRITE, MOUNT_PASSTHROUGH, MOUNT_STACKED, MOUNT_WRITEBACK, num, OP, OP_NAMES, UNCHANGING_OPS, type Wire } from './fuse3-wire.js';
+import { MAX_WRITE, MOUNT_OWN_CALLERS, MOUNT_PASSTHROUGH, MOUNT_STACKED, MOUNT_WRITEBACK, num, OP, OP_NAMES, UNCHANGING_OPS, type Wire } from './fuse3-wire.js';
 
 export class Fuse3Server {
   private readonly c: Fuse3Context;
@@ -22,6 +22,7 @@ export class Fuse3Server {
   /** Resolves when the kernel side is gone (unmounted from outside, or by us). */
   readonly ended = new Promise<void>((resolve) => (this.endedResolve = resolve));
   private readonly writeback: boolean;
+  private readonly allowOther: boolean;
   private readonly stats = RequestStats.fromEnv();
   /** Keeps the process alive while mounted, even after the kernel side went away, until close(). */
   private keepAlive: NodeJS.Timeout | null = null;
@@ -29,6 +30,7 @@ export class Fuse3Server {
   constructor(private readonly fuse: OverpackAddon, ops: FsOps, options: MountOptions) {
     this.c = new Fuse3Context(fuse, ops, options);
     this.writeback = options.writeback ?? false;
+    this.allowOther = options.allowOther ?? false;
   }
 
   start(mountPoint: string, args: string[]): void {
@@ -39,7 +41,7 @@ export class Fuse3Server {
   private mountFlags(): number {
     if (this.writeback) return MOUNT_WRITEBACK;
     if (!this.c.passthrough) return 0;
-    return MOUNT_PASSTHROUGH | ((this.c.ops.backingStackDepth?.() ?? 0) > 0 ? MOUNT_STACKED : 0);
+    return MOUNT_PASSTHROUGH | ((this.c.ops.backingStackDepth?.() ?? 0) > 0 ? MOUNT_STACKED : 0) | (this.allowOther ? 0 : MOUNT_OWN_CALLERS);
   }
 
   /** Stops serving: waits (bounded) for unanswered requests, then closes the session. */

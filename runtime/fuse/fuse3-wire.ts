@@ -42,6 +42,7 @@ export const MAX_WRITE = 1 << 20;
 export const MOUNT_WRITEBACK = 1;
 export const MOUNT_PASSTHROUGH = 2;
 export const MOUNT_STACKED = 4;
+export const MOUNT_OWN_CALLERS = 8;
 /** The addon's passthrough mode meaning "on", as OPEN carries it and passthroughState reports it. */
 export const PASSTHROUGH_ON = 1;
 /** READ buffers kept for reuse (MAX_WRITE each): enough for the reads the kernel has in flight. */

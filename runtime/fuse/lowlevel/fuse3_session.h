@@ -64,6 +64,8 @@ typedef struct session {
    * (zero-message opens), 1 on, 2 negotiated but refused by the kernel (opens answered, cached). */
   int want_passthrough;
   int stack_depth;
+  /* Only the server's own user can use the mount (no allow_other): see passthrough_init. */
+  int own_callers;
   int init_seen;
   int passthrough_mode;
   open_table *opens;

@@ -91,10 +91,12 @@ session *get_session(napi_env env, napi_value v) {
 
 /* Bits of mount()'s flags (fuse3-wire.ts). Passthrough is asked for only where it can work:
  * the kernel refuses backing files to a server without CAP_SYS_ADMIN. STACKED: the upper
- * directory is itself on a stacked filesystem (overlayfs), so the mount declares depth 2. */
+ * directory is itself on a stacked filesystem (overlayfs), so the mount declares depth 2.
+ * OWN_CALLERS: no allow_other, so only the server's user can use the mount (passthrough_init). */
 #define MOUNT_WRITEBACK 1
 #define MOUNT_PASSTHROUGH 2
 #define MOUNT_STACKED 4
+#define MOUNT_OWN_CALLERS 8
 
 /* mount(mountPoint, args: string[], dispatcher, maxWrite, flags) -> session */
 static napi_value js_mount(napi_env env, napi_callback_info info) {
@@ -124,6 +126,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   s->writeback = (flags & MOUNT_WRITEBACK) != 0;
   s->want_passthrough = !s->writeback && (flags & MOUNT_PASSTHROUGH) != 0 && passthrough_capable();
   s->stack_depth = (flags & MOUNT_STACKED) ? 2 : 1;
+  s->own_callers = (flags & MOUNT_OWN_CALLERS) != 0;
   struct fuse_args args = FUSE_ARGS_INIT((int)nargs, cargv);
   s->se = fuse_session_new(&args, &overpack_ll_ops, sizeof overpack_ll_ops, s);
   fuse_opt_free_args(&args);
