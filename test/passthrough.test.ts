@@ -14,6 +14,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startMount, tempDir, unprivilegedUser, type MountProcess } from './helpers.js';
+import { appendImage } from '../runtime/image/writer.js';
 
 function py(code: string, dir: string, user?: { uid: string; gid: string }): string {
   if (!user) return execFileSync('python3', ['-c', code, dir], { encoding: 'utf8', timeout: 120_000 });
@@ -192,6 +193,76 @@ describe('FUSE passthrough', () => {
       assert.equal(py(SHOW + list, on.upper), py(SHOW + list, path.join(base, `${id}-plain`, 'lower')), 'the upper holds what the plain directory holds');
     });
   }
+
+  it('a file of an image, looked up from a lent listing, written through passthrough: its new size after the caches are dropped', async () => {
+    const app = path.join(base, 'image-app');
+    fs.mkdirSync(path.join(app, 'sub'), { recursive: true });
+    fs.writeFileSync(path.join(app, 'sub/f.txt'), 'f'.repeat(1100));
+    fs.writeFileSync(path.join(app, 'sub/g.txt'), 'g');
+    const image = path.join(base, 'app.img');
+    fs.writeFileSync(image, Buffer.alloc(100));
+    await appendImage(image, { appDir: app, manifest: {}, addons: [] });
+    let m: MountProcess | null = null;
+    try {
+      m = await startMount(image, ['--upper', path.join(base, 'image-upper'), '--mountpoint', path.join(base, 'image-mnt')], { ...process.env, OVERPACK_FUSE_STATS: '1' });
+      // g.txt's lookup lends sub/ to the addon, which then answers f.txt's.
+      const out = py(`
+import os, sys
+d = sys.argv[1]
+os.stat(d + '/sub/g.txt'); os.stat(d + '/sub/f.txt')
+with open(d + '/sub/f.txt', 'ab') as f:
+    f.write(b'x' * 8000)
+open('/proc/sys/vm/drop_caches', 'w').write('2')
+print(os.stat(d + '/sub/f.txt').st_size, len(open(d + '/sub/f.txt', 'rb').read()))
+`, m.mountPoint);
+      assert.equal(out, '9100 9100\n');
+      assert.equal(await m.stop(), 0);
+      assert.equal(counts(m.stderr()).mode, 'on');
+    } finally {
+      await m?.stop();
+    }
+  });
+
+  it('a write open of a file that lost its name (through /proc/self/fd, or renamed over meanwhile) works as on a plain directory', async () => {
+    const code = `
+import threading
+for name in ('up.txt', 'lower.txt'):
+    if name == 'up.txt':
+        with open(d + '/up.txt', 'wb') as f:
+            f.write(b'upper file\\n')
+    p = os.open(d + '/' + name, os.O_PATH)
+    os.unlink(d + '/' + name)
+    fd = os.open('/proc/self/fd/%d' % p, os.O_RDWR)
+    os.pwrite(fd, b'WRITTEN', 0)
+    print(name, os.pread(fd, 12, 0))
+    os.close(fd); os.close(p)
+stop = False
+def replace():
+    i = 0
+    while not stop:
+        with open(d + '/tmp%d' % (i % 2), 'wb') as f:
+            f.write(b'version %d\\n' % i)
+        os.rename(d + '/tmp%d' % (i % 2), d + '/target')
+        i += 1
+with open(d + '/target', 'wb') as f:
+    f.write(b'first\\n')
+t = threading.Thread(target=replace)
+t.start()
+errors = {}
+for _ in range(1500):
+    try:
+        os.close(os.open(d + '/target', os.O_WRONLY))
+    except OSError as e:
+        errors[e.strerror] = errors.get(e.strerror, 0) + 1
+stop = True
+t.join()
+print('errors', errors)
+`;
+    const expected = py(SHOW + code, fresh('lost-plain'));
+    const on = await throughMount('lost-on', code);
+    assert.equal(on.out, expected);
+    assert.equal(on.counts.mode, 'on');
+  });
 
   it('sends no WRITE to the server for a passed-through file, and every one without it', async () => {
     const code = `

@@ -132,7 +132,11 @@ export async function handle(c: Fuse3Context, op: number, req: Req, a: Wire): Pr
         // Under passthrough the addon sends only an open for writing that may be passed
         // through: the file is copied up here and the kernel reads and writes its upper copy.
         const n = node(c, num(a, 0));
-        f.replyOpen(req, n.id, await ops.passthroughDescriptor!(n.path(c.nodes.generation)));
+        const p = n.path(c.nodes.generation);
+        // A file that lost its name (reopened through /proc/self/fd, or unlinked while the
+        // open was on its way) has no path to copy up: its kept handle, or a cached open.
+        const fd = isUnlinked(n) ? (n.keptFh ? (ops.directDescriptor!(p, n.keptFh)?.fd ?? -1) : -1) : await ops.passthroughDescriptor!(p);
+        f.replyOpen(req, n.id, fd);
         return;
       }
       // ENOSYS once, and the kernel stops sending OPEN and RELEASE (zero-message open): every

@@ -12,7 +12,7 @@ import { failureErrno } from './failure.js';
 import { Fuse3Context } from './fuse3-context.js';
 import { handle } from './fuse3-handlers.js';
 import { RequestStats } from './fuse3-stats.js';
-import { MAX_WRITE, MOUNT_OWN_CALLERS, MOUNT_PASSTHROUGH, MOUNT_STACKED, MOUNT_WRITEBACK, num, OP, OP_NAMES, UNCHANGING_OPS, type Wire } from './fuse3-wire.js';
+import { MAX_WRITE, MOUNT_OWN_CALLERS, MOUNT_PASSTHROUGH, MOUNT_STACKED, MOUNT_WRITEBACK, num, OP, OP_NAMES, PASSTHROUGH_ON, UNCHANGING_OPS, type Wire } from './fuse3-wire.js';
 
 export class Fuse3Server {
   private readonly c: Fuse3Context;
@@ -84,7 +84,9 @@ export class Fuse3Server {
       return;
     }
     const lending = this.c.lending;
-    const changes = lending !== null && !UNCHANGING_OPS.has(op);
+    // An OPEN that JS sees under passthrough copies the file up and lets the kernel write it
+    // with no WRITE reaching us: it changes the tree as a WRITE would.
+    const changes = lending !== null && (!UNCHANGING_OPS.has(op) || (op === OP.OPEN && num(a, 2) === PASSTHROUGH_ON));
     if (changes) lending.beginChange();
     this.pending++;
     let work: Promise<void>;

@@ -150,7 +150,15 @@ int passthrough_capable(void) {
   struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
   struct __user_cap_data_struct d[2];
   if (syscall(SYS_capget, &h, d) != 0) return 0;
-  return (d[CAP_SYS_ADMIN / 32].effective & (1u << (CAP_SYS_ADMIN % 32))) != 0;
+  if (!(d[CAP_SYS_ADMIN / 32].effective & (1u << (CAP_SYS_ADMIN % 32)))) return 0;
+  /* The kernel wants CAP_SYS_ADMIN in the initial user namespace (capable()): a user
+   * namespace's root (rootless containers, unshare -r) has it only in its own. */
+  FILE *f = fopen("/proc/self/uid_map", "r");
+  if (!f) return 0;
+  unsigned long a = 1, b = 1, n = 0;
+  int init_ns = fscanf(f, "%lu %lu %lu", &a, &b, &n) == 3 && a == 0 && b == 0 && n == 4294967295UL;
+  fclose(f);
+  return init_ns;
 }
 
 int passthrough_init(session *s, const struct fuse_buf *buf) {
@@ -164,9 +172,9 @@ int passthrough_init(session *s, const struct fuse_buf *buf) {
 
   /* libfuse answers into a pipe that stands in for the device for this one request. */
   int dev = fuse_session_fd(s->se);
-  int saved = dup(dev), p[2];
+  int saved = fcntl(dev, F_DUPFD_CLOEXEC, 0), p[2];
   if (saved < 0) return 0;
-  if (pipe(p) != 0) {
+  if (pipe2(p, O_CLOEXEC) != 0) {
     close(saved);
     return 0;
   }
@@ -186,6 +194,8 @@ int passthrough_init(session *s, const struct fuse_buf *buf) {
   }
   struct k_out_header *out = (struct k_out_header *)reply;
   struct k_init_out *io = (struct k_init_out *)(out + 1);
+  char unpatched[sizeof reply];
+  memcpy(unpatched, reply, (size_t)n);
   if (out->error == 0 && (size_t)n >= sizeof *out + sizeof *io && out->len == (uint32_t)n && !(io->flags & K_FUSE_WRITEBACK_CACHE)) {
     io->flags |= K_FUSE_INIT_EXT;
     io->flags2 |= K_FUSE_PASSTHROUGH_FLAGS2;
@@ -201,9 +211,13 @@ int passthrough_init(session *s, const struct fuse_buf *buf) {
     if (s->own_callers && (init->flags & K_FUSE_HANDLE_KILLPRIV_V2)) io->flags |= K_FUSE_HANDLE_KILLPRIV_V2;
     s->passthrough_mode = 1;
   }
-  if (write(dev, reply, (size_t)n) != n) {
+  if (write(dev, reply, (size_t)n) == n) return 1;
+  /* Refused: libfuse's own reply, so that the mount comes up without passthrough. */
+  perror("overpack: writing the INIT reply with passthrough");
+  s->passthrough_mode = 0;
+  if (write(dev, unpatched, (size_t)n) != n) {
     perror("overpack: writing the INIT reply");
-    s->passthrough_mode = 0;
+    fuse_session_exit(s->se);
   }
   return 1;
 }
@@ -256,7 +270,8 @@ static void detach_if_unused(session *s, inode_opens *e) {
 }
 
 int passthrough_open(session *s, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  int writes = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
+  /* O_TRUNC never arrives (ATOMIC_O_TRUNC is off: the truncation is a SETATTR of its own). */
+  int writes = (fi->flags & O_ACCMODE) != O_RDONLY;
   inode_opens *e = opens_of(s, ino, 0);
   if (e && e->passed) reply_passed(s, req, e);
   else if (!writes || (e && e->cached) || s->passthrough_mode != 1) reply_cached(s, req, ino);
