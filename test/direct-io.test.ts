@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startMount, tempDir, type MountProcess } from './helpers.js';
+import { lowerWithFile, startMount, tempDir, type MountProcess } from './helpers.js';
 
 function py(code: string, dir: string): string {
   return execFileSync('python3', ['-c', code, dir], { encoding: 'utf8', timeout: 120_000 });
@@ -125,12 +125,7 @@ describe('reads and writes answered by the addon', () => {
   });
   after(() => fs.rmSync(base, { recursive: true, force: true }));
 
-  function fresh(name: string): string {
-    const lower = path.join(base, name, 'lower');
-    fs.mkdirSync(lower, { recursive: true });
-    fs.writeFileSync(path.join(lower, 'lower.txt'), 'the lower file\n'.repeat(400));
-    return lower;
-  }
+  const fresh = (name: string): string => lowerWithFile(base, name);
 
   async function throughMount(name: string, code: string, direct: boolean, passthrough = false): Promise<{ out: string; counts: [number, number] }> {
     const lower = fresh(name);

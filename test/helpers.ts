@@ -106,6 +106,14 @@ export async function startMount(lower: string, args: string[] = [], env: NodeJS
   };
 }
 
+/** `<base>/<name>/lower`, made with one file, `lower.txt` (400 lines): a lower for a case of its own. */
+export function lowerWithFile(base: string, name: string): string {
+  const lower = path.join(base, name, 'lower');
+  fs.mkdirSync(lower, { recursive: true });
+  fs.writeFileSync(path.join(lower, 'lower.txt'), 'the lower file\n'.repeat(400));
+  return lower;
+}
+
 export interface SnapEntry {
   type: 'file' | 'dir' | 'symlink' | 'other';
   mode: number;

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startMount, tempDir, unprivilegedUser, type MountProcess } from './helpers.js';
+import { lowerWithFile, startMount, tempDir, unprivilegedUser, type MountProcess } from './helpers.js';
 import { appendImage } from '../runtime/image/writer.js';
 
 function py(code: string, dir: string, user?: { uid: string; gid: string }): string {
@@ -148,12 +148,7 @@ describe('FUSE passthrough', () => {
   });
   after(() => fs.rmSync(base, { recursive: true, force: true }));
 
-  function fresh(name: string): string {
-    const lower = path.join(base, name, 'lower');
-    fs.mkdirSync(lower, { recursive: true });
-    fs.writeFileSync(path.join(lower, 'lower.txt'), 'the lower file\n'.repeat(400));
-    return lower;
-  }
+  const fresh = (name: string): string => lowerWithFile(base, name);
 
   function counts(stderr: string): Counts {
     const pt = /passthrough: (.+), (\d+) opens passed through/.exec(stderr);

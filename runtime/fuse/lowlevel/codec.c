@@ -87,12 +87,8 @@ static napi_value js_decompress(napi_env env, napi_callback_info info) {
 }
 
 void register_codec(napi_env env, napi_value exports) {
-  const struct { const char *name; napi_callback fn; } fns[] = {
+  const named_fn fns[] = {
     {"zstdCompress", js_compress}, {"zstdDecompress", js_decompress},
   };
-  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-    napi_value f;
-    napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
-    napi_set_named_property(env, exports, fns[i].name, f);
-  }
+  export_fns(env, exports, fns, sizeof fns / sizeof fns[0]);
 }

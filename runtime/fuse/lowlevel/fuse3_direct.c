@@ -60,23 +60,16 @@ static napi_value js_forget_direct(napi_env env, napi_callback_info info) {
 /* directCounts(session) -> [reads, writes] answered here. */
 static napi_value js_direct_counts(napi_env env, napi_callback_info info) {
   size_t argc = 1;
-  napi_value argv[1], out;
+  napi_value argv[1];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   session *s = get_session(env, argv[0]);
   if (!s) return NULL;
-  CHECK(napi_create_array_with_length(env, 2, &out));
-  napi_set_element(env, out, 0, num(env, s->direct_reads));
-  napi_set_element(env, out, 1, num(env, s->direct_writes));
-  return out;
+  return pair(env, s->direct_reads, s->direct_writes);
 }
 
 void register_direct(napi_env env, napi_value exports) {
-  const struct { const char *name; napi_callback fn; } fns[] = {
+  const named_fn fns[] = {
     {"directFd", js_direct_fd}, {"forgetDirect", js_forget_direct}, {"directCounts", js_direct_counts},
   };
-  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-    napi_value f;
-    napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
-    napi_set_named_property(env, exports, fns[i].name, f);
-  }
+  export_fns(env, exports, fns, sizeof fns / sizeof fns[0]);
 }

@@ -262,13 +262,10 @@ static napi_value js_reclaim_entries(napi_env env, napi_callback_info info) {
 /* lentCounts(session) -> [lookups answered with an entry, with "no such entry"]. */
 static napi_value js_lent_counts(napi_env env, napi_callback_info info) {
   size_t argc = 1;
-  napi_value argv[1], out;
+  napi_value argv[1];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   session *s = get_session(env, argv[0]);
-  CHECK(napi_create_array_with_length(env, 2, &out));
-  napi_set_element(env, out, 0, num(env, s && s->lent ? s->lent->hits : 0));
-  napi_set_element(env, out, 1, num(env, s && s->lent ? s->lent->misses : 0));
-  return out;
+  return pair(env, s && s->lent ? s->lent->hits : 0, s && s->lent ? s->lent->misses : 0);
 }
 
 void free_lent(session *s) {
@@ -283,12 +280,8 @@ void free_lent(session *s) {
 }
 
 void register_entries(napi_env env, napi_value exports) {
-  const struct { const char *name; napi_callback fn; } fns[] = {
+  const named_fn fns[] = {
     {"lendDir", js_lend_dir}, {"reclaimEntries", js_reclaim_entries}, {"lentCounts", js_lent_counts},
   };
-  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-    napi_value f;
-    napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
-    napi_set_named_property(env, exports, fns[i].name, f);
-  }
+  export_fns(env, exports, fns, sizeof fns / sizeof fns[0]);
 }

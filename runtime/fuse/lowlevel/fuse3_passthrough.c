@@ -384,23 +384,16 @@ static napi_value js_reply_open(napi_env env, napi_callback_info info) {
 /* passthroughState(session) -> [mode, opens passed through]: mode 0 off, 1 on, 2 refused by the kernel. */
 static napi_value js_passthrough_state(napi_env env, napi_callback_info info) {
   size_t argc = 1;
-  napi_value argv[1], out;
+  napi_value argv[1];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   session *s = get_session(env, argv[0]);
   if (!s) return NULL;
-  CHECK(napi_create_array_with_length(env, 2, &out));
-  napi_set_element(env, out, 0, num(env, s->passthrough_mode));
-  napi_set_element(env, out, 1, num(env, s->passed_opens));
-  return out;
+  return pair(env, s->passthrough_mode, s->passed_opens);
 }
 
 void register_passthrough(napi_env env, napi_value exports) {
-  const struct { const char *name; napi_callback fn; } fns[] = {
+  const named_fn fns[] = {
     {"replyOpen", js_reply_open}, {"passthroughState", js_passthrough_state},
   };
-  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-    napi_value f;
-    napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
-    napi_set_named_property(env, exports, fns[i].name, f);
-  }
+  export_fns(env, exports, fns, sizeof fns / sizeof fns[0]);
 }

@@ -294,15 +294,11 @@ static napi_value js_reply_lseek(napi_env env, napi_callback_info info) {
 }
 
 void register_replies(napi_env env, napi_value exports) {
-  const struct { const char *name; napi_callback fn; } fns[] = {
+  const named_fn fns[] = {
     {"replyErr", js_reply_err}, {"replyEntry", js_reply_entry}, {"replyCreate", js_reply_create},
     {"replyAttr", js_reply_attr}, {"replyBuf", js_reply_buf}, {"replyFd", js_reply_fd},
     {"replyWrite", js_reply_write}, {"replyXattrSize", js_reply_xattr}, {"replyReadlink", js_reply_readlink},
     {"replyStatfs", js_reply_statfs}, {"replyDir", js_reply_dir}, {"replyLseek", js_reply_lseek},
   };
-  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-    napi_value f;
-    napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
-    napi_set_named_property(env, exports, fns[i].name, f);
-  }
+  export_fns(env, exports, fns, sizeof fns / sizeof fns[0]);
 }

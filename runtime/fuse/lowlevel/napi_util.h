@@ -32,4 +32,27 @@ static inline double get_double(napi_env env, napi_value v) {
 
 static inline napi_value ret_int(napi_env env, int rc) { return num(env, rc); }
 
+/* [a, b]: the two counts a stats function returns (NULL with an error thrown if it cannot). */
+static inline napi_value pair(napi_env env, double a, double b) {
+  napi_value out;
+  CHECK(napi_create_array_with_length(env, 2, &out));
+  napi_set_element(env, out, 0, num(env, a));
+  napi_set_element(env, out, 1, num(env, b));
+  return out;
+}
+
+/* A function a C file puts on the addon's exports. */
+typedef struct named_fn {
+  const char *name;
+  napi_callback fn;
+} named_fn;
+
+static inline void export_fns(napi_env env, napi_value exports, const named_fn *fns, size_t count) {
+  for (size_t i = 0; i < count; i++) {
+    napi_value f;
+    napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
+    napi_set_named_property(env, exports, fns[i].name, f);
+  }
+}
+
 #endif

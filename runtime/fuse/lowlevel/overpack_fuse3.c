@@ -229,15 +229,11 @@ static napi_value js_version(napi_env env, napi_callback_info info) {
 }
 
 static napi_value init(napi_env env, napi_value exports) {
-  const struct { const char *name; napi_callback fn; } fns[] = {
+  const named_fn fns[] = {
     {"mount", js_mount}, {"close", js_close}, {"invalInode", js_inval_inode},
     {"noCapability", js_no_capability}, {"libfuseVersion", js_version},
   };
-  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-    napi_value f;
-    napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
-    napi_set_named_property(env, exports, fns[i].name, f);
-  }
+  export_fns(env, exports, fns, sizeof fns / sizeof fns[0]);
   register_replies(env, exports);
   register_direct(env, exports);
   register_passthrough(env, exports);

@@ -95,15 +95,11 @@ static napi_value js_utimens(napi_env env, napi_callback_info info) {
 }
 
 void register_syscalls(napi_env env, napi_value exports) {
-  const struct { const char *name; napi_callback fn; } fns[] = {
+  const named_fn fns[] = {
     {"mknod", js_mknod}, {"fallocate", js_fallocate}, {"seek", js_seek},
     {"utimens", js_utimens}, {"defaultSignal", js_default_signal},
   };
-  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-    napi_value f;
-    napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
-    napi_set_named_property(env, exports, fns[i].name, f);
-  }
+  export_fns(env, exports, fns, sizeof fns / sizeof fns[0]);
   napi_value omit, now;
   napi_create_double(env, UTIME_OMIT, &omit);
   napi_create_double(env, UTIME_NOW, &now);
