@@ -122,6 +122,20 @@ with open(p, 'ab') as f:
 print(oct(os.stat(p).st_mode), 'security.capability' in os.listxattr(p))
 show('capped')
 `,
+  'overwritten with shorter contents (echo x > file, open with O_TRUNC), a lower file and an upper one': `
+import subprocess
+with open(d + '/long.txt', 'wb') as f:
+    f.write(b'a long first version\\n' * 100)
+for name in ('lower.txt', 'long.txt'):
+    subprocess.run(['sh', '-c', 'echo x > "$1"', 'sh', d + '/' + name], check=True)
+    print(name, os.stat(d + '/' + name).st_size, open(d + '/' + name, 'rb').read())
+with open(d + '/long.txt', 'w') as f:
+    f.write('y')
+fd = os.open(d + '/lower.txt', os.O_WRONLY | os.O_TRUNC)
+os.write(fd, b'z')
+os.close(fd)
+show('lower.txt', 'long.txt')
+`,
   'SQLite changes in transactions, then an integrity check': `
 import sqlite3
 db = sqlite3.connect(d + '/state.db')

@@ -186,7 +186,7 @@ export class OverlayOps implements FsOps {
 
   async passthroughDescriptor(path: string): Promise<number> {
     const h = await this.pathHandle(path, true);
-    if (h.kind !== 'upper') throw new Error(`overpack: ${path} has no upper descriptor after its copy-up`);
+    if (h.kind !== 'upper') throw new FsError('EIO', 'open', path, 'no upper copy after the copy-up');
     return h.fd;
   }
 

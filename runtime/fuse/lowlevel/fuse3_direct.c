@@ -59,12 +59,8 @@ static napi_value js_forget_direct(napi_env env, napi_callback_info info) {
 
 /* directCounts(session) -> [reads, writes] answered here. */
 static napi_value js_direct_counts(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session *s = get_session(env, argv[0]);
-  if (!s) return NULL;
-  return pair(env, s->direct_reads, s->direct_writes);
+  session *s = session_arg(env, info);
+  return s ? pair(env, s->direct_reads, s->direct_writes) : NULL;
 }
 
 void register_direct(napi_env env, napi_value exports) {

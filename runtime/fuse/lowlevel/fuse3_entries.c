@@ -242,10 +242,8 @@ static size_t drop_all(lent_table *t, double *counts) {
 /* reclaimEntries(session) -> Float64Array of [nodeid, lookups] pairs: every listing taken
  * back, with the lookups answered here that the kernel has not forgotten. */
 static napi_value js_reclaim_entries(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], buf, out;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session *s = get_session(env, argv[0]);
+  napi_value buf, out;
+  session *s = session_arg(env, info);
   lent_table *t = s ? s->lent : NULL;
   size_t held = 0;
   if (t) {
@@ -261,11 +259,9 @@ static napi_value js_reclaim_entries(napi_env env, napi_callback_info info) {
 
 /* lentCounts(session) -> [lookups answered with an entry, with "no such entry"]. */
 static napi_value js_lent_counts(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session *s = get_session(env, argv[0]);
-  return pair(env, s && s->lent ? s->lent->hits : 0, s && s->lent ? s->lent->misses : 0);
+  session *s = session_arg(env, info);
+  if (!s) return NULL;
+  return pair(env, s->lent ? s->lent->hits : 0, s->lent ? s->lent->misses : 0);
 }
 
 void free_lent(session *s) {

@@ -383,12 +383,8 @@ static napi_value js_reply_open(napi_env env, napi_callback_info info) {
 
 /* passthroughState(session) -> [mode, opens passed through]: mode 0 off, 1 on, 2 refused by the kernel. */
 static napi_value js_passthrough_state(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session *s = get_session(env, argv[0]);
-  if (!s) return NULL;
-  return pair(env, s->passthrough_mode, s->passed_opens);
+  session *s = session_arg(env, info);
+  return s ? pair(env, s->passthrough_mode, s->passed_opens) : NULL;
 }
 
 void register_passthrough(napi_env env, napi_value exports) {

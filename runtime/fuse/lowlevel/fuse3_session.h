@@ -81,6 +81,9 @@ void dispatch_exit(session *s);
 /* The session of a JS value from mount(), or NULL with a TypeError thrown. */
 session *get_session(napi_env env, napi_value v);
 
+/* The session a function taking only a session was called with, or NULL with an error thrown. */
+session *session_arg(napi_env env, napi_callback_info info);
+
 /* Frees the session once it is closed and nothing is outstanding. */
 void finish_session(session *s);
 

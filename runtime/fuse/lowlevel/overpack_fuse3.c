@@ -89,6 +89,16 @@ session *get_session(napi_env env, napi_value v) {
   return s;
 }
 
+session *session_arg(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) {
+    napi_throw_type_error(env, NULL, "overpack-fuse3: a session expected");
+    return NULL;
+  }
+  return get_session(env, argv[0]);
+}
+
 /* Bits of mount()'s flags (fuse3-wire.ts). Passthrough is asked for only where it can work:
  * the kernel refuses backing files to a server without CAP_SYS_ADMIN. STACKED: the upper
  * directory is itself on a stacked filesystem (overlayfs), so the mount declares depth 2.
@@ -187,10 +197,7 @@ void finish_session(session *s) {
  * nothing can wait on us). The session itself goes when the last unanswered request is
  * answered (answers then go nowhere: the device is closed). */
 static napi_value js_close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session *s = get_session(env, argv[0]);
+  session *s = session_arg(env, info);
   if (!s || s->closed) return NULL;
   s->closed = 1;
   stop_polling(s);
